@@ -1,0 +1,20 @@
+"""Backends behind one async protocol; see `base.Backend` and `registry.resolve_backend`."""
+
+from judgekit.backends.base import (
+    Backend,
+    Completion,
+    GenerationResult,
+    ScoreForcingBackend,
+    TokenLogprob,
+)
+from judgekit.backends.registry import register_backend, resolve_backend
+
+__all__ = [
+    "Backend",
+    "Completion",
+    "GenerationResult",
+    "ScoreForcingBackend",
+    "TokenLogprob",
+    "register_backend",
+    "resolve_backend",
+]

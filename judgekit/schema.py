@@ -1,0 +1,200 @@
+"""The typed results that cross every boundary: principles, critiques, one judgement sample, the verdict.
+
+All models are Pydantic and JSON round-trippable (`Verdict.model_validate_json(v.model_dump_json())`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Message = dict[str, str]
+"""A chat message: {"role": "system"|"user"|"assistant", "content": str}."""
+
+
+class SampleStatus(StrEnum):
+    """Why a sample does or does not count. Only OK and FORCED samples carry scores."""
+
+    OK = "ok"
+    FORCED = "forced"  # free text did not parse; the scores line was completed under a grammar
+    PARSE_FAILURE = "parse_failure"
+    API_ERROR = "api_error"
+
+    @property
+    def valid(self) -> bool:
+        return self in (SampleStatus.OK, SampleStatus.FORCED)
+
+
+class Usage(BaseModel):
+    """Token and cost accounting. Adds up with `+`; retries and re-asks are included."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+    retries: int = 0
+    cost_usd: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        cost: float | None
+        if self.cost_usd is None and other.cost_usd is None:
+            cost = None
+        else:
+            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+            cached_calls=self.cached_calls + other.cached_calls,
+            retries=self.retries + other.retries,
+            cost_usd=cost,
+        )
+
+    @staticmethod
+    def total(usages: Any) -> Usage:
+        out = Usage()
+        for u in usages:
+            out = out + u
+        return out
+
+
+class Principle(BaseModel):
+    """One self-written evaluation criterion. `weight` is normalised to sum to 1 in a Judgement."""
+
+    name: str
+    description: str = ""
+    weight: float = Field(1.0, ge=0.0)
+
+
+class Critique(BaseModel):
+    """The judge's analysis of one response (in the caller's order, not the shown order)."""
+
+    analysis: str = ""
+    principle_scores: dict[str, float] = Field(default_factory=dict)
+    overall: float | None = Field(None, description="the model's own overall 1-10 score")
+    weighted: float | None = Field(None, description="sum of w_i * s_i where principle scores exist")
+
+    @property
+    def score(self) -> float | None:
+        """The combined score: the weighted sum where it exists, else the model's overall score."""
+        return self.weighted if self.weighted is not None else self.overall
+
+
+class Judgement(BaseModel):
+    """One sampled judgement of all responses of an item.
+
+    `permutation[p]` is the caller's index of the response shown at position p. `scores` and
+    `critiques` are already mapped back to the caller's order. Scores are None unless the status
+    is valid: a failure is never silently a score.
+    """
+
+    model_config = ConfigDict(use_enum_values=False)
+
+    sample_index: int = 0
+    status: SampleStatus
+    permutation: list[int] = Field(default_factory=list)
+    principles: list[Principle] = Field(default_factory=list)
+    critiques: list[Critique] = Field(default_factory=list)
+    scores: list[float] | None = None
+    raw_text: str = ""
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    attempts: int = 1
+    hinted: bool = False
+    meta_score: float | None = None
+    kept: bool = True
+
+    @field_validator("scores")
+    @classmethod
+    def _scores_in_range(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not (1.0 <= s <= 10.0) for s in v):
+            raise ValueError(f"scores must lie in [1, 10], got {v}")
+        return v
+
+    @property
+    def valid(self) -> bool:
+        return self.status.valid and self.scores is not None
+
+
+class Verdict(BaseModel):
+    """The voted result for one item.
+
+    `scores[i]` is response i's final score (sum over kept valid samples by default, so the range
+    widens to k..10k); `best` is the index of the single best response, or None on a tie or when no
+    sample was valid. Every sample is kept in `samples`, discarded ones included.
+    """
+
+    item_id: str | None = None
+    n_responses: int
+    scores: list[float | None]
+    best: int | None = None
+    tie: bool = False
+    voting: str = "sum"
+    k: int = 1
+    k_meta: int | None = None
+    valid_samples: int = 0
+    invalid_samples: int = 0
+    samples: list[Judgement] = Field(default_factory=list)
+    model: str = ""
+    meta_model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    wall_time_s: float = 0.0
+    error: str | None = Field(None, description="set when the whole item failed")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.valid_samples > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict for a pandas row (one per verdict)."""
+        row: dict[str, Any] = {
+            "item_id": self.item_id,
+            "n_responses": self.n_responses,
+            "best": self.best,
+            "tie": self.tie,
+            "k": self.k,
+            "k_meta": self.k_meta,
+            "valid_samples": self.valid_samples,
+            "invalid_samples": self.invalid_samples,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "cost_usd": self.usage.cost_usd,
+            "wall_time_s": self.wall_time_s,
+            "error": self.error,
+            "model": self.model,
+        }
+        for i, s in enumerate(self.scores):
+            row[f"score_{i}"] = s
+        return row
+
+    def samples_frame(self) -> Any:
+        """A pandas DataFrame with one row per sample."""
+        import pandas as pd
+
+        rows = []
+        for j in self.samples:
+            rows.append({
+                "sample_index": j.sample_index,
+                "status": j.status.value,
+                "permutation": j.permutation,
+                "scores": j.scores,
+                "n_principles": len(j.principles),
+                "meta_score": j.meta_score,
+                "kept": j.kept,
+                "hinted": j.hinted,
+                "attempts": j.attempts,
+                "prompt_tokens": j.usage.prompt_tokens,
+                "completion_tokens": j.usage.completion_tokens,
+                "error": j.error,
+            })
+        return pd.DataFrame(rows)
