@@ -1,0 +1,123 @@
+"""Jinja prompt templates, shipped in the wheel as `judgekit/prompts` (the repo's top-level `prompts/`).
+
+User text (query, responses, judgements) is passed to templates as data: Jinja never evaluates the
+content of a variable, so `{{ 7*7 }}` or `{% raw %}` inside a response appears verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel
+
+from judgekit.errors import TemplateError
+from judgekit.schema import Message
+
+GRM_TEMPLATE = "grm/default.jinja"
+GRM_EXAMPLES = "grm/examples.json"
+META_TEMPLATE = "meta/default.jinja"
+PAIRWISE_BASELINE_TEMPLATE = "baseline/pairwise.jinja"
+
+
+class FewShotExample(BaseModel):
+    """A worked example shown to the judge: a query, its responses, and the ideal judge output."""
+
+    query: str
+    responses: list[str]
+    output: str
+
+
+def builtin_prompt_dir() -> Path:
+    """`judgekit/prompts` inside an installed wheel, or the repo's `prompts/` in a checkout."""
+    packaged = resources.files("judgekit") / "prompts"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    repo = Path(__file__).resolve().parent.parent / "prompts"
+    if repo.is_dir():
+        return repo
+    raise TemplateError("judgekit's prompt templates are missing from this installation")
+
+
+@lru_cache(maxsize=16)
+def _environment(template_dir: str | None) -> jinja2.Environment:
+    search = [template_dir] if template_dir else []
+    search.append(str(builtin_prompt_dir()))
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # plain-text prompts; escaping would alter the user's text
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(template: str, template_dir: str | Path | None = None, **variables: Any) -> str:
+    """Render one template; a user's `template_dir` shadows the built-in files of the same name."""
+    env = _environment(str(template_dir) if template_dir else None)
+    try:
+        return env.get_template(template).render(**variables).strip() + "\n"
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"prompt template not found: {template}") from exc
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"prompt template {template} failed to render: {exc}") from exc
+
+
+def load_examples(path: str | Path | None = None,
+                  template_dir: str | Path | None = None) -> list[FewShotExample]:
+    """Few-shot examples kept as data (JSON list); the built-in file unless a path is given."""
+    if path is None:
+        base = Path(template_dir) if template_dir else builtin_prompt_dir()
+        path = base / GRM_EXAMPLES
+        if not path.is_file():
+            path = builtin_prompt_dir() / GRM_EXAMPLES
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return [FewShotExample.model_validate(x) for x in data]
+    except (OSError, ValueError) as exc:
+        raise TemplateError(f"cannot read few-shot examples from {path}: {exc}") from exc
+
+
+def as_messages(query: str | Sequence[Message]) -> list[Message]:
+    """A query string becomes one user turn; a conversation passes through (last turn = query)."""
+    if isinstance(query, str):
+        return [{"role": "user", "content": query}]
+    msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in query]
+    if not msgs:
+        raise ValueError("the conversation is empty")
+    return msgs
+
+
+def grm_messages(query: str | Sequence[Message], responses: Sequence[str], *,
+                 examples: Sequence[FewShotExample] = (), template: str = GRM_TEMPLATE,
+                 template_dir: str | Path | None = None, hint_best: int | None = None,
+                 system: str | None = None) -> list[Message]:
+    """The chat prompt for a pointwise GRM judgement of `responses` in the order given."""
+    text = render(template, template_dir, messages=as_messages(query), responses=list(responses),
+                  examples=[e.model_dump() for e in examples], hint_best=hint_best)
+    out: list[Message] = [{"role": "system", "content": system}] if system else []
+    out.append({"role": "user", "content": text})
+    return out
+
+
+def meta_messages(query: str | Sequence[Message], responses: Sequence[str], judgement: str, *,
+                  mode: str = "yes_no", template: str = META_TEMPLATE,
+                  template_dir: str | Path | None = None) -> list[Message]:
+    """The meta judge's prompt about one sampled judgement (responses in that sample's order)."""
+    text = render(template, template_dir, messages=as_messages(query), responses=list(responses),
+                  judgement=judgement, mode=mode)
+    return [{"role": "user", "content": text}]
+
+
+def pairwise_baseline_messages(query: str | Sequence[Message], responses: Sequence[str], *,
+                               template: str = PAIRWISE_BASELINE_TEMPLATE,
+                               template_dir: str | Path | None = None) -> list[Message]:
+    """The plain LLM-as-a-judge prompt ("which is better"), for side-by-side baselines."""
+    text = render(template, template_dir, messages=as_messages(query), responses=list(responses))
+    return [{"role": "user", "content": text}]
