@@ -28,6 +28,8 @@ class BackendError(JudgekitError):
     """A call to a model backend failed. `retryable` tells the retry policy what to do."""
 
     retryable: bool = False
+    retries: int = 0
+    """How many retries the retry policy spent before giving up (set by `judgekit.retry`)."""
 
     def __init__(self, message: str, *, status_code: int | None = None,
                  retry_after: float | None = None) -> None:

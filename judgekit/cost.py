@@ -1,0 +1,80 @@
+"""What a call cost, in USD, from a price table the user can override.
+
+Prices are USD per 1M tokens (input, output), list prices of the providers' standard tier as last
+checked for this table; they change, so pass `prices=` to a backend (or edit `PRICES`) for your
+contract. A dated snapshot name ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929") uses the
+longest table entry it starts with, followed by "-" or the end. An unknown model costs None (not
+0: unknown is not free); a model served locally costs 0.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+Price = tuple[float, float]
+"""(USD per 1M input tokens, USD per 1M output tokens)."""
+
+PRICES: dict[str, Price] = {
+    # OpenAI
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4": (30.00, 60.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "o1": (15.00, 60.00),
+    "o1-mini": (1.10, 4.40),
+    "o3": (2.00, 8.00),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+    # Anthropic
+    "claude-opus-4-5": (5.00, 25.00),
+    "claude-opus-4-1": (15.00, 75.00),
+    "claude-opus-4": (15.00, 75.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-sonnet-4": (3.00, 15.00),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-3-7-sonnet": (3.00, 15.00),
+    "claude-3-5-sonnet": (3.00, 15.00),
+    "claude-3-5-haiku": (0.80, 4.00),
+    "claude-3-opus": (15.00, 75.00),
+    "claude-3-haiku": (0.25, 1.25),
+}
+
+LOCAL_PROVIDERS = frozenset({"embedded", "hf", "gguf", "local"})
+
+
+def lookup_price(model: str, prices: Mapping[str, Price] | None = None) -> Price | None:
+    """The (input, output) price of `model`: user table first, then `PRICES`; None if unknown."""
+    for table in (prices or {}, PRICES):
+        if model in table:
+            return table[model]
+        best: str | None = None
+        for name in table:
+            if model.startswith(name + "-") and (best is None or len(name) > len(best)):
+                best = name
+        if best is not None:
+            return table[best]
+    return None
+
+
+def call_cost(
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    prices: Mapping[str, Price] | None = None,
+    *,
+    local: bool = False,
+) -> float | None:
+    """USD for one call; 0.0 when `local`, None when the model has no known price."""
+    if local:
+        return 0.0
+    price = lookup_price(model, prices)
+    if price is None:
+        return None
+    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
