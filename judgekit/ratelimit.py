@@ -43,7 +43,10 @@ class Throttle:
         max_concurrency: int = 8,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        *,
+        period: float = 60.0,
     ) -> None:
+        """`period` is the budget window in seconds (60: per minute; tests use shorter ones)."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         for name, value in (("requests_per_minute", requests_per_minute),
@@ -53,6 +56,7 @@ class Throttle:
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
+        self.period = period
         self._state: LoopLocal[_LoopState] = LoopLocal(self._new_state)
 
     def _new_state(self) -> _LoopState:
@@ -63,9 +67,9 @@ class Throttle:
             from aiolimiter import AsyncLimiter
 
             if self.requests_per_minute:
-                rpm = AsyncLimiter(self.requests_per_minute, 60.0)
+                rpm = AsyncLimiter(self.requests_per_minute, self.period)
             if self.tokens_per_minute:
-                tpm = AsyncLimiter(self.tokens_per_minute, 60.0)
+                tpm = AsyncLimiter(self.tokens_per_minute, self.period)
         return _LoopState(asyncio.Semaphore(self.max_concurrency), rpm, tpm)
 
     @asynccontextmanager
