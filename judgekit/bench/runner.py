@@ -1,0 +1,368 @@
+"""Run a judge over a benchmark, one results line per item, resumable.
+
+Files in the output directory:
+
+* ``run.json``      what was run: dataset, subset, model, samples, meta, limit, seed, start time
+                    (and every resume time);
+* ``results.jsonl`` one `ResultRecord` per line, appended (flush + fsync) as each item finishes:
+                    item id, subset, gold label, the item's metadata and the full Verdict.
+
+Re-running the same command resumes: items that already have a result are skipped. An item
+counts as *failed*, and is judged again on the next run, when it has no judgement at all: the
+judge raised, or every sample was an API error. Parse failures are results (a judge that cannot
+produce a score is wrong, and the metrics count it), so they are not retried. When an item
+appears more than once (a failure, then a success), the last line wins. A truncated last line
+(a killed run) is cut off before appending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field, ValidationError
+
+from judgekit.bench.datasets import DatasetError, load_dataset, select
+from judgekit.bench.items import BenchItem, Label
+from judgekit.errors import JudgekitError
+from judgekit.schema import SampleStatus, Verdict
+
+RESULTS_FILE = "results.jsonl"
+RUN_FILE = "run.json"
+# run.json fields that must agree for a resume to append to the same results file
+RESUME_KEYS = ("dataset", "subset", "model", "baseline", "samples", "meta", "seed", "reverse")
+
+
+class BenchRunError(JudgekitError, ValueError):
+    """A run that cannot start: e.g. resuming into a directory made by a different command."""
+
+
+class BatchJudge(Protocol):
+    """What the runner needs from a judge (`judgekit.judge.Judge`, `PairwiseBaselineJudge`)."""
+
+    async def ascore_many(self, items: Any, samples: int = 1, **kwargs: Any) -> list[Verdict]: ...
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ResultRecord(BaseModel):
+    """One results.jsonl line. `label` is in the order the judge saw the responses; `order`
+    (reversed runs only) maps shown position p to the dataset's response order[p]."""
+
+    item_id: str
+    subset: str = ""
+    label: Label
+    n_responses: int
+    order: list[int] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    verdict: Verdict | None = None
+    error: str | None = None
+    finished_at: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """No judgement at all (to be retried): no verdict, or an error with no sample that
+        reached the model's text (every sample an API error, or none)."""
+        if self.verdict is None:
+            return True
+        if self.verdict.error is None:
+            return False
+        reached = (SampleStatus.OK, SampleStatus.FORCED, SampleStatus.PARSE_FAILURE)
+        return not any(s.status in reached for s in self.verdict.samples)
+
+
+class RunInfo(BaseModel):
+    """run.json."""
+
+    dataset: str
+    subset: str | None = None
+    model: str | None = None
+    baseline: str | None = None
+    samples: int = 1
+    meta: bool = False
+    limit: int | None = None
+    seed: int = 0
+    reverse: bool = False
+    concurrency: int = 4
+    n_items: int = 0
+    started_at: str = ""
+    resumed_at: list[str] = Field(default_factory=list)
+    finished_at: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    n_items: int
+    already_done: int
+    judged: int
+    failed: int
+
+    def __str__(self) -> str:
+        return (f"{self.out_dir}: {self.n_items} items, {self.already_done} already done, "
+                f"{self.judged} judged now, {self.failed} failed")
+
+
+# --------------------------------------------------------------------------------------------
+# results.jsonl
+# --------------------------------------------------------------------------------------------
+def repair_results(path: Path) -> int:
+    """Cut a truncated last line (no trailing newline) off the file; returns bytes removed."""
+    if not path.exists():
+        return 0
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return len(data) - keep
+
+
+def iter_records(path: Path) -> list[ResultRecord]:
+    """Every parseable line, in file order (a torn or corrupt line is skipped with a warning)."""
+    out: list[ResultRecord] = []
+    if not path.exists():
+        return out
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(ResultRecord.model_validate_json(line))
+            except (ValidationError, ValueError) as exc:
+                warnings.warn(f"{path}:{n}: skipping an unreadable line ({exc.__class__.__name__})",
+                              stacklevel=2)
+    return out
+
+
+def read_results(out_dir: str | os.PathLike[str]) -> list[ResultRecord]:
+    """The latest record per item, in first-seen order; a success is never replaced by a later
+    failure of the same item."""
+    latest: dict[str, ResultRecord] = {}
+    for rec in iter_records(Path(out_dir) / RESULTS_FILE):
+        prev = latest.get(rec.item_id)
+        if prev is not None and not prev.failed and rec.failed:
+            continue
+        latest[rec.item_id] = rec
+    return list(latest.values())
+
+
+def read_run_info(out_dir: str | os.PathLike[str]) -> RunInfo:
+    path = Path(out_dir) / RUN_FILE
+    try:
+        return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError, ValueError) as exc:
+        raise BenchRunError(f"{path}: not a judgekit bench run ({exc.__class__.__name__})") from exc
+
+
+def _write_json_atomic(path: Path, data: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(data, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Appender:
+    def __init__(self, path: Path) -> None:
+        self.fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: ResultRecord) -> None:
+        self.fh.write(record.model_dump_json() + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+def _record(item: BenchItem, verdict: Verdict | None, order: list[int] | None,
+            error: str | None = None) -> ResultRecord:
+    return ResultRecord(item_id=item.id, subset=item.subset, label=item.label,
+                        n_responses=len(item.responses), order=order, metadata=item.metadata,
+                        verdict=verdict, error=error if error else (verdict.error if verdict
+                                                                     else None),
+                        finished_at=_now())
+
+
+def _check_resume(old: RunInfo, new: RunInfo) -> None:
+    diff = [k for k in RESUME_KEYS if getattr(old, k) != getattr(new, k)]
+    if diff:
+        detail = ", ".join(f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in diff)
+        raise BenchRunError(f"this directory holds a different run ({detail}); "
+                            "use another --out directory")
+
+
+def _model_name(judge: Any, model: str | None) -> str | None:
+    if model is not None:
+        return model
+    name = getattr(judge, "model", None)
+    return name if isinstance(name, str) else None
+
+
+async def arun(
+    dataset: str | Sequence[BenchItem],
+    judge: BatchJudge,
+    *,
+    out_dir: str | os.PathLike[str],
+    subset: str | None = None,
+    samples: int = 1,
+    meta: bool = False,
+    k_meta: int | None = None,
+    limit: int | None = None,
+    concurrency: int = 4,
+    seed: int = 0,
+    reverse: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    model: str | None = None,
+    baseline: str | None = None,
+    dataset_name: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """Judge every selected item not yet done in `out_dir`, appending results as they finish.
+
+    `dataset` is a registered name or a list of BenchItems (then name it with `dataset_name`).
+    `reverse=True` shows every item's responses in reverse order (pair it with a normal run for
+    position consistency). `seed` is recorded and used by the report's random tie-break.
+    """
+    if samples < 1:
+        raise BenchRunError("samples must be at least 1")
+    if limit is not None and limit < 1:
+        raise BenchRunError("limit must be at least 1")
+    if isinstance(dataset, str):
+        name = dataset
+        items = load_dataset(dataset, subset=subset, limit=limit, data_dir=data_dir)
+    else:
+        name = dataset_name or "custom"
+        items = select(list(dataset), subset, limit)
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise DatasetError("item ids must be unique")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = RunInfo(dataset=name, subset=subset, model=_model_name(judge, model),
+                   baseline=baseline, samples=samples, meta=meta, limit=limit, seed=seed,
+                   reverse=reverse, concurrency=concurrency, n_items=len(items),
+                   started_at=_now(), extra=extra or {})
+    run_path = out / RUN_FILE
+    if run_path.exists():
+        old = read_run_info(out)
+        _check_resume(old, info)
+        info = old.model_copy(update={"limit": limit, "n_items": len(items),
+                                      "resumed_at": [*old.resumed_at, _now()],
+                                      "concurrency": concurrency, "finished_at": None})
+    _write_json_atomic(run_path, info.model_dump_json(indent=2))
+
+    results_path = out / RESULTS_FILE
+    if repair_results(results_path):
+        warnings.warn(f"{results_path}: removed a truncated last line", stacklevel=2)
+    done = {rec.item_id for rec in read_results(out) if not rec.failed}
+    todo = [it for it in items if it.id not in done]
+    orders: list[list[int] | None] = []
+    shown: list[BenchItem] = []
+    for it in todo:
+        if reverse and len(it.responses) > 1:
+            order = list(range(len(it.responses)))[::-1]
+            shown.append(it.reordered(order))
+            orders.append(order)
+        else:
+            shown.append(it)
+            orders.append(None)
+
+    written: set[int] = set()
+    failed = 0
+    appender = _Appender(results_path)
+
+    def on_result(index: int, verdict: Verdict) -> None:
+        nonlocal failed
+        if index in written or not 0 <= index < len(shown):
+            return
+        rec = _record(shown[index], verdict, orders[index])
+        appender.write(rec)
+        written.add(index)
+        failed += rec.failed
+
+    # meta=True asks Judge for meta-guided voting with its own model as meta judge; a judge
+    # built with a meta model of its own gets meta=None ("use yours").
+    meta_arg: bool | None = meta
+    if meta and getattr(judge, "meta", None) is not None:
+        meta_arg = None
+    kwargs: dict[str, Any] = {"meta": meta_arg, "concurrency": concurrency,
+                              "progress": progress, "on_result": on_result}
+    if k_meta is not None:
+        kwargs["k_meta"] = k_meta
+    try:
+        if shown:
+            verdicts = await judge.ascore_many([it.judge_input() for it in shown], samples,
+                                               **kwargs)
+            for index, verdict in enumerate(verdicts):  # a judge that skipped on_result
+                on_result(index, verdict)
+    finally:
+        appender.close()
+    missing = [i for i in range(len(shown)) if i not in written]
+    if missing:  # the judge returned fewer verdicts than items: record them as failed
+        appender = _Appender(results_path)
+        try:
+            for i in missing:
+                appender.write(_record(shown[i], None, orders[i], error="no verdict returned"))
+                failed += 1
+        finally:
+            appender.close()
+    info = info.model_copy(update={"finished_at": _now()})
+    _write_json_atomic(run_path, info.model_dump_json(indent=2))
+    return RunResult(out_dir=out, n_items=len(items), already_done=len(items) - len(todo),
+                     judged=len(todo), failed=failed)
+
+
+def run(dataset: str | Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) -> RunResult:
+    """Sync twin of `arun` (also inside Jupyter)."""
+    from judgekit.runtime import run_sync
+
+    return run_sync(arun(dataset, judge, **kwargs))
+
+
+def make_judge(model: str | None = None, *, baseline: str | None = None, seed: int = 0,
+               max_tokens: int | None = None, temperature: float | None = None,
+               concurrency: int = 4, meta_model: str | None = None,
+               **backend_kwargs: Any) -> Any:
+    """The judge `bench run` uses: `Judge` (GRM), or `PairwiseBaselineJudge` for
+    `baseline="pairwise"`. `model=None` is the embedded local model."""
+    if baseline not in (None, "pairwise"):
+        raise BenchRunError(f"unknown baseline {baseline!r} (known: pairwise)")
+    if baseline == "pairwise":
+        from judgekit.bench.baseline import PairwiseBaselineJudge
+
+        return PairwiseBaselineJudge(model, seed=seed, max_tokens=max_tokens,
+                                     temperature=temperature, concurrency=concurrency,
+                                     **backend_kwargs)
+    from judgekit.judge import Judge
+
+    kwargs: dict[str, Any] = dict(backend_kwargs)
+    if meta_model is not None:
+        kwargs["meta"] = meta_model
+    return Judge(model, seed=seed, max_tokens=max_tokens, temperature=temperature,
+                 concurrency=concurrency, **kwargs)
+
+
+async def aclose_judge(judge: Any) -> None:
+    close = getattr(judge, "aclose", None)
+    if close is not None:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
+

@@ -1,0 +1,205 @@
+"""The benchmark runner: results appended per item, resume after a crash or SIGKILL, run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _bench_standin import ScriptedJudgeStandIn, make_verdict
+
+from judgekit.bench.items import BenchItem, Label
+from judgekit.bench.runner import (
+    RESULTS_FILE,
+    BenchRunError,
+    ResultRecord,
+    read_results,
+    read_run_info,
+    repair_results,
+    run,
+)
+from judgekit.schema import Verdict
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def _items(n: int = 10) -> list[BenchItem]:
+    return [BenchItem(id=f"it{i}", query=f"q{i}", responses=[f"a{i}", f"bb{i}x"],
+                      label=Label.best_of(i % 2), subset="even" if i % 2 == 0 else "odd")
+            for i in range(n)]
+
+
+def _lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (out / RESULTS_FILE).read_text().splitlines() if x.strip()]
+
+
+def _comparable(records: list[ResultRecord]) -> dict[str, Any]:
+    out = {}
+    for r in records:
+        assert r.verdict is not None
+        out[r.item_id] = (r.verdict.scores, r.verdict.best, str(r.label), r.subset)
+    return out
+
+
+def test_run_writes_every_item_and_run_json(tmp_path: Path) -> None:
+    res = run(_items(6), ScriptedJudgeStandIn(), out_dir=tmp_path, samples=2,
+              dataset_name="toy", seed=3)
+    assert (res.n_items, res.already_done, res.judged, res.failed) == (6, 0, 6, 0)
+    lines = _lines(tmp_path)
+    assert [x["item_id"] for x in lines] == [f"it{i}" for i in range(6)]
+    assert lines[0]["label"]["kind"] == "best" and lines[0]["verdict"]["k"] == 2
+    Verdict.model_validate(lines[0]["verdict"])
+    info = read_run_info(tmp_path)
+    assert (info.dataset, info.samples, info.seed, info.model, info.n_items) == \
+        ("toy", 2, 3, "standin", 6)
+    assert info.started_at and info.finished_at
+
+
+def test_resume_after_crash_judges_each_item_once_and_matches_uninterrupted(
+        tmp_path: Path) -> None:
+    items = _items(10)
+    full = tmp_path / "full"
+    run(items, ScriptedJudgeStandIn(), out_dir=full, samples=3, dataset_name="toy")
+
+    part = tmp_path / "part"
+    crashing = ScriptedJudgeStandIn(crash_after=4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(items, crashing, out_dir=part, samples=3, dataset_name="toy")
+    assert len(_lines(part)) == 4
+    again = ScriptedJudgeStandIn()
+    res = run(items, again, out_dir=part, samples=3, dataset_name="toy")
+    assert res.already_done == 4 and res.judged == 6
+    assert again.calls == [f"it{i}" for i in range(4, 10)]
+    counts = Counter(x["item_id"] for x in _lines(part))
+    assert set(counts.values()) == {1} and len(counts) == 10
+    assert _comparable(read_results(part)) == _comparable(read_results(full))
+    assert len(read_run_info(part).resumed_at) == 1
+    # a third run has nothing to do
+    idle = ScriptedJudgeStandIn()
+    assert run(items, idle, out_dir=part, samples=3, dataset_name="toy").judged == 0
+    assert idle.calls == []
+
+
+def test_failed_items_are_retried_and_last_line_wins(tmp_path: Path) -> None:
+    items = _items(4)
+    res = run(items, ScriptedJudgeStandIn(raise_for={"it1"}), out_dir=tmp_path,
+              dataset_name="toy")
+    assert res.failed == 1
+    recs = {r.item_id: r for r in read_results(tmp_path)}
+    assert recs["it1"].failed and recs["it1"].error
+    retry = ScriptedJudgeStandIn()
+    res = run(items, retry, out_dir=tmp_path, dataset_name="toy")
+    assert retry.calls == ["it1"] and res.failed == 0
+    recs = {r.item_id: r for r in read_results(tmp_path)}
+    assert not recs["it1"].failed and len(recs) == 4
+
+
+def test_parse_failures_are_results_not_retried(tmp_path: Path) -> None:
+    items = _items(2)
+    judge = ScriptedJudgeStandIn(script=lambda item, k: ["parse_failure"] * k)
+    run(items, judge, out_dir=tmp_path, samples=2, dataset_name="toy")
+    recs = read_results(tmp_path)
+    assert all(not r.failed and r.verdict and r.verdict.error for r in recs)
+    again = ScriptedJudgeStandIn()
+    run(items, again, out_dir=tmp_path, samples=2, dataset_name="toy")
+    assert again.calls == []
+    # every sample an API error: no judgement, so it is retried
+    d2 = tmp_path / "api"
+    run(items, ScriptedJudgeStandIn(script=lambda item, k: ["api_error"] * k), out_dir=d2,
+        samples=2, dataset_name="toy")
+    assert all(r.failed for r in read_results(d2))
+
+
+def test_truncated_last_line_is_repaired(tmp_path: Path) -> None:
+    items = _items(5)
+    run(items[:3], ScriptedJudgeStandIn(), out_dir=tmp_path, dataset_name="toy")
+    path = tmp_path / RESULTS_FILE
+    whole = path.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # torn 3rd line
+    with pytest.warns(UserWarning, match="unreadable line"):
+        assert len(read_results(tmp_path)) == 2  # reading skips the torn line
+    judge = ScriptedJudgeStandIn()
+    with pytest.warns(UserWarning, match="truncated"):
+        run(items, judge, out_dir=tmp_path, dataset_name="toy")
+    assert judge.calls == ["it2", "it3", "it4"]
+    counts = Counter(x["item_id"] for x in _lines(tmp_path))
+    assert counts == {f"it{i}": 1 for i in range(5)}
+    assert repair_results(path) == 0
+
+
+def test_resume_refuses_a_different_command(tmp_path: Path) -> None:
+    run(_items(2), ScriptedJudgeStandIn(), out_dir=tmp_path, samples=1, dataset_name="toy")
+    with pytest.raises(BenchRunError, match="samples"):
+        run(_items(2), ScriptedJudgeStandIn(), out_dir=tmp_path, samples=4, dataset_name="toy")
+    # a larger limit extends the same run
+    assert run(_items(3), ScriptedJudgeStandIn(), out_dir=tmp_path, samples=1,
+               dataset_name="toy").judged == 1
+
+
+def test_reverse_run_records_order_and_remapped_label(tmp_path: Path) -> None:
+    items = _items(2)
+    run(items, ScriptedJudgeStandIn(), out_dir=tmp_path, dataset_name="toy", reverse=True)
+    recs = read_results(tmp_path)
+    assert recs[0].order == [1, 0] and recs[0].label.best == 1  # it0: gold 0 -> shown at 1
+    assert recs[1].label.best == 0
+
+
+def test_limit_and_subset_on_a_registered_dataset(tmp_path: Path) -> None:
+    judge = ScriptedJudgeStandIn()
+    res = run("llmbar", judge, out_dir=tmp_path, subset="llmbar-adver-manual", limit=3)
+    assert res.n_items == 3 and judge.calls == [f"llmbar-adver-manual-{i}" for i in range(3)]
+    info = read_run_info(tmp_path)
+    assert (info.dataset, info.subset, info.limit) == ("llmbar", "llmbar-adver-manual", 3)
+
+
+def test_make_verdict_helper_sums() -> None:
+    v = make_verdict("x", 2, [[3.0, 5.0], [6.0, 1.0]])
+    assert v.scores == [9.0, 6.0] and v.best == 0
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    from _bench_standin import ScriptedJudgeStandIn
+    from judgekit.bench.items import BenchItem, Label
+    from judgekit.bench.runner import run
+    items = [BenchItem(id=f"it{i}", query=f"q{i}", responses=[f"a{i}", f"bb{i}x"],
+                       label=Label.best_of(i % 2)) for i in range(12)]
+    run(items, ScriptedJudgeStandIn(delay=float(sys.argv[2])), out_dir=sys.argv[1],
+        samples=2, dataset_name="toy")
+""")
+
+
+def test_sigkill_midway_then_resume(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "0.3"], env=env)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline:
+            if (out / RESULTS_FILE).exists() and len(_lines(out)) >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    done_before = len(_lines(out))
+    assert 3 <= done_before < 12
+    subprocess.run([sys.executable, str(script), str(out), "0"], env=env, check=True, timeout=120)
+    counts = Counter(x["item_id"] for x in _lines(out))
+    assert counts == {f"it{i}": 1 for i in range(12)}
+    full = tmp_path / "full"
+    subprocess.run([sys.executable, str(script), str(full), "0"], env=env, check=True,
+                   timeout=120)
+    assert _comparable(read_results(out)) == _comparable(read_results(full))
