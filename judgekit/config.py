@@ -21,6 +21,9 @@ class GenerationConfig(BaseModel):
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
     timeout: float = Field(120.0, gt=0.0, description="seconds per request attempt")
+    grammar: str | None = Field(
+        None, description="EBNF the output must match; only backends with supports_grammar=True "
+        "accept it (the Judge never sends it elsewhere)")
 
     def with_(self, **changes: object) -> GenerationConfig:
         """A copy with some fields changed (validated)."""

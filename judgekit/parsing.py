@@ -238,6 +238,31 @@ def parse_grm(text: str, n_responses: int) -> ParsedGRM:
                      scores=[float(s) for s in combined])
 
 
+def scores_line_grammar(n_responses: int) -> str:
+    """EBNF (xgrammar dialect) for exactly `Scores: \\boxed{s1, ..., sn}`, integers 1-10."""
+    body = ' ", " '.join(["score"] * n_responses)
+    return f'root ::= "Scores: \\\\boxed{{" {body} "}}"\nscore ::= [1-9] | "10"\n'
+
+
+def grm_output_grammar(n_responses: int, max_criteria: int = 4, line_chars: int = 64) -> str:
+    """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, one
+    analysis line per response, the scores line. Lets even a tiny local model emit the format."""
+    crits = " ".join(f'"{i}. " crit' for i in (1, 2))
+    crits += "".join(f' ("{i}. " crit' for i in range(3, max_criteria + 1))
+    crits += ")?" * max(0, max_criteria - 2)
+    analysis = " ".join(f'"Response {i}: " line' for i in range(1, n_responses + 1))
+    body = ' ", " '.join(["score"] * n_responses)
+    return (
+        f'root ::= "Specific Criteria:\\n" {crits} "Analysis:\\n" {analysis} '
+        f'"Scores: \\\\boxed{{" {body} "}}"\n'
+        'crit ::= name " (Weight: " pct "%): " line\n'
+        'name ::= [A-Z] [A-Za-z -]{1,24}\n'
+        'pct ::= [1-9] [0-9]?\n'
+        f'line ::= [^\\n]{{1,{line_chars}}} "\\n"\n'
+        'score ::= [1-9] | "10"\n'
+    )
+
+
 _BEST = re.compile(r"(?i)best\s*\**\s*[:=]\s*\**\s*(?:response\s*)?(\d{1,3})")
 
 

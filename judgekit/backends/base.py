@@ -55,10 +55,12 @@ class Backend(Protocol):
 class ScoreForcingBackend(Backend, Protocol):
     """A backend that can complete a scores line under a grammar (local models only).
 
-    `prefix` is the assistant text so far; the result is the forced continuation, which always
-    matches `Scores: \\boxed{s1, ..., sn}` with integers 1-10.
+    Each of `prefixes` is assistant text so far (one failed sample each); the result holds one
+    forced continuation per prefix, in order, each matching `Scores: \\boxed{s1, ..., sn}` with
+    integers 1-10. All prefixes are completed in one batched call.
     """
 
     async def force_scores(
-        self, messages: list[Message], prefix: str, n_responses: int, config: GenerationConfig
+        self, messages: list[Message], prefixes: list[str], n_responses: int,
+        config: GenerationConfig,
     ) -> GenerationResult: ...

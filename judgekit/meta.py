@@ -1,0 +1,202 @@
+"""Meta judges: rate each sampled judgement so meta-guided voting can keep the sound ones.
+
+DEVIATION from the paper, stated plainly: DeepSeek's meta RM is a trained pointwise scalar model
+(Gemma-2-27B with a value head). `MetaJudge` is prompt-based: any chat model is asked whether a
+judgement is sound, and its P("yes") (from token log-probabilities where the backend gives them,
+else a sampled 1-10 rating rescaled to [0, 1]) is the meta score. `SequenceClassifierMetaScorer`
+accepts a local sequence-classification model directory instead (such as the released
+DeepSeek-GRM-27B-MetaRM); its logit is the meta score, as in the paper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from judgekit.backends.base import Backend, Completion
+from judgekit.backends.registry import resolve_backend
+from judgekit.config import GenerationConfig
+from judgekit.errors import BackendError, JudgekitError, ParseError
+from judgekit.parsing import parse_rating
+from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
+from judgekit.schema import Judgement, Message, Usage
+
+MetaMode = Literal["auto", "logprob", "rating"]
+_YES = {"yes", "y", "true"}
+_NO = {"no", "n", "false"}
+
+
+class MetaResult(BaseModel):
+    """One meta score per judgement (None where the judgement was invalid or rating failed)."""
+
+    scores: list[float | None]
+    usage: Usage = Field(default_factory=Usage)
+
+
+def p_yes_from_logprobs(completion: Completion) -> float | None:
+    """P(yes) / (P(yes) + P(no)) over the first token's top alternatives, or None."""
+    if not completion.logprobs:
+        return None
+    first = completion.logprobs[0]
+    alts = dict(first.top) or {first.token: first.logprob}
+    alts.setdefault(first.token, first.logprob)
+    yes = sum(math.exp(lp) for tok, lp in alts.items() if tok.strip().lower() in _YES)
+    no = sum(math.exp(lp) for tok, lp in alts.items() if tok.strip().lower() in _NO)
+    if yes + no <= 0:
+        return None
+    return yes / (yes + no)
+
+
+class MetaJudge:
+    """Prompt-based meta judge over any backend (it may differ from the judge's model)."""
+
+    def __init__(self, model: str | Backend | None = None, *, mode: MetaMode = "auto",
+                 template: str = META_TEMPLATE, template_dir: str | Path | None = None,
+                 config: GenerationConfig | None = None, **backend_kwargs: Any) -> None:
+        self.backend = resolve_backend(model, **backend_kwargs)
+        self.mode: MetaMode = mode
+        self.template = template
+        self.template_dir = template_dir
+        self.config = config or GenerationConfig(max_tokens=160, temperature=0.0)
+        self._logprobs_work: bool | None = None if mode == "auto" else (mode == "logprob")
+
+    @property
+    def spec(self) -> str:
+        return f"meta-prompt:{self.backend.spec}"
+
+    async def _one(self, query: str | Sequence[Message], responses: list[str],
+                   jd: Judgement) -> tuple[float | None, Usage]:
+        if not jd.valid:
+            return None, Usage()
+        shown = [responses[i] for i in jd.permutation] if jd.permutation else responses
+        usage = Usage()
+        if self._logprobs_work is not False:
+            msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no",
+                                 template=self.template, template_dir=self.template_dir)
+            cfg = self.config.with_(max_tokens=1, logprobs=True, top_logprobs=10, temperature=0.0)
+            result = await self.backend.generate(msgs, cfg, 1)
+            usage = usage + result.usage
+            p = p_yes_from_logprobs(result.completions[0]) if result.completions else None
+            if p is not None:
+                self._logprobs_work = True
+                return p, usage
+            if self._logprobs_work is True:  # asked for log-probs explicitly and got none
+                raise JudgekitError(f"{self.backend.spec} returned no usable log-probabilities")
+            self._logprobs_work = False
+        msgs = meta_messages(query, shown, jd.raw_text, mode="rating", template=self.template,
+                             template_dir=self.template_dir)
+        result = await self.backend.generate(msgs, self.config, 1)
+        usage = usage + result.usage
+        text = result.completions[0].text if result.completions else ""
+        try:
+            rating = parse_rating(text)
+        except ParseError:
+            forced = getattr(self.backend, "force_scores", None)
+            if forced is None:
+                return None, usage
+            fr = await forced(msgs, [text], 1, self.config)
+            usage = usage + fr.usage
+            try:
+                rating = parse_rating(text + "\n" + fr.completions[0].text)
+            except ParseError:
+                return None, usage
+        return (rating - 1.0) / 9.0, usage
+
+    async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
+                             judgements: Sequence[Judgement]) -> MetaResult:
+        """A meta score in [0, 1] per judgement; a failed meta call leaves that score None."""
+        outcomes = await asyncio.gather(
+            *(self._one(query, list(responses), jd) for jd in judgements), return_exceptions=True)
+        scores: list[float | None] = []
+        usage = Usage()
+        for o in outcomes:
+            if isinstance(o, BackendError | JudgekitError):
+                scores.append(None)
+            elif isinstance(o, BaseException):
+                raise o
+            else:
+                scores.append(o[0])
+                usage = usage + o[1]
+        return MetaResult(scores=scores, usage=usage)
+
+
+class SequenceClassifierMetaScorer:
+    """The paper's kind of meta RM: a local sequence-classification model; its logit is the score.
+
+    Input follows the paper's plain meta template: the query and responses as a user turn
+    ("Please score the responses."), the judgement as the assistant turn, in the model's chat
+    template.
+    """
+
+    def __init__(self, model_dir: str | Path, *, device: str | None = None,
+                 max_length: int = 4096) -> None:
+        self.model_dir = str(model_dir)
+        self.device = device
+        self.max_length = max_length
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def spec(self) -> str:
+        return f"meta-classifier:{self.model_dir}"
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir,
+                                                                   local_files_only=True)
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._model = model.to(device).eval()
+        self.device = device
+
+    def _text(self, query: str | Sequence[Message], shown: list[str], judgement: str) -> str:
+        context = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in as_messages(query))
+        blocks = "".join(f"[The Begin of Response {i}]\n{r}\n[The End of Response {i}]\n"
+                         for i, r in enumerate(shown, 1))
+        user = (f"Please score the responses.\n#### Conversation Context ####\n{context}\n"
+                f"#### Responses to be Scored ####\n{blocks}")
+        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": judgement}]
+        tok = self._tokenizer
+        if getattr(tok, "chat_template", None):
+            text: str = tok.apply_chat_template(msgs, tokenize=False)
+            return text
+        return f"{user}\nResponse: {judgement}"
+
+    def score_sync(self, query: str | Sequence[Message], responses: Sequence[str],
+                   judgements: Sequence[Judgement]) -> list[float | None]:
+        import torch
+
+        self._load()
+        out: list[float | None] = []
+        for jd in judgements:
+            if not jd.valid:
+                out.append(None)
+                continue
+            shown = [responses[i] for i in jd.permutation] if jd.permutation else list(responses)
+            enc = self._tokenizer(self._text(query, shown, jd.raw_text), return_tensors="pt",
+                                  truncation=True, max_length=self.max_length).to(self.device)
+            with torch.inference_mode():
+                logits = self._model(**enc).logits
+            out.append(float(logits[0, -1] if logits.shape[-1] > 1 else logits[0, 0]))
+        return out
+
+    async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
+                             judgements: Sequence[Judgement]) -> MetaResult:
+        scores = await asyncio.to_thread(self.score_sync, query, responses, judgements)
+        return MetaResult(scores=scores)
+
+
+def meta_from_spec(spec: str | None, **kwargs: Any) -> MetaJudge | SequenceClassifierMetaScorer:
+    """'classifier:<dir>' for a sequence-classification meta RM; any other spec is a chat model."""
+    if spec and spec.startswith("classifier:"):
+        return SequenceClassifierMetaScorer(spec.partition(":")[2])
+    return MetaJudge(spec, **kwargs)
