@@ -1,0 +1,499 @@
+"""Benchmark metrics: pure functions of stored results (no model is ever called here).
+
+Tie rules for "which response is best":
+
+* ``strict``  a tie at the top (or no valid sample) is wrong: the judge did not pick one;
+* ``random``  the paper's evaluation rule: a tie is broken by a seeded random pick among the tied
+              responses (an item with no valid sample is a random pick among all responses). The
+              pick depends only on (seed, item id), so a report is reproducible.
+
+Items whose record `failed` (no judgement at all, see `runner.ResultRecord.failed`) are left out
+of every quality metric and counted separately; parse failures are kept (they are judge errors).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from judgekit.bench.items import LabelKind
+from judgekit.bench.runner import ResultRecord
+from judgekit.schema import Judgement, SampleStatus
+
+NEUTRAL_SCORE = 5.5  # a single response with no valid score counts as undecided
+
+
+class TieRule(StrEnum):
+    STRICT = "strict"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    n: int
+    correct: float
+
+    @property
+    def value(self) -> float | None:
+        return self.correct / self.n if self.n else None
+
+    def __add__(self, other: Accuracy) -> Accuracy:
+        return Accuracy(self.n + other.n, self.correct + other.correct)
+
+
+# --------------------------------------------------------------------------------------------
+# Picking the best response
+# --------------------------------------------------------------------------------------------
+def top_set(scores: Sequence[float | None]) -> list[int]:
+    """Indices holding the highest non-None score ([] when there is none)."""
+    valid = [(i, s) for i, s in enumerate(scores) if s is not None]
+    if not valid:
+        return []
+    top = max(s for _, s in valid)
+    return [i for i, s in valid if s == top]
+
+
+def tie_break_rng(seed: int, item_id: str) -> random.Random:
+    return random.Random(f"{seed}:{item_id}")
+
+
+def pick_best(scores: Sequence[float | None], rule: TieRule | str = TieRule.STRICT,
+              seed: int = 0, item_id: str = "") -> int | None:
+    """The judge's best response under a tie rule (None = no pick, strict rule only)."""
+    top = top_set(scores)
+    if len(top) == 1:
+        return top[0]
+    if TieRule(rule) is TieRule.STRICT or not scores:
+        return None
+    return tie_break_rng(seed, item_id).choice(top or list(range(len(scores))))
+
+
+def record_scores(rec: ResultRecord) -> list[float | None]:
+    if rec.verdict is None:
+        return [None] * rec.n_responses
+    return list(rec.verdict.scores)
+
+
+def usable(records: Iterable[ResultRecord]) -> list[ResultRecord]:
+    """Records that hold a judgement (not `failed`)."""
+    return [r for r in records if not r.failed]
+
+
+def item_correct(rec: ResultRecord, rule: TieRule | str = TieRule.STRICT,
+                 seed: int = 0) -> bool | None:
+    """Whether the judge picked the gold best response; None when the item has no single gold
+    best (ties, binary labels) or no judgement."""
+    gold = rec.label.best_index
+    if gold is None or rec.n_responses < 2 or rec.failed:
+        return None
+    return pick_best(record_scores(rec), rule, seed, rec.item_id) == gold
+
+
+def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
+             seed: int = 0) -> Accuracy:
+    n = correct = 0
+    for rec in records:
+        ok = item_correct(rec, rule, seed)
+        if ok is None:
+            continue
+        n += 1
+        correct += ok
+    return Accuracy(n, correct)
+
+
+def group_by(records: Iterable[ResultRecord],
+             key: Callable[[ResultRecord], Hashable]) -> dict[Any, list[ResultRecord]]:
+    out: dict[Any, list[ResultRecord]] = {}
+    for rec in records:
+        out.setdefault(key(rec), []).append(rec)
+    return out
+
+
+def accuracy_by_subset(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
+                       seed: int = 0) -> dict[str, Accuracy]:
+    groups = group_by(records, lambda r: r.subset)
+    return {k: accuracy(v, rule, seed) for k, v in sorted(groups.items())}
+
+
+def tie_rate(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Share of multi-response items with a valid score whose top score is shared. Items with
+    no valid sample are not counted here (see `parse_stats`)."""
+    n = ties = 0
+    for rec in usable(records):
+        if rec.n_responses < 2:
+            continue
+        top = top_set(record_scores(rec))
+        if not top:
+            continue
+        n += 1
+        ties += len(top) > 1
+    return {"items": n, "ties": ties, "tie_rate": ties / n if n else None}
+
+
+# --------------------------------------------------------------------------------------------
+# Parse failures, cost
+# --------------------------------------------------------------------------------------------
+def parse_stats(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Invalid samples / all samples; items with no valid sample; failed items."""
+    recs = list(records)
+    samples = invalid = parse_failures = api_errors = no_valid = 0
+    for rec in usable(recs):
+        assert rec.verdict is not None
+        for s in rec.verdict.samples:
+            samples += 1
+            if not s.valid:
+                invalid += 1
+            parse_failures += s.status is SampleStatus.PARSE_FAILURE
+            api_errors += s.status is SampleStatus.API_ERROR
+        if not any(v is not None for v in rec.verdict.scores):
+            no_valid += 1
+    n_usable = len(usable(recs))
+    return {
+        "items": len(recs),
+        "items_judged": n_usable,
+        "items_failed": len(recs) - n_usable,
+        "items_no_valid_sample": no_valid,
+        "no_valid_rate": no_valid / n_usable if n_usable else None,
+        "samples": samples,
+        "samples_invalid": invalid,
+        "samples_parse_failure": parse_failures,
+        "samples_api_error": api_errors,
+        "invalid_sample_rate": invalid / samples if samples else None,
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def cost_stats(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Mean tokens, calls, cost (USD, over items whose cost is known) and wall time per item."""
+    recs = [r for r in records if r.verdict is not None]
+    usages = [r.verdict.usage for r in recs if r.verdict is not None]
+    costs = [u.cost_usd for u in usages if u.cost_usd is not None]
+    walls = [r.verdict.wall_time_s for r in recs if r.verdict is not None]
+    return {
+        "items": len(recs),
+        "prompt_tokens": _mean([u.prompt_tokens for u in usages]),
+        "completion_tokens": _mean([u.completion_tokens for u in usages]),
+        "total_tokens": _mean([u.total_tokens for u in usages]),
+        "calls": _mean([u.calls for u in usages]),
+        "cost_usd": _mean(costs),
+        "total_cost_usd": sum(costs) if costs else None,
+        "wall_time_s": _mean(walls),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# RM-Bench 3x3 style matrix
+# --------------------------------------------------------------------------------------------
+def rmbench_matrix(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
+                   seed: int = 0) -> dict[str, Any]:
+    """Accuracy of chosen style i (row) vs rejected style j (column), styles 0 concise,
+    1 detailed, 2 detailed markdown. As RM-Bench defines them: hard = mean of the upper-right
+    cells (i < j: the chosen response is less styled than the rejected one), normal = the
+    diagonal, easy = the lower-left cells; total = mean of all nine cells."""
+    cells: dict[tuple[int, int], Accuracy] = {}
+    for rec in records:
+        i, j = rec.metadata.get("chosen_style"), rec.metadata.get("rejected_style")
+        ok = item_correct(rec, rule, seed)
+        if i is None or j is None or ok is None:
+            continue
+        cells[(i, j)] = cells.get((i, j), Accuracy(0, 0)) + Accuracy(1, ok)
+    matrix: list[list[float | None]] = [[None] * 3 for _ in range(3)]
+    for (i, j), acc in cells.items():
+        if 0 <= i < 3 and 0 <= j < 3:
+            matrix[i][j] = acc.value
+
+    def mean_of(pairs: list[tuple[int, int]]) -> float | None:
+        vals = [matrix[i][j] for i, j in pairs if matrix[i][j] is not None]
+        return sum(v for v in vals if v is not None) / len(vals) if vals else None
+
+    idx = [(i, j) for i in range(3) for j in range(3)]
+    return {
+        "matrix": matrix,
+        "n": sum(a.n for a in cells.values()),
+        "hard": mean_of([(i, j) for i, j in idx if i < j]),
+        "normal": mean_of([(i, j) for i, j in idx if i == j]),
+        "easy": mean_of([(i, j) for i, j in idx if i > j]),
+        "total": mean_of(idx),
+    }
+
+
+def rmbench_by_domain(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
+                      seed: int = 0) -> dict[str, dict[str, Any]]:
+    """`rmbench_matrix` per domain (chat, code, safety: both safety files pooled, as RM-Bench
+    does), plus "average": the mean over domains of each figure."""
+    groups = group_by(records, lambda r: r.metadata.get("domain", r.subset))
+    out = {d: rmbench_matrix(v, rule, seed) for d, v in sorted(groups.items())}
+    if out:
+        avg: dict[str, Any] = {"n": sum(v["n"] for v in out.values())}
+        for key in ("hard", "normal", "easy", "total"):
+            vals = [v[key] for v in out.values() if v[key] is not None]
+            avg[key] = sum(vals) / len(vals) if vals else None
+        out["average"] = avg
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# RMB
+# --------------------------------------------------------------------------------------------
+RMB_PARTS = (("Helpfulness", "bon"), ("Helpfulness", "pairwise"), ("Harmlessness", "bon"),
+             ("Harmlessness", "pairwise"))
+
+
+def rmb_scores(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
+               seed: int = 0) -> dict[str, Any]:
+    """RMB as the paper scores it: accuracy of Help-BoN, Help-Pair, Harm-BoN, Harm-Pair (BoN
+    correct only when the argmax is the labelled best) and their plain mean (over the parts
+    present)."""
+    groups = group_by(records, lambda r: (r.metadata.get("goal"), r.metadata.get("kind")))
+    out: dict[str, Any] = {}
+    values: list[float] = []
+    for goal, kind in RMB_PARTS:
+        acc = accuracy(groups.get((goal, kind), []), rule, seed)
+        name = f"{'help' if goal == 'Helpfulness' else 'harm'}_{kind}"
+        out[name] = acc.value
+        out[f"{name}_n"] = acc.n
+        if acc.value is not None:
+            values.append(acc.value)
+    out["rmb"] = sum(values) / len(values) if values else None
+    out["parts"] = len(values)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Single-response error detection (ReaLMistake, XSTest)
+# --------------------------------------------------------------------------------------------
+def used_samples(rec: ResultRecord) -> int:
+    """How many samples the verdict's scores sum over (valid and kept)."""
+    if rec.verdict is None:
+        return 0
+    n = sum(1 for s in rec.verdict.samples if s.valid and s.kept)
+    return n or rec.verdict.valid_samples
+
+
+def mean_score(rec: ResultRecord, response: int = 0) -> float | None:
+    """A response's voted score on the 1-10 scale (the sum divided by the samples summed)."""
+    scores = record_scores(rec)
+    n = used_samples(rec)
+    if response >= len(scores) or scores[response] is None or n == 0:
+        return None
+    value = scores[response]
+    return value / n if value is not None else None
+
+
+def roc_auc(y_true: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties count half); None with a single class."""
+    if len(y_true) != len(scores):
+        raise ValueError("y_true and scores differ in length")
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        avg = (i + j) / 2 + 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = avg
+        i = j + 1
+    n_pos = sum(1 for y in y_true if y)
+    n_neg = len(y_true) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    rank_sum = sum(r for r, y in zip(ranks, y_true, strict=True) if y)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def binary_scores(records: Iterable[ResultRecord], threshold: float = NEUTRAL_SCORE
+                  ) -> dict[str, Any]:
+    """Error detection on single responses, where a high score means "no error".
+
+    ROC-AUC of the mean 1-10 score against the gold "no error" flag (the paper's ReaLMistake
+    metric), and precision / recall / F1 of the *error* class when a score below `threshold`
+    flags an error. A response with no valid score counts as `NEUTRAL_SCORE` (5.5) and is
+    counted in `missing`.
+    """
+    y_ok: list[bool] = []
+    vals: list[float] = []
+    missing = 0
+    for rec in usable(records):
+        if rec.label.kind is not LabelKind.BINARY or rec.label.error is None:
+            continue
+        s = mean_score(rec)
+        if s is None:
+            missing += 1
+            s = NEUTRAL_SCORE
+        y_ok.append(not rec.label.error)
+        vals.append(s)
+    tp = fp = fn = tn = 0
+    for ok, s in zip(y_ok, vals, strict=True):
+        pred_error = s < threshold
+        if pred_error and not ok:
+            tp += 1
+        elif pred_error and ok:
+            fp += 1
+        elif not pred_error and not ok:
+            fn += 1
+        else:
+            tn += 1
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall)
+          if precision is not None and recall is not None and precision + recall > 0 else None)
+    n = len(vals)
+    return {"n": n, "roc_auc": roc_auc(y_ok, vals), "threshold": threshold,
+            "precision": precision, "recall": recall, "f1": f1,
+            "accuracy": (tp + tn) / n if n else None, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "error_rate_gold": (n - sum(y_ok)) / n if n else None, "missing": missing}
+
+
+# --------------------------------------------------------------------------------------------
+# Position consistency, agreement with humans
+# --------------------------------------------------------------------------------------------
+def _preference(scores: Sequence[float | None]) -> Hashable:
+    top = top_set(scores)
+    if not top:
+        return None
+    return top[0] if len(top) == 1 else "tie"
+
+
+def position_consistency(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Within each pair, do samples shown in different orders prefer the same response?
+
+    For every two valid samples of an item shown in different orders, they agree when both pick
+    the same response (or both tie). The item's rate is the share of agreeing cross-order sample
+    pairs; the result is the mean over items that have valid samples in at least two orders
+    (k >= 2 with balanced permutations)."""
+    rates: list[float] = []
+    for rec in usable(records):
+        if rec.n_responses != 2 or rec.verdict is None:
+            continue
+        by_order: dict[tuple[int, ...], list[Hashable]] = {}
+        for s in rec.verdict.samples:
+            if s.valid and s.scores is not None:
+                by_order.setdefault(tuple(s.permutation), []).append(_preference(s.scores))
+        orders = list(by_order.values())
+        if len(orders) < 2:
+            continue
+        agree = total = 0
+        for a in range(len(orders)):
+            for b in range(a + 1, len(orders)):
+                for pa in orders[a]:
+                    for pb in orders[b]:
+                        total += 1
+                        agree += pa == pb
+        rates.append(agree / total)
+    return {"items": len(rates), "consistency": _mean(rates)}
+
+
+def _dataset_preference(rec: ResultRecord) -> Hashable:
+    pref = _preference(record_scores(rec))
+    if isinstance(pref, int) and rec.order is not None:
+        return rec.order[pref]
+    return pref
+
+
+def paired_position_consistency(run_a: Iterable[ResultRecord],
+                                run_b: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Two runs of the same items, typically one with `reverse=True`: the share of items where
+    both runs prefer the same response (in the dataset's order; both tying agrees)."""
+    b_by_id = {r.item_id: r for r in usable(run_b)}
+    n = agree = 0
+    for ra in usable(run_a):
+        rb = b_by_id.get(ra.item_id)
+        if rb is None or ra.n_responses < 2:
+            continue
+        n += 1
+        agree += _dataset_preference(ra) == _dataset_preference(rb)
+    return {"items": n, "consistency": agree / n if n else None}
+
+
+def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+    """Cohen's kappa of two label sequences; None when undefined (chance agreement is 1)."""
+    if len(a) != len(b):
+        raise ValueError("the two label sequences differ in length")
+    n = len(a)
+    if n == 0:
+        return None
+    po = sum(1 for x, y in zip(a, b, strict=True) if x == y) / n
+    cats = set(a) | set(b)
+    pe = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in cats)
+    if pe >= 1.0:
+        return None
+    return (po - pe) / (1 - pe)
+
+
+def human_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Cohen's kappa between the judge's pairwise preference (response 0, 1 or "tie") and the
+    human label (best or tie), over two-response items. Meaningful where gold ties exist; also
+    given for tie-free sets. An item with no valid sample counts as a tie."""
+    human: list[Hashable] = []
+    judge: list[Hashable] = []
+    gold_ties = 0
+    for rec in usable(records):
+        if rec.n_responses != 2 or rec.label.kind not in (LabelKind.BEST, LabelKind.TIE):
+            continue
+        h: Hashable = rec.label.best if rec.label.kind is LabelKind.BEST else "tie"
+        gold_ties += h == "tie"
+        j = _preference(record_scores(rec))
+        human.append(h)
+        judge.append("tie" if j is None else j)
+    agree = sum(1 for x, y in zip(human, judge, strict=True) if x == y)
+    return {"items": len(human), "gold_ties": gold_ties, "kappa": cohen_kappa(human, judge),
+            "agreement": agree / len(human) if human else None}
+
+
+# --------------------------------------------------------------------------------------------
+# Inference-time scaling from stored samples
+# --------------------------------------------------------------------------------------------
+def vote_prefix(samples: Sequence[Judgement], j: int, n_responses: int, *, meta: bool = False,
+                k_meta: int | None = None) -> list[float | None]:
+    """Voting@j recomputed from the first j samples (by sample_index): the sum of their valid
+    scores; with `meta`, only the k_meta valid samples with the highest meta scores (default j//2,
+    at least 1) are summed, as meta-guided voting does. All None when no sample counts."""
+    first = sorted(samples, key=lambda s: s.sample_index)[:j]
+    valid = [s for s in first if s.valid and s.scores is not None]
+    if meta:
+        m = k_meta if k_meta is not None else max(1, j // 2)
+        rated = [s for s in valid if s.meta_score is not None]
+        rated.sort(key=lambda s: (-(s.meta_score or 0.0), s.sample_index))
+        valid = rated[:m]
+    if not valid:
+        return [None] * n_responses
+    totals = [0.0] * n_responses
+    for s in valid:
+        assert s.scores is not None
+        for i, v in enumerate(s.scores):
+            totals[i] += v
+    return list(totals)
+
+
+def has_meta_scores(records: Iterable[ResultRecord]) -> bool:
+    return any(s.meta_score is not None for r in records if r.verdict is not None
+               for s in r.verdict.samples)
+
+
+def scaling_curve(records: Iterable[ResultRecord], ks: Sequence[int] | None = None, *,
+                  meta: bool = False, meta_ratio: float = 0.5,
+                  rule: TieRule | str = TieRule.STRICT, seed: int = 0
+                  ) -> list[tuple[int, Accuracy]]:
+    """Accuracy of Voting@j (or MetaRM@j with k_meta = max(1, round(j * meta_ratio))) for each
+    j in `ks` (default 1..k), recomputed from the stored per-sample scores."""
+    recs = [r for r in usable(records) if r.label.best_index is not None and r.n_responses >= 2]
+    k_max = max((r.verdict.k for r in recs if r.verdict is not None), default=0)
+    points: list[tuple[int, Accuracy]] = []
+    for j in (ks if ks is not None else range(1, k_max + 1)):
+        n = correct = 0
+        for rec in recs:
+            assert rec.verdict is not None
+            km = max(1, round(j * meta_ratio)) if meta else None
+            scores = vote_prefix(rec.verdict.samples, j, rec.n_responses, meta=meta, k_meta=km)
+            n += 1
+            correct += pick_best(scores, rule, seed, rec.item_id) == rec.label.best_index
+        points.append((j, Accuracy(n, correct)))
+    return points
