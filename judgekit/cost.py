@@ -1,21 +1,29 @@
 """What a call cost, in USD, from a price table the user can override.
 
-Prices are USD per 1M tokens (input, output), list prices of the providers' standard tier as last
-checked for this table; they change, so pass `prices=` to a backend (or edit `PRICES`) for your
-contract. A dated snapshot name ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929") uses the
-longest table entry it starts with, followed by "-" or the end. An unknown model costs None (not
-0: unknown is not free); a model served locally costs 0.0.
+Prices are USD per 1M tokens (input, output): the providers' list prices for the standard tier and
+short contexts, as published when this table was last updated (2026; no batch, cache or
+long-context rates). They change, so pass `prices=` to a backend (or edit `PRICES`) for your
+contract. A dated snapshot name ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929") uses its base
+name's price. An unknown model costs None (not 0: unknown is not free); a model served locally
+(embedded/hf/gguf, or an OpenAI-compatible server on a loopback address) costs 0.0.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 Price = tuple[float, float]
 """(USD per 1M input tokens, USD per 1M output tokens)."""
 
 PRICES: dict[str, Price] = {
-    # OpenAI
+    # OpenAI (standard tier, short context)
+    "gpt-5.5": (5.00, 30.00),
+    "gpt-5.4": (2.50, 15.00),
+    "gpt-5.4-mini": (0.75, 4.50),
+    "gpt-5.4-nano": (0.20, 1.25),
+    "gpt-5.2": (1.75, 14.00),
+    "gpt-5.1": (1.25, 10.00),
     "gpt-5": (1.25, 10.00),
     "gpt-5-mini": (0.25, 2.00),
     "gpt-5-nano": (0.05, 0.40),
@@ -33,10 +41,18 @@ PRICES: dict[str, Price] = {
     "o3-mini": (1.10, 4.40),
     "o4-mini": (1.10, 4.40),
     # Anthropic
+    "claude-opus-5": (5.00, 25.00),
+    "claude-opus-4-8": (5.00, 25.00),
+    "claude-opus-4-7": (5.00, 25.00),
+    "claude-opus-4-6": (5.00, 25.00),
     "claude-opus-4-5": (5.00, 25.00),
     "claude-opus-4-1": (15.00, 75.00),
+    "claude-opus-4-0": (15.00, 75.00),
     "claude-opus-4": (15.00, 75.00),
+    "claude-sonnet-5": (3.00, 15.00),
+    "claude-sonnet-4-6": (3.00, 15.00),
     "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-sonnet-4-0": (3.00, 15.00),
     "claude-sonnet-4": (3.00, 15.00),
     "claude-haiku-4-5": (1.00, 5.00),
     "claude-3-7-sonnet": (3.00, 15.00),
@@ -48,18 +64,22 @@ PRICES: dict[str, Price] = {
 
 LOCAL_PROVIDERS = frozenset({"embedded", "hf", "gguf", "local"})
 
+_SNAPSHOT = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
+
 
 def lookup_price(model: str, prices: Mapping[str, Price] | None = None) -> Price | None:
-    """The (input, output) price of `model`: user table first, then `PRICES`; None if unknown."""
+    """The (input, output) price of `model`: user table first, then `PRICES`; None if unknown.
+
+    Only an exact name or a dated snapshot of one ("<name>-2024-08-06", "<name>-20250929",
+    "<name>-latest") matches: "claude-opus-4-9" must not silently get "claude-opus-4"'s price.
+    """
+    snapshot = _SNAPSHOT.match(model)
+    base = snapshot.group("base") if snapshot else None
     for table in (prices or {}, PRICES):
         if model in table:
             return table[model]
-        best: str | None = None
-        for name in table:
-            if model.startswith(name + "-") and (best is None or len(name) > len(best)):
-                best = name
-        if best is not None:
-            return table[best]
+        if base is not None and base in table:
+            return table[base]
     return None
 
 

@@ -1,0 +1,150 @@
+"""What the OpenAI and Anthropic backends share: key handling, throttling, retries, cost, one SDK
+client per event loop, and a repr without secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from judgekit.config import GenerationConfig
+from judgekit.cost import Price, call_cost
+from judgekit.errors import AuthenticationError, BackendError
+from judgekit.looplocal import LoopLocal
+from judgekit.ratelimit import Throttle, estimate_tokens
+from judgekit.redact import Secret, safe_url, scrub
+from judgekit.retry import RetryPolicy
+from judgekit.schema import Message, Usage
+
+ClientT = TypeVar("ClientT")
+R = TypeVar("R")
+
+# Local OpenAI-compatible servers (transformers serve, vLLM, llama.cpp) accept any key.
+PLACEHOLDER_KEY = "not-needed"
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """True for http(s)://localhost / 127.x / ::1 base URLs (a model served on this machine)."""
+    if not url:
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteBackend(Generic[ClientT]):
+    """Base of the HTTP API backends. Subclasses set `provider`, the env var names, `_new_client`
+    and `generate`."""
+
+    provider: str = ""
+    key_env: str = ""
+    base_url_env: str = ""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_retries: int = 6,
+        prices: Mapping[str, Price] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not model:
+            raise ValueError(f"{self.provider} backend needs a model name")
+        self.model = model
+        self.base_url = base_url or os.environ.get(self.base_url_env) or None
+        key = api_key or os.environ.get(self.key_env) or None
+        if key is None:
+            if self.base_url is None:
+                raise AuthenticationError(
+                    f"no {self.provider} API key: pass api_key= or set {self.key_env} "
+                    f"(for a local server set base_url=, which needs no key)")
+            key = PLACEHOLDER_KEY
+        self._key = Secret(key)
+        self.local = is_loopback_url(self.base_url)
+        self.prices = dict(prices) if prices else None
+        self.extra_body = dict(extra_body) if extra_body else None
+        self.retry_policy = retry if retry is not None else RetryPolicy(max_retries=max_retries)
+        self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute)
+        self._clients: LoopLocal[ClientT] = LoopLocal(self._new_client)
+
+    # -- identity -------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> str:
+        """`provider:model`, plus `@base_url` (without credentials) when a base URL is set."""
+        url = safe_url(self.base_url)
+        return f"{self.provider}:{self.model}" + (f"@{url}" if url else "")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(spec={self.spec!r}, "
+                f"max_concurrency={self.throttle.max_concurrency}, "
+                f"max_retries={self.retry_policy.max_retries})")
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _new_client(self) -> ClientT:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> ClientT:
+        """The SDK client of the running event loop."""
+        return self._clients.get()
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, [self._key])
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return call_cost(self.model, prompt_tokens, completion_tokens, self.prices,
+                         local=self.local)
+
+    async def _call(
+        self,
+        send: Callable[[], Awaitable[R]],
+        messages: list[Message],
+        config: GenerationConfig,
+        n: int,
+    ) -> tuple[R, int]:
+        """One logical request: throttled per attempt, bounded by `config.timeout` per attempt,
+        retried under the policy. Returns (response, retries)."""
+
+        async def attempt() -> R:
+            async with self.throttle.slot(estimate_tokens(messages, config.max_tokens, n)):
+                # The SDK timeout covers each network phase; this one bounds the whole attempt
+                # (a server that trickles bytes forever).
+                async with asyncio.timeout(config.timeout + 1.0):
+                    return await send()
+
+        try:
+            return await self.retry_policy.call(attempt, secrets=[self._key],
+                                                what=f"{self.spec} request")
+        except BackendError as err:
+            # Belt and braces: no message leaves with the key in it.
+            err.args = tuple(self.scrub(str(a)) for a in err.args)
+            raise
+
+    def usage(self, prompt_tokens: int, completion_tokens: int, retries: int) -> Usage:
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, calls=1,
+                     retries=retries, cost_usd=self.cost(prompt_tokens, completion_tokens))
+
+    async def aclose(self) -> None:
+        """Close this loop's SDK client; clients of other loops are dropped (their loops are gone
+        or not ours to drive)."""
+        client = self._clients.pop_current()
+        self._clients.clear()
+        if client is not None:
+            close = getattr(client, "close", None)
+            if close is not None:
+                await close()

@@ -1,0 +1,142 @@
+"""OpenAI chat completions, and any OpenAI-compatible server (vLLM, transformers serve, llama.cpp)
+through `base_url`.
+
+`n` completions are asked in ONE request so the prompt is billed once. Servers that return fewer
+choices than asked (transformers serve returns one) are topped up with parallel requests; the
+backend remembers how many choices the server gives and splits later calls up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from judgekit.backends._remote import RemoteBackend
+from judgekit.backends.base import Completion, GenerationResult, TokenLogprob
+from judgekit.config import GenerationConfig
+from judgekit.errors import MissingDependencyError, TransientBackendError
+from judgekit.redact import safe_url
+from judgekit.schema import Message, Usage
+
+_OFFICIAL_HOSTS = ("api.openai.com",)
+
+
+class OpenAIBackend(RemoteBackend[Any]):
+    """`openai:<model>`. Key from `api_key` or OPENAI_API_KEY, URL from `base_url` or
+    OPENAI_BASE_URL; a local server with no key gets a placeholder key."""
+
+    provider = "openai"
+    key_env = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
+
+    def __init__(self, model: str, **kwargs: Any) -> None:
+        try:
+            import openai  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - openai is a core dependency
+            raise MissingDependencyError("openai", "openai") from exc
+        super().__init__(model, **kwargs)
+        # How many choices one request returns at most; learnt from the server (None: trust `n`).
+        self._choices_cap: int | None = None
+
+    def _new_client(self) -> Any:
+        import openai
+
+        # max_retries=0: judgekit.retry is the only retry policy (and counts its retries).
+        return openai.AsyncOpenAI(api_key=self._key.get(), base_url=self.base_url, max_retries=0)
+
+    @property
+    def _official(self) -> bool:
+        url = safe_url(self.base_url)
+        return url is None or any(h in url for h in _OFFICIAL_HOSTS)
+
+    def _params(self, messages: list[Message], config: GenerationConfig, n: int,
+                seed_offset: int) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": config.temperature,
+            "timeout": config.timeout,
+        }
+        # OpenAI's own API wants max_completion_tokens (its reasoning models reject max_tokens);
+        # compatible servers know max_tokens.
+        params["max_completion_tokens" if self._official else "max_tokens"] = config.max_tokens
+        if n > 1:
+            params["n"] = n
+        if config.top_p != 1.0:
+            params["top_p"] = config.top_p
+        if config.stop:
+            params["stop"] = list(config.stop)
+        if config.seed is not None:
+            # Top-up requests get distinct seeds, else a seeded server returns the same sample.
+            params["seed"] = config.seed + seed_offset
+        if config.logprobs:
+            params["logprobs"] = True
+            if config.top_logprobs:
+                params["top_logprobs"] = config.top_logprobs
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    async def _request(self, messages: list[Message], config: GenerationConfig, n: int,
+                       seed_offset: int = 0) -> tuple[list[Completion], Usage]:
+        params = self._params(messages, config, n, seed_offset)
+
+        async def send() -> Any:
+            response = await self.client.chat.completions.create(**params)
+            if not getattr(response, "choices", None):
+                raise TransientBackendError(f"{self.spec}: response without choices")
+            return response
+
+        response, retries = await self._call(send, messages, config, n)
+        completions = [_completion(choice) for choice in response.choices]
+        u = getattr(response, "usage", None)
+        prompt = int(getattr(u, "prompt_tokens", 0) or 0)
+        completion = int(getattr(u, "completion_tokens", 0) or 0)
+        return completions, self.usage(prompt, completion, retries)
+
+    async def generate(
+        self, messages: list[Message], config: GenerationConfig, n: int = 1
+    ) -> GenerationResult:
+        """`n` completions: one request for all, topped up in parallel if the server gives fewer."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        completions: list[Completion] = []
+        usage = Usage()
+        per_request = n if self._choices_cap is None else min(n, self._choices_cap)
+        while len(completions) < n:
+            missing = n - len(completions)
+            sizes = [per_request] * (missing // per_request)
+            if missing % per_request:
+                sizes.append(missing % per_request)
+            offsets = [len(completions) + sum(sizes[:i]) for i in range(len(sizes))]
+            results = await asyncio.gather(*(
+                self._request(messages, config, size, seed_offset=off)
+                for size, off in zip(sizes, offsets, strict=True)))
+            for (got, u), asked in zip(results, sizes, strict=True):
+                completions.extend(got)
+                usage = usage + u
+                if len(got) < asked:
+                    self._choices_cap = max(1, len(got))
+            per_request = min(per_request, self._choices_cap or per_request)
+        return GenerationResult(completions=completions[:n], usage=usage)
+
+
+def _completion(choice: Any) -> Completion:
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None) or ""
+    return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),
+                      logprobs=_logprobs(getattr(choice, "logprobs", None)))
+
+
+def _logprobs(lp: Any) -> list[TokenLogprob] | None:
+    content = getattr(lp, "content", None) if lp is not None else None
+    if not content:
+        return None
+    out = []
+    for tok in content:
+        logprob = float(tok.logprob)
+        top = {t.token: float(t.logprob) for t in (getattr(tok, "top_logprobs", None) or [])
+               if t.logprob is not None and math.isfinite(float(t.logprob))}
+        out.append(TokenLogprob(token=tok.token, logprob=logprob, top=top))
+    return out

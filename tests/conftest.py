@@ -1,0 +1,38 @@
+"""Shared fixtures: the fault-injecting protocol server and a real `transformers serve` server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fault_server import FaultServer
+from transformers_server import ServedModel, start_transformers_serve
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    """A fresh fault server per test (script it through .schedule / .default_schedule)."""
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def transformers_serve() -> Iterator[ServedModel]:
+    """`transformers serve` with the embedded model, started once per session and killed after."""
+    from judgekit.embedded import embedded_model_dir
+
+    try:
+        model_dir = embedded_model_dir()
+    except Exception as exc:  # the embedded model package is an optional extra
+        pytest.skip(f"embedded model unavailable: {exc}")
+    try:
+        served = start_transformers_serve(model_dir)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield served
+    finally:
+        served.stop()

@@ -1,0 +1,320 @@
+"""A small fault-injecting server that speaks the OpenAI chat-completions and Anthropic messages wire
+formats, for testing the real SDKs against scripted failures on 127.0.0.1.
+
+Requests are grouped by an item key: the first `jk-item-<key>` token found in the messages (else
+"default"). For each key, `schedule[key]` lists what the 1st, 2nd, ... request gets; past the end
+of the list (or for unscheduled keys, `default_schedule`) requests succeed. Faults:
+
+  ok         a normal answer (n choices for OpenAI, capped by `max_choices`)
+  429        rate limited, with `Retry-After: <retry_after>`
+  500 / 503 / 529   server errors
+  hang       no answer for `hang_seconds` (past the client timeout)
+  slow       answers after `slow_seconds` (to observe concurrency)
+  drop       the connection is closed without any response
+  malformed  HTTP 200 with a truncated JSON body
+  401        authentication error whose message echoes the presented key (as real APIs do)
+  400        a bad request
+
+The answer is judge-like text whose scores depend on content: a response containing GOOD scores 9,
+any other 2, so the best response is the same whatever order the judge shows them in.
+Stdlib only (ThreadingHTTPServer), so a connection can really be dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+KEY_RE = re.compile(r"jk-item-([A-Za-z0-9_.:-]+)")
+_RESPONSE_BLOCK = re.compile(
+    r"\[Start of Response (\d+)\]\n?(.*?)\n?\[End of Response \1\]", re.DOTALL)
+
+
+def judge_text(responses: list[str] | None) -> str:
+    """A parseable GRM judgement: GOOD responses score 9, others 2 (two responses if unknown)."""
+    if not responses:
+        responses = ["GOOD", "bad"]
+    scores = [9 if "GOOD" in r else 2 for r in responses]
+    lines = ["Specific Criteria:", "1. Accuracy (Weight: 100%): the answer is correct.", "Analysis:"]
+    for i, s in enumerate(scores, 1):
+        lines.append(f"Response {i}: {'fine' if s > 5 else 'worse'}. Accuracy: {s}")
+    lines.append("Scores: \\boxed{" + ", ".join(str(s) for s in scores) + "}")
+    return "\n".join(lines)
+
+
+def shown_responses(prompt: str) -> list[str] | None:
+    """The responses of the prompt's last 'Responses to Score' section, in shown order."""
+    tail = prompt.rsplit("Responses to Score", 1)[-1]
+    blocks = _RESPONSE_BLOCK.findall(tail)
+    return [b for _, b in blocks] or None
+
+
+@dataclass
+class Record:
+    api: str
+    key: str
+    attempt: int
+    fault: str
+    n: int
+    at: float
+    auth: str
+    body: dict[str, Any]
+
+
+@dataclass
+class FaultServer:
+    schedule: dict[str, list[str]] = field(default_factory=dict)
+    default_schedule: list[str] = field(default_factory=list)
+    retry_after: str = "1"
+    hang_seconds: float = 5.0
+    slow_seconds: float = 0.2
+    max_choices: int | None = None
+    text: Callable[[list[str] | None], str] = judge_text
+
+    def __post_init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.records: list[Record] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> FaultServer:
+        handler = _make_handler(self)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        daemon=True, name="fault-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return int(self._httpd.server_address[1])
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def next_fault(self, api: str, key: str, n: int, auth: str, body: dict[str, Any]) -> str:
+        with self._lock:
+            attempt = self.counts[key]
+            self.counts[key] += 1
+            plan = self.schedule.get(key, self.default_schedule)
+            fault = plan[attempt] if attempt < len(plan) else "ok"
+            self.records.append(Record(api, key, attempt, fault, n, time.monotonic(), auth, body))
+            return fault
+
+    def track(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def faults_injected(self) -> int:
+        with self._lock:
+            return sum(1 for r in self.records if r.fault != "ok")
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.records.clear()
+            self.peak_in_flight = 0
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return ""
+
+
+def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+            except OSError:
+                self.close_connection = True
+
+        def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            self._send(status, json.dumps(obj).encode(), headers)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") in ("/health", "/v1/models"):
+                self._json(200, {"status": "ok", "data": [{"id": "judge-test"}]})
+            else:
+                self._json(404, {"error": {"message": "not found"}})
+
+        def do_POST(self) -> None:
+            server.track(+1)
+            try:
+                self._post()
+            finally:
+                server.track(-1)
+
+        def _post(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                self._json(400, {"error": {"message": "bad json"}})
+                return
+            path = self.path.split("?")[0].rstrip("/")
+            if path.endswith("/chat/completions"):
+                api = "openai"
+                auth = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            elif path.endswith("/messages"):
+                api = "anthropic"
+                auth = self.headers.get("x-api-key", "")
+            else:
+                self._json(404, {"error": {"message": f"no route {path}"}})
+                return
+            messages = body.get("messages") or []
+            texts = [_content_text(m.get("content")) for m in messages]
+            system = body.get("system")
+            if system:
+                texts.insert(0, _content_text(system))
+            prompt = "\n".join(texts)
+            match = KEY_RE.search(prompt)
+            key = match.group(1) if match else "default"
+            n = int(body.get("n") or 1) if api == "openai" else 1
+            fault = server.next_fault(api, key, n, auth, body)
+            if self._inject(api, fault, auth):
+                return
+            responses = shown_responses(prompt)
+            prompt_tokens = max(1, len(prompt) // 4)
+            if api == "openai":
+                self._openai_ok(body, n, responses, prompt_tokens)
+            else:
+                self._anthropic_ok(body, responses, prompt_tokens)
+
+        def _error(self, api: str, status: int, kind: str, message: str,
+                   headers: dict[str, str] | None = None) -> None:
+            if api == "openai":
+                obj: dict[str, Any] = {"error": {"message": message, "type": kind, "code": None}}
+            else:
+                obj = {"type": "error", "error": {"type": kind, "message": message}}
+            self._json(status, obj, headers)
+
+        def _inject(self, api: str, fault: str, auth: str) -> bool:
+            """Act out `fault`; True when the request has been answered (or abandoned)."""
+            if fault == "ok":
+                return False
+            if fault == "slow":
+                time.sleep(server.slow_seconds)
+                return False
+            if fault == "429":
+                self._error(api, 429, "rate_limit_error", "Rate limit reached, slow down.",
+                            {"Retry-After": server.retry_after})
+            elif fault in ("500", "503", "529"):
+                kind = "overloaded_error" if fault == "529" else "server_error"
+                self._error(api, int(fault), kind, f"injected {fault}")
+            elif fault == "401":
+                # Real providers echo (part of) the key; the client must scrub it.
+                self._error(api, 401, "authentication_error",
+                            f"Incorrect API key provided: {auth}. Check your key.")
+            elif fault == "400":
+                self._error(api, 400, "invalid_request_error", "injected bad request")
+            elif fault == "hang":
+                server._stop.wait(server.hang_seconds)
+                self.close_connection = True
+            elif fault == "drop":
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+            elif fault == "malformed":
+                self._send(200, b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [')
+            else:
+                raise ValueError(f"unknown fault {fault!r}")
+            return True
+
+        def _openai_ok(self, body: dict[str, Any], n: int, responses: list[str] | None,
+                       prompt_tokens: int) -> None:
+            choices = []
+            completion_tokens = 0
+            count = n if server.max_choices is None else min(n, server.max_choices)
+            for i in range(count):
+                text = server.text(responses)
+                completion_tokens += max(1, len(text) // 4)
+                choice: dict[str, Any] = {
+                    "index": i, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text}, "logprobs": None}
+                if body.get("logprobs"):
+                    top_n = int(body.get("top_logprobs") or 0)
+                    content = []
+                    for tok in re.findall(r"\S+|\s+", text)[:64]:
+                        top = [{"token": tok, "logprob": -0.1, "bytes": None}]
+                        top += [{"token": f"alt{j}", "logprob": -2.0 - j, "bytes": None}
+                                for j in range(max(0, top_n - 1))]
+                        content.append({"token": tok, "logprob": -0.1, "bytes": None,
+                                        "top_logprobs": top[:top_n]})
+                    choice["logprobs"] = {"content": content, "refusal": None}
+                choices.append(choice)
+            self._json(200, {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+                "created": int(time.time()), "model": body.get("model", "judge-test"),
+                "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
+            })
+
+        def _anthropic_ok(self, body: dict[str, Any], responses: list[str] | None,
+                          prompt_tokens: int) -> None:
+            text = server.text(responses)
+            self._json(200, {
+                "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
+                "model": body.get("model", "claude-test"),
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": prompt_tokens,
+                          "output_tokens": max(1, len(text) // 4)},
+            })
+
+    return Handler
