@@ -22,9 +22,12 @@ _NUM = r"[-+]?\d+(?:\.\d+)?"
 _BOXED = re.compile(r"\\{0,2}boxed\s*\{([^{}]*)\}")
 _DOUBLE_BRACKET = re.compile(r"\[\[([^\[\]]*)\]\]")
 _SCORES_LINE = re.compile(
-    r"(?im)^[ \t>*#_-]*(?:final\s+|overall\s+)?scores?\s*\**\s*[:=]\s*\**\s*"
-    r"((?:" + _NUM + r"(?:\s*/\s*10)?)(?:\s*[,;]\s*" + _NUM + r"(?:\s*/\s*10)?)*)\s*\**\s*\.?\s*$"
+    r"(?im)^[ \t>*#_-]*(?:final\s+|overall\s+)?(?P<kw>scores?)\s*\**\s*[:=]\s*\**\s*"
+    r"(?P<nums>(?:" + _NUM + r"(?:\s*/\s*10)?)(?:\s*[,;]\s*" + _NUM + r"(?:\s*/\s*10)?)*)"
+    r"\s*\**\s*\.?\s*$"
 )
+# "Response 2: 7" labels inside a box are not scores.
+_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*\d{1,3}\s*[:=]")
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
 # Per-response scores written one at a time: "Response 2: ... Score: 7/10" or "Score for Response 2: 7".
 _PER_RESPONSE = re.compile(
@@ -54,7 +57,7 @@ class ParsedGRM:
 
 
 def _numbers(text: str) -> list[float]:
-    cleaned = re.sub(r"/\s*10\b", "", text)
+    cleaned = _LABEL.sub(" ", re.sub(r"/\s*10\b", "", text))
     out: list[float] = []
     for tok in re.findall(_NUM, cleaned):
         try:
@@ -96,7 +99,12 @@ def _candidates(text: str, n: int) -> list[tuple[int, list[float], str]]:
     for m in _DOUBLE_BRACKET.finditer(text):
         found.append((m.end(), _numbers(m.group(1)), "[[ ]]"))
     for m in _SCORES_LINE.finditer(text):
-        found.append((m.end(), _numbers(m.group(1)), "scores line"))
+        values = _numbers(m.group("nums"))
+        # A singular "Score: 7/10" line scores ONE response (the per-response style); it is a box
+        # of all scores only when there is one response.
+        if m.group("kw").lower() == "score" and len(values) == 1 and n > 1:
+            continue
+        found.append((m.end(), values, "scores line"))
     for m in _JSON_OBJECT.finditer(text):
         vals = _json_scores(m.group(0), n)
         if vals is not None:
