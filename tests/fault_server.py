@@ -212,7 +212,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 auth = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             elif path.endswith("/messages"):
                 api = "anthropic"
-                auth = self.headers.get("x-api-key", "")
+                # anthropic>=2 sends `Authorization: Bearer`, older SDKs `x-api-key`.
+                auth = (self.headers.get("x-api-key")
+                        or self.headers.get("Authorization", "").removeprefix("Bearer ").strip())
             else:
                 self._json(404, {"error": {"message": f"no route {path}"}})
                 return

@@ -1,0 +1,206 @@
+"""On-disk response cache (sqlite), so a resumed or repeated run bills nothing twice.
+
+One row per completion. The key is sha256 over (backend spec, messages, generation parameters
+except `timeout`, sample index), so k-sample voting does not collapse onto one cached answer:
+
+* `CachedBackend.generate(messages, config, n, sample_offset=0)` reads and writes sample indices
+  `sample_offset .. sample_offset + n - 1`, and calls the wrapped backend only for the missing ones.
+* A caller that draws the k samples of one prompt in ONE call uses n=k (indices 0..k-1). A caller
+  that draws them in separate calls must pass the sample number as `sample_offset` (j for sample
+  j), or every call would read index 0 back. `generate_samples()` does this for any backend.
+
+Cache hits are reported as `Usage.cached_calls` (one per completion) with zero tokens and cost.
+The spec never holds an API key, so neither does the file. Safe for many threads and processes on
+one machine: WAL mode, a busy timeout, one short transaction per lookup/store (WAL does not work
+on network file systems; keep the file on local disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from judgekit.backends.base import Backend, Completion, GenerationResult
+from judgekit.config import GenerationConfig
+from judgekit.schema import Message, Usage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    key TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    completion TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+_KEY_VERSION = 1
+
+
+def default_cache_path() -> Path:
+    """`cache_home()/cache.sqlite` (JUDGEKIT_HOME or XDG_CACHE_HOME override the directory)."""
+    from judgekit.embedded import cache_home
+
+    return cache_home() / "cache.sqlite"
+
+
+def cache_key(spec: str, messages: Sequence[Message], config: GenerationConfig,
+              sample_index: int) -> str:
+    """sha256 hex over the request identity; `timeout` is excluded (it does not change outputs)."""
+    params = config.model_dump(mode="json", exclude={"timeout"})
+    blob = json.dumps(
+        {"v": _KEY_VERSION, "spec": spec, "messages": [dict(m) for m in messages],
+         "params": params, "sample": sample_index},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """A sqlite file of completions by key. Each operation opens its own short-lived connection,
+    so one instance can be used from any thread, and several processes can share the file."""
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 60.0) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self.busy_timeout = busy_timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+            con.execute(_SCHEMA)
+
+    def _connect(self) -> _Connection:
+        return _Connection(self.path, self.busy_timeout)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        """The cached completions among `keys`."""
+        if not keys:
+            return {}
+        out: dict[str, Completion] = {}
+        with self._connect() as con:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = con.execute(
+                    f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk)
+                for key, blob in rows:
+                    out[key] = Completion.model_validate_json(blob)
+        return out
+
+    def put_many(self, spec: str, entries: Sequence[tuple[str, int, Completion]]) -> None:
+        """Store (key, sample_index, completion) rows in one transaction; the first writer of a
+        key wins, so concurrent runs agree on what a sample was."""
+        if not entries:
+            return
+        now = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT OR IGNORE INTO completions (key, spec, sample_index, completion, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(k, spec, i, c.model_dump_json(), now) for k, i, c in entries])
+            con.execute("COMMIT")
+
+    def __len__(self) -> int:
+        with self._connect() as con:
+            return int(con.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+
+    def clear(self) -> None:
+        with self._connect() as con:
+            con.execute("DELETE FROM completions")
+
+    def __repr__(self) -> str:
+        return f"ResponseCache(path={str(self.path)!r})"
+
+
+class _Connection:
+    """A connection in autocommit mode with a busy timeout, closed on exit."""
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self._con = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        self._con.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        # With WAL, NORMAL never corrupts the file; a power cut may drop the last commits, which
+        # for a cache only means recomputing them. FULL would fsync on every commit.
+        self._con.execute("PRAGMA synchronous=NORMAL")
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self._con
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None and self._con.in_transaction:
+            self._con.rollback()
+        self._con.close()
+
+
+class CachedBackend:
+    """Wraps any Backend with a ResponseCache; implements the same protocol plus `sample_offset`.
+
+    Other attributes (e.g. `force_scores`, `model`) are forwarded to the wrapped backend uncached.
+    """
+
+    def __init__(self, backend: Backend, cache: ResponseCache | str | Path | None = None) -> None:
+        self.backend = backend
+        self.cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
+
+    @property
+    def spec(self) -> str:
+        return self.backend.spec
+
+    def keys(self, messages: list[Message], config: GenerationConfig, n: int,
+             sample_offset: int = 0) -> list[str]:
+        return [cache_key(self.spec, messages, config, i)
+                for i in range(sample_offset, sample_offset + n)]
+
+    async def generate(
+        self, messages: list[Message], config: GenerationConfig, n: int = 1, *,
+        sample_offset: int = 0,
+    ) -> GenerationResult:
+        """Completions for sample indices sample_offset..sample_offset+n-1, computing only the
+        missing ones (in one call of the wrapped backend with n = number missing)."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        if sample_offset < 0:
+            raise ValueError("sample_offset must be >= 0")
+        keys = self.keys(messages, config, n, sample_offset)
+        found = await asyncio.to_thread(self.cache.get_many, keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        usage = Usage(cached_calls=n - len(missing))
+        fresh: dict[str, Completion] = {}
+        if missing:
+            result = await self.backend.generate(messages, config, len(missing))
+            usage = usage + result.usage
+            entries = []
+            for pos, completion in zip(missing, result.completions, strict=False):
+                fresh[keys[pos]] = completion
+                entries.append((keys[pos], sample_offset + pos, completion))
+            await asyncio.to_thread(self.cache.put_many, self.spec, entries)
+        completions = [found.get(k) or fresh[k] for k in keys if k in found or k in fresh]
+        return GenerationResult(completions=completions, usage=usage)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes CachedBackend lacks; guard against recursion during
+        # unpickling/copying, when `backend` is not set yet.
+        if name.startswith("__") or name == "backend":
+            raise AttributeError(name)
+        return getattr(self.backend, name)
+
+    def __repr__(self) -> str:
+        return f"CachedBackend({self.backend!r}, {self.cache!r})"
+
+
+async def generate_samples(
+    backend: Backend, messages: list[Message], config: GenerationConfig, n: int = 1,
+    sample_offset: int = 0,
+) -> GenerationResult:
+    """`backend.generate`, passing `sample_offset` through when the backend is cached (plain
+    backends have no sample indices and ignore it)."""
+    if isinstance(backend, CachedBackend):
+        return await backend.generate(messages, config, n, sample_offset=sample_offset)
+    return await backend.generate(messages, config, n)
