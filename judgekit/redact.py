@@ -47,6 +47,14 @@ def scrub(text: str, secrets: Iterable[str | Secret | None] = ()) -> str:
     return _KEY_SHAPES.sub(REDACTED, text)
 
 
+def url_secrets(url: str | None) -> list[str]:
+    """Credentials embedded in a URL (user:password@host), to scrub alongside the API key."""
+    if not url:
+        return []
+    parts = urlsplit(str(url))
+    return [p for p in (parts.password, parts.username) if p]
+
+
 def safe_url(url: str | None) -> str | None:
     """A base URL without user:password, query or fragment (fit for specs, logs and cache keys)."""
     if not url:

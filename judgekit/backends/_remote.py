@@ -15,7 +15,7 @@ from judgekit.cost import Price, call_cost
 from judgekit.errors import AuthenticationError, BackendError
 from judgekit.looplocal import LoopLocal
 from judgekit.ratelimit import Throttle, estimate_tokens
-from judgekit.redact import Secret, safe_url, scrub
+from judgekit.redact import Secret, safe_url, scrub, url_secrets
 from judgekit.retry import RetryPolicy
 from judgekit.schema import Message, Usage
 
@@ -64,7 +64,11 @@ class RemoteBackend(Generic[ClientT]):
         if not model:
             raise ValueError(f"{self.provider} backend needs a model name")
         self.model = model
-        self.base_url = base_url or os.environ.get(self.base_url_env) or None
+        raw_url = base_url or os.environ.get(self.base_url_env) or None
+        # The URL as given may carry credentials or a key in its query: the SDK gets it from a
+        # Secret, everything else sees the cleaned `base_url`.
+        self._raw_base_url = Secret(raw_url or "")
+        self.base_url = safe_url(raw_url)
         key = api_key or os.environ.get(self.key_env) or None
         if key is None:
             if self.base_url is None:
@@ -73,6 +77,7 @@ class RemoteBackend(Generic[ClientT]):
                     f"(for a local server set base_url=, which needs no key)")
             key = PLACEHOLDER_KEY
         self._key = Secret(key)
+        self._secrets = [self._key, *(Secret(s) for s in url_secrets(raw_url))]
         self.local = is_loopback_url(self.base_url)
         self.prices = dict(prices) if prices else None
         self.extra_body = dict(extra_body) if extra_body else None
@@ -85,8 +90,7 @@ class RemoteBackend(Generic[ClientT]):
     @property
     def spec(self) -> str:
         """`provider:model`, plus `@base_url` (without credentials) when a base URL is set."""
-        url = safe_url(self.base_url)
-        return f"{self.provider}:{self.model}" + (f"@{url}" if url else "")
+        return f"{self.provider}:{self.model}" + (f"@{self.base_url}" if self.base_url else "")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(spec={self.spec!r}, "
@@ -103,8 +107,12 @@ class RemoteBackend(Generic[ClientT]):
         """The SDK client of the running event loop."""
         return self._clients.get()
 
+    @property
+    def _sdk_base_url(self) -> str | None:
+        return self._raw_base_url.get() or None
+
     def scrub(self, text: str) -> str:
-        return scrub(text, [self._key])
+        return scrub(text, self._secrets)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return call_cost(self.model, prompt_tokens, completion_tokens, self.prices,
@@ -128,7 +136,7 @@ class RemoteBackend(Generic[ClientT]):
                     return await send()
 
         try:
-            return await self.retry_policy.call(attempt, secrets=[self._key],
+            return await self.retry_policy.call(attempt, secrets=self._secrets,
                                                 what=f"{self.spec} request")
         except BackendError as err:
             # Belt and braces: no message leaves with the key in it.

@@ -54,7 +54,7 @@ class AnthropicBackend(RemoteBackend[Any]):
         import anthropic
 
         # max_retries=0: judgekit.retry is the only retry policy (and counts its retries).
-        return anthropic.AsyncAnthropic(api_key=self._key.get(), base_url=self.base_url,
+        return anthropic.AsyncAnthropic(api_key=self._key.get(), base_url=self._sdk_base_url,
                                         max_retries=0)
 
     def _params(self, messages: list[Message], config: GenerationConfig) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from judgekit.backends._remote import RemoteBackend
 from judgekit.backends.base import Completion, GenerationResult, TokenLogprob
 from judgekit.config import GenerationConfig
 from judgekit.errors import MissingDependencyError, TransientBackendError
-from judgekit.redact import safe_url
 from judgekit.schema import Message, Usage
 
 _OFFICIAL_HOSTS = ("api.openai.com",)
@@ -43,12 +42,12 @@ class OpenAIBackend(RemoteBackend[Any]):
         import openai
 
         # max_retries=0: judgekit.retry is the only retry policy (and counts its retries).
-        return openai.AsyncOpenAI(api_key=self._key.get(), base_url=self.base_url, max_retries=0)
+        return openai.AsyncOpenAI(api_key=self._key.get(), base_url=self._sdk_base_url,
+                                  max_retries=0)
 
     @property
     def _official(self) -> bool:
-        url = safe_url(self.base_url)
-        return url is None or any(h in url for h in _OFFICIAL_HOSTS)
+        return self.base_url is None or any(h in self.base_url for h in _OFFICIAL_HOSTS)
 
     def _params(self, messages: list[Message], config: GenerationConfig, n: int,
                 seed_offset: int) -> dict[str, Any]:
