@@ -9,6 +9,9 @@ except `timeout`, sample index), so k-sample voting does not collapse onto one c
   that draws them in separate calls must pass the sample number as `sample_offset` (j for sample
   j), or every call would read index 0 back. `generate_samples()` does this for any backend.
 
+* Batched local backends' `generate_many(requests, config)` is cached the same way (indices
+  0..n-1 per prompt), keeping one batched call for all the missing samples.
+
 Cache hits are reported as `Usage.cached_calls` (one per completion) with zero tokens and cost.
 The spec never holds an API key, so neither does the file. Safe for many threads and processes on
 one machine: WAL mode, a busy timeout, one short transaction per lookup/store (WAL does not work
@@ -139,7 +142,9 @@ class _Connection:
 class CachedBackend:
     """Wraps any Backend with a ResponseCache; implements the same protocol plus `sample_offset`.
 
-    Other attributes (e.g. `force_scores`, `model`) are forwarded to the wrapped backend uncached.
+    `generate_many` exists exactly when the wrapped backend has it, and is cached. Other
+    attributes (e.g. `force_scores`, `supports_grammar`) are forwarded to the wrapped backend,
+    uncached.
     """
 
     def __init__(self, backend: Backend, cache: ResponseCache | str | Path | None = None) -> None:
@@ -168,18 +173,53 @@ class CachedBackend:
         keys = self.keys(messages, config, n, sample_offset)
         found = await asyncio.to_thread(self.cache.get_many, keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
-        usage = Usage(cached_calls=n - len(missing))
-        fresh: dict[str, Completion] = {}
+        fresh = None
         if missing:
-            result = await self.backend.generate(messages, config, len(missing))
-            usage = usage + result.usage
+            fresh = await self.backend.generate(messages, config, len(missing))
+        return await self._merge(keys, found, missing, fresh, sample_offset)
+
+    async def _merge(self, keys: list[str], found: dict[str, Completion], missing: list[int],
+                     fresh: GenerationResult | None, sample_offset: int) -> GenerationResult:
+        """Store the fresh completions under their missing indices; all of them in index order."""
+        usage = Usage(cached_calls=len(keys) - len(missing))
+        made: dict[str, Completion] = {}
+        if fresh is not None:
+            usage = usage + fresh.usage
             entries = []
-            for pos, completion in zip(missing, result.completions, strict=False):
-                fresh[keys[pos]] = completion
+            for pos, completion in zip(missing, fresh.completions, strict=False):
+                made[keys[pos]] = completion
                 entries.append((keys[pos], sample_offset + pos, completion))
             await asyncio.to_thread(self.cache.put_many, self.spec, entries)
-        completions = [found.get(k) or fresh[k] for k in keys if k in found or k in fresh]
+        completions = [found.get(k) or made[k] for k in keys if k in found or k in made]
         return GenerationResult(completions=completions, usage=usage)
+
+    async def _generate_many(self, requests: list[tuple[list[Message], int]],
+                             config: GenerationConfig) -> list[GenerationResult]:
+        """The cached form of a batched backend's `generate_many` (one batched call for all
+        prompts' missing samples)."""
+        plans = []
+        for messages, n in requests:
+            keys = self.keys(messages, config, n)
+            plans.append((messages, keys))
+        all_keys = [k for _, keys in plans for k in keys]
+        found = await asyncio.to_thread(self.cache.get_many, all_keys)
+        todo: list[tuple[list[Message], int]] = []
+        todo_index: list[int | None] = []
+        missing_per: list[list[int]] = []
+        for messages, keys in plans:
+            missing = [i for i, k in enumerate(keys) if k not in found]
+            missing_per.append(missing)
+            todo_index.append(len(todo) if missing else None)
+            if missing:
+                todo.append((messages, len(missing)))
+        fresh: list[GenerationResult] = []
+        if todo:
+            fresh = list(await self.backend.generate_many(todo, config))  # type: ignore[attr-defined]
+        out = []
+        for (_, keys), missing, ti in zip(plans, missing_per, todo_index, strict=True):
+            out.append(await self._merge(keys, found, missing,
+                                         fresh[ti] if ti is not None else None, 0))
+        return out
 
     async def aclose(self) -> None:
         await self.backend.aclose()
@@ -189,10 +229,26 @@ class CachedBackend:
         # unpickling/copying, when `backend` is not set yet.
         if name.startswith("__") or name == "backend":
             raise AttributeError(name)
+        if name == "generate_many":
+            # Batched backends keep their batching AND the cache; others have no such method.
+            getattr(self.backend, name)
+            return self._generate_many
         return getattr(self.backend, name)
 
     def __repr__(self) -> str:
         return f"CachedBackend({self.backend!r}, {self.cache!r})"
+
+
+def wrap_with_cache(backend: Backend, cache: ResponseCache | str | Path | bool | None = True
+                    ) -> Backend:
+    """`backend` behind a cache: True for the default file, a path, or a ResponseCache; a
+    CachedBackend is returned unchanged, and a falsy `cache` means no cache."""
+    # Not `not cache`: an empty ResponseCache has len 0 and would read as "no cache".
+    if cache is None or cache is False or isinstance(backend, CachedBackend):
+        return backend
+    if cache is True:
+        return CachedBackend(backend, None)
+    return CachedBackend(backend, cache)
 
 
 async def generate_samples(

@@ -75,6 +75,13 @@ def test_request_parameters() -> None:
     assert q["extra_body"] == {"top_k": 5}
 
 
+async def test_grammar_is_refused_not_ignored() -> None:
+    b = OpenAIBackend("m", base_url="http://127.0.0.1:1/v1")
+    assert b.supports_grammar is False
+    with pytest.raises(ValueError, match="grammar"):
+        await b.generate([{"role": "user", "content": "x"}], GenerationConfig(grammar="root ::= x"))
+
+
 async def test_n_choices_in_one_request_prompt_billed_once(fault_server: FaultServer) -> None:
     b = backend(fault_server)
     result = await b.generate(msgs("n"), CFG, n=4)

@@ -21,6 +21,7 @@ from judgekit.cache import (
     cache_key,
     default_cache_path,
     generate_samples,
+    wrap_with_cache,
 )
 from judgekit.config import GenerationConfig
 from judgekit.retry import RetryPolicy
@@ -130,6 +131,60 @@ async def test_forwards_optional_methods_and_protocols(tmp_path: Path) -> None:
     with pytest.raises(AttributeError):
         _ = cached.no_such_thing
     assert "CachedBackend(" in repr(cached)
+
+
+class BatchedBackend(CountingBackend):
+    """Like a local backend: `generate_many` does every prompt in one batched call."""
+
+    spec = "fake:batched"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+
+    async def generate_many(self, requests: list[tuple[list[Message], int]],
+                            config: GenerationConfig) -> list[GenerationResult]:
+        self.batches.append([n for _, n in requests])
+        out = []
+        for messages, n in requests:
+            texts = [f"{messages[0]['content']}#{self.made + i}" for i in range(n)]
+            self.made += n
+            out.append(GenerationResult(completions=[Completion(text=t) for t in texts],
+                                        usage=Usage(prompt_tokens=10, calls=1)))
+        return out
+
+
+async def test_generate_many_is_cached_and_stays_batched(tmp_path: Path) -> None:
+    inner = BatchedBackend()
+    cached = CachedBackend(inner, tmp_path / "c.sqlite")
+    a: list[Message] = [{"role": "user", "content": "A"}]
+    b: list[Message] = [{"role": "user", "content": "B"}]
+    first = await cached.generate_many([(a, 2), (b, 1)], CFG)
+    assert inner.batches == [[2, 1]]
+    assert [c.text for c in first[0].completions] == ["A#0", "A#1"]
+    second = await cached.generate_many([(a, 3), (b, 1)], CFG)  # A: 1 missing, B: all cached
+    assert inner.batches == [[2, 1], [1]]
+    assert [c.text for c in second[0].completions] == ["A#0", "A#1", "A#3"]
+    assert second[1].usage == Usage(cached_calls=1)
+    third = await cached.generate_many([(a, 3), (b, 1)], CFG)
+    assert inner.batches == [[2, 1], [1]] and sum(r.usage.calls for r in third) == 0
+    # Plain backends have no generate_many, and the wrapper does not invent one.
+    assert getattr(CachedBackend(CountingBackend(), tmp_path / "d.sqlite"), "generate_many",
+                   None) is None
+
+
+def test_wrap_with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUDGEKIT_HOME", str(tmp_path))
+    inner = CountingBackend()
+    assert wrap_with_cache(inner, None) is inner and wrap_with_cache(inner, False) is inner
+    default = wrap_with_cache(inner, True)
+    assert isinstance(default, CachedBackend)
+    assert default.cache.path == tmp_path / "cache.sqlite"
+    assert wrap_with_cache(default, True) is default
+    by_path = wrap_with_cache(inner, tmp_path / "x.sqlite")
+    assert isinstance(by_path, CachedBackend) and by_path.cache.path == tmp_path / "x.sqlite"
+    shared = ResponseCache(tmp_path / "y.sqlite")
+    assert isinstance(w := wrap_with_cache(inner, shared), CachedBackend) and w.cache is shared
 
 
 async def test_errors_are_not_cached(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ class RemoteBackend(Generic[ClientT]):
     and `generate`."""
 
     provider: str = ""
+    supports_grammar = False
     key_env: str = ""
     base_url_env: str = ""
 
@@ -142,6 +143,15 @@ class RemoteBackend(Generic[ClientT]):
             # Belt and braces: no message leaves with the key in it.
             err.args = tuple(self.scrub(str(a)) for a in err.args)
             raise
+
+    def check_config(self, config: GenerationConfig, n: int) -> None:
+        """Refuse what an HTTP API cannot honour, rather than silently ignoring it."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        if getattr(config, "grammar", None):
+            raise ValueError(
+                f"{self.spec} cannot constrain output to a grammar (supports_grammar is False); "
+                "for a server with its own guided decoding, pass it through extra_body=")
 
     def usage(self, prompt_tokens: int, completion_tokens: int, retries: int) -> Usage:
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, calls=1,

@@ -103,8 +103,7 @@ class AnthropicBackend(RemoteBackend[Any]):
         self, messages: list[Message], config: GenerationConfig, n: int = 1
     ) -> GenerationResult:
         """`n` parallel requests (the API has no `n`)."""
-        if n < 1:
-            raise ValueError("n must be >= 1")
+        self.check_config(config, n)
         params = self._params(messages, config)
         results = await asyncio.gather(*(self._request(params, messages, config)
                                          for _ in range(n)))

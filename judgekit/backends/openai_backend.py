@@ -98,8 +98,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         self, messages: list[Message], config: GenerationConfig, n: int = 1
     ) -> GenerationResult:
         """`n` completions: one request for all, topped up in parallel if the server gives fewer."""
-        if n < 1:
-            raise ValueError("n must be >= 1")
+        self.check_config(config, n)
         completions: list[Completion] = []
         usage = Usage()
         per_request = n if self._choices_cap is None else min(n, self._choices_cap)
