@@ -1,0 +1,82 @@
+"""Benchmarks for judges: datasets, a resumable runner, pure metrics, reports and plots.
+
+    from judgekit.judge import Judge
+    from judgekit.bench import render_report, run
+
+    run("llmbar", Judge("openai:gpt-4o-mini"), out_dir="runs/llmbar-k4", samples=4)
+    print(render_report(["runs/llmbar-k4"]))  # or: judgekit bench report runs/llmbar-k4
+
+Heavy pieces (pandas, matplotlib) are imported only when a report or plot is made.
+"""
+
+from judgekit.bench.baseline import PairwiseBaselineJudge
+from judgekit.bench.datasets import (
+    DatasetError,
+    DatasetInfo,
+    dataset_names,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
+from judgekit.bench.generic import FieldMap, load_csv, load_dataframe, load_file, load_jsonl
+from judgekit.bench.items import BenchItem, Label, LabelKind
+from judgekit.bench.metrics import TieRule
+from judgekit.bench.report import (
+    benchmark_frame,
+    load_run,
+    load_runs,
+    published_frame,
+    render_report,
+    report_frames,
+    scaling_frame,
+    subset_frame,
+    summary_frame,
+)
+from judgekit.bench.runner import (
+    BenchRunError,
+    ResultRecord,
+    RunInfo,
+    RunResult,
+    arun,
+    make_judge,
+    read_results,
+    read_run_info,
+    run,
+)
+
+__all__ = [
+    "BenchItem",
+    "BenchRunError",
+    "DatasetError",
+    "DatasetInfo",
+    "FieldMap",
+    "Label",
+    "LabelKind",
+    "PairwiseBaselineJudge",
+    "ResultRecord",
+    "RunInfo",
+    "RunResult",
+    "TieRule",
+    "arun",
+    "benchmark_frame",
+    "dataset_names",
+    "list_datasets",
+    "load_csv",
+    "load_dataframe",
+    "load_dataset",
+    "load_file",
+    "load_jsonl",
+    "load_run",
+    "load_runs",
+    "make_judge",
+    "published_frame",
+    "read_results",
+    "read_run_info",
+    "register_dataset",
+    "render_report",
+    "report_frames",
+    "run",
+    "scaling_frame",
+    "subset_frame",
+    "summary_frame",
+]

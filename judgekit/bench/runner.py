@@ -338,10 +338,11 @@ def run(dataset: str | Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) ->
 
 def make_judge(model: str | None = None, *, baseline: str | None = None, seed: int = 0,
                max_tokens: int | None = None, temperature: float | None = None,
-               concurrency: int = 4, meta_model: str | None = None,
+               concurrency: int = 4, meta_model: str | None = None, examples: bool = True,
                **backend_kwargs: Any) -> Any:
     """The judge `bench run` uses: `Judge` (GRM), or `PairwiseBaselineJudge` for
-    `baseline="pairwise"`. `model=None` is the embedded local model."""
+    `baseline="pairwise"`. `model=None` is the embedded local model. `examples=False` drops the
+    GRM prompt's few-shot examples (shorter prompts)."""
     if baseline not in (None, "pairwise"):
         raise BenchRunError(f"unknown baseline {baseline!r} (known: pairwise)")
     if baseline == "pairwise":
@@ -356,7 +357,7 @@ def make_judge(model: str | None = None, *, baseline: str | None = None, seed: i
     if meta_model is not None:
         kwargs["meta"] = meta_model
     return Judge(model, seed=seed, max_tokens=max_tokens, temperature=temperature,
-                 concurrency=concurrency, **kwargs)
+                 concurrency=concurrency, examples=examples, **kwargs)
 
 
 async def aclose_judge(judge: Any) -> None:

@@ -1,0 +1,273 @@
+"""`judgekit bench ...`: list datasets, run a judge over one, report on stored runs.
+
+The main CLI registers these with `add_bench_parser(subparsers)` and dispatches with
+`args.func(args)` (each handler returns the exit code). `python -m judgekit.bench ...` runs them
+standalone. Bad arguments print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from judgekit.bench.datasets import DatasetError, dataset_names, list_datasets
+from judgekit.errors import JudgekitError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _usage_error(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _print_frame(frame: Any, fmt: str) -> None:
+    from judgekit.bench.report import format_markdown, format_table
+
+    if fmt == "csv":
+        print(frame.to_csv(), end="")
+    elif fmt == "markdown":
+        print(format_markdown(frame))
+    else:
+        print(format_table(frame))
+
+
+# --------------------------------------------------------------------------------------------
+# Handlers
+# --------------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    try:
+        rows = list_datasets(args.data_dir, count=not args.no_count)
+    except DatasetError as exc:
+        return _usage_error("judgekit bench list", str(exc))
+    frame = pd.DataFrame(rows).set_index("name")
+    cols = ["items", "subsets", "kind", "license", "shipped", "location"]
+    if args.verbose:
+        cols.append("description")
+    _print_frame(frame[cols], args.format)
+    return 0
+
+
+def _default_out(args: argparse.Namespace, dataset: str) -> Path:
+    judge = f"baseline-{args.baseline}" if args.baseline else "grm"
+    model = (args.model or "embedded").replace("/", "_").replace(":", "-")
+    name = f"{Path(dataset).stem if Path(dataset).suffix else dataset}-{judge}-{model}" \
+           f"-k{args.samples}{'-meta' if args.meta else ''}"
+    if args.subset:
+        name += "-" + args.subset.replace("/", "_").replace("*", "x").replace(",", "+")
+    return Path("runs") / name
+
+
+def _field_map(args: argparse.Namespace) -> Any:
+    from judgekit.bench.generic import FieldMap
+
+    text: str = args.responses_field
+    responses: str | list[str] = text
+    if "," in text:
+        responses = [c.strip() for c in text.split(",") if c.strip()]
+    return FieldMap(query=args.query_field, responses=responses, label=args.label_field,
+                    label_format=args.label_format, id=args.id_field,
+                    subset=args.subset_field)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from judgekit.bench.generic import load_file
+    from judgekit.bench.runner import BenchRunError, aclose_judge, arun, make_judge
+
+    prog = "judgekit bench run"
+    if args.meta and args.baseline:
+        return _usage_error(prog, "--meta does not apply to --baseline pairwise")
+    if args.baseline and args.no_examples:
+        return _usage_error(prog, "--no-examples applies to the GRM prompt only")
+    dataset: Any = args.dataset
+    name = args.dataset
+    is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
+    try:
+        if is_file:
+            if not Path(args.dataset).is_file():
+                return _usage_error(prog, f"no such file: {args.dataset}")
+            dataset = load_file(args.dataset, _field_map(args))
+            name = Path(args.dataset).stem
+        elif args.dataset not in dataset_names():
+            return _usage_error(prog, f"unknown dataset {args.dataset!r} "
+                                      f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
+    except (DatasetError, ValueError) as exc:
+        return _usage_error(prog, str(exc))
+    out = Path(args.out) if args.out else _default_out(args, args.dataset)
+    backend_kwargs: dict[str, Any] = {}
+    try:
+        judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
+                           max_tokens=args.max_tokens, temperature=args.temperature,
+                           concurrency=args.concurrency, meta_model=args.meta_model,
+                           examples=not args.no_examples, **backend_kwargs)
+    except (JudgekitError, ValueError, OSError, ImportError) as exc:
+        print(f"{prog}: error: cannot build the judge: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
+
+    async def go() -> Any:
+        try:
+            return await arun(dataset, judge, out_dir=out, subset=args.subset,
+                              samples=args.samples, meta=args.meta, k_meta=args.k_meta,
+                              limit=args.limit, concurrency=args.concurrency, seed=args.seed,
+                              reverse=args.reverse, data_dir=args.data_dir,
+                              progress=not args.no_progress, model=args.model or None,
+                              baseline=args.baseline, dataset_name=name,
+                              extra={"max_tokens": args.max_tokens,
+                                     "temperature": args.temperature,
+                                     "meta_model": args.meta_model, "k_meta": args.k_meta,
+                                     "examples": not args.no_examples})
+        finally:
+            await aclose_judge(judge)
+
+    try:
+        result = asyncio.run(go())
+    except (DatasetError, BenchRunError) as exc:
+        return _usage_error(prog, str(exc))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; re-run the same command to resume ({out})", file=sys.stderr)
+        return 130
+    print(result)
+    print(f"report: judgekit bench report {out}")
+    return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from judgekit.bench.report import load_runs, render_report
+    from judgekit.bench.runner import BenchRunError
+
+    prog = "judgekit bench report"
+    for d in args.dirs:
+        if not (Path(d) / "run.json").is_file():
+            return _usage_error(prog, f"{d} is not a bench run directory (no run.json)")
+    try:
+        runs = load_runs(args.dirs)
+    except BenchRunError as exc:
+        return _usage_error(prog, str(exc))
+    text = render_report(runs, args.format, seed=args.seed)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    if args.plots:
+        from judgekit.bench.plots import write_plots
+
+        for path in write_plots(runs, args.plots, seed=args.seed):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `bench list|run|report` under an argparse subparsers object."""
+    bench = subparsers.add_parser(
+        "bench", help="run judges over benchmarks and report",
+        description="Benchmarks for judges: list datasets, run, report (never a model).")
+    # The bench parser is built by the caller's parser class; give it one-line errors too.
+    bench.error = types.MethodType(OneLineErrorParser.error, bench)
+    bench.set_defaults(func=lambda args: (bench.print_usage(sys.stderr), EXIT_USAGE)[1])
+    sub = bench.add_subparsers(dest="bench_command", metavar="{list,run,report}",
+                               parser_class=OneLineErrorParser)
+
+    p_list = sub.add_parser("list", help="registered datasets with item counts")
+    p_list.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "
+                                           "else ../shared/data)")
+    p_list.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p_list.add_argument("--no-count", action="store_true", help="do not load data to count")
+    p_list.add_argument("-v", "--verbose", action="store_true")
+    p_list.set_defaults(func=cmd_list)
+
+    p_run = sub.add_parser("run", help="judge a dataset; results append to OUT/results.jsonl",
+                           description="Judge a benchmark. Re-running the same command resumes.")
+    p_run.add_argument("dataset", help="a registered dataset (see `bench list`) or a "
+                                       ".jsonl/.json/.csv/.parquet file of your own")
+    p_run.add_argument("--subset", help="subset name, prefix (a/b) or glob; comma-separated")
+    p_run.add_argument("--model", help="model spec (default: the embedded local model)")
+    p_run.add_argument("--samples", "-k", type=_positive_int, default=1,
+                       help="judgements sampled and voted per item (default 1)")
+    p_run.add_argument("--meta", action="store_true", help="meta-guided voting")
+    p_run.add_argument("--meta-model", help="model spec of the meta judge (default: same model)")
+    p_run.add_argument("--k-meta", type=_positive_int, help="samples kept by the meta judge "
+                                                            "(default k/2)")
+    p_run.add_argument("--limit", type=_positive_int, help="only the first N items")
+    p_run.add_argument("--concurrency", type=_positive_int, default=4)
+    p_run.add_argument("--out", help="output directory (default runs/<dataset>-<judge>-...)")
+    p_run.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "
+                                          "else ../shared/data)")
+    p_run.add_argument("--baseline", choices=("pairwise",),
+                       help="run the plain LLM-as-a-judge prompt instead of the GRM")
+    p_run.add_argument("--seed", type=int, default=0)
+    p_run.add_argument("--max-tokens", type=_positive_int, help="generation limit per judgement")
+    p_run.add_argument("--temperature", type=float, help="sampling temperature (default: 0 for "
+                                                         "one sample, 0.5 for several)")
+    p_run.add_argument("--reverse", action="store_true",
+                       help="show responses in reverse order (pair with a normal run to measure "
+                            "position consistency)")
+    p_run.add_argument("--no-examples", action="store_true",
+                       help="leave the few-shot examples out of the GRM prompt")
+    p_run.add_argument("--no-progress", action="store_true")
+    g = p_run.add_argument_group("own files (DATASET is a file)")
+    g.add_argument("--query-field", default="query")
+    g.add_argument("--responses-field", default="responses",
+                   help="a list column, or several columns separated by commas")
+    g.add_argument("--label-field", default="label")
+    g.add_argument("--label-format", default="auto",
+                   choices=("auto", "index0", "index1", "letter", "preference", "ranks",
+                            "best_text", "binary_error", "binary_ok"))
+    g.add_argument("--id-field", default="id")
+    g.add_argument("--subset-field")
+    p_run.set_defaults(func=cmd_run)
+
+    p_rep = sub.add_parser("report", help="tables (and plots) from run directories",
+                           description="Metrics from stored results; never calls a model.")
+    p_rep.add_argument("dirs", nargs="+", metavar="DIR", help="run directories to compare")
+    p_rep.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p_rep.add_argument("--plots", metavar="OUTDIR", help="write PNG plots into OUTDIR")
+    p_rep.add_argument("--seed", type=int, help="tie-break seed (default: each run's seed)")
+    p_rep.add_argument("--output", "-o", help="write the report to a file instead of stdout")
+    p_rep.set_defaults(func=cmd_report)
+    return bench
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog="judgekit")
+    subparsers = parser.add_subparsers(dest="command", parser_class=OneLineErrorParser)
+    add_bench_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry: `python -m judgekit.bench list|run|report ...`."""
+    parser = build_parser()
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    return int(func(args))

@@ -1,0 +1,185 @@
+"""PNG plots of stored runs (matplotlib, Agg backend; never calls a model).
+
+* `plot_scaling`  accuracy vs k: plain voting and meta-guided voting, recomputed over prefixes of
+                  each run's stored samples (j = 1..k), plus one point per run when several runs
+                  of the same setup differ in k;
+* `plot_subsets`  per-subset accuracy bars, one bar per run;
+* `plot_rmbench`  the RM-Bench 3x3 style matrix of one run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from judgekit.bench import metrics as m
+from judgekit.bench.report import BenchRun, _runs
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _meta_ratio(run: BenchRun) -> float:
+    for r in run.records:
+        if r.verdict is not None and r.verdict.k_meta:
+            return r.verdict.k_meta / max(r.verdict.k, 1)
+    return 0.5
+
+
+def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str = "random",
+                 seed: int | None = None) -> Path | None:
+    """Accuracy vs k; None (no file) when no run has k > 1 and no two runs differ in k."""
+    rs = _runs(runs)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for r in rs:
+        if r.k < 2:
+            continue
+        s = r.seed if seed is None else seed
+        pts = [(j, a.value) for j, a in m.scaling_curve(r.records, rule=rule, seed=s)
+               if a.value is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o",
+                    label=f"{r.label}: voting")
+            drawn = True
+        if m.has_meta_scores(r.records):
+            mp = [(j, a.value) for j, a in m.scaling_curve(r.records, meta=True,
+                                                           meta_ratio=_meta_ratio(r), rule=rule,
+                                                           seed=s) if a.value is not None]
+            if mp:
+                ax.plot([p[0] for p in mp], [100 * p[1] for p in mp], marker="s",
+                        linestyle="--", label=f"{r.label}: meta-guided")
+                drawn = True
+    groups: dict[tuple[str, str, str, bool], list[BenchRun]] = {}
+    for r in rs:
+        key = (r.info.dataset, r.info.subset or "", r.model, r.info.meta)
+        groups.setdefault(key, []).append(r)
+    for (ds, _, model, meta), members in groups.items():
+        ks = sorted({r.k for r in members})
+        if len(ks) < 2:
+            continue
+        pts2 = []
+        for r in sorted(members, key=lambda x: x.k):
+            acc = m.accuracy(r.records, rule, r.seed if seed is None else seed).value
+            if acc is not None:
+                pts2.append((r.k, 100 * acc))
+        ax.plot([p[0] for p in pts2], [p[1] for p in pts2], marker="D", linestyle=":",
+                label=f"{ds} {model}{' meta' if meta else ''}: separate runs")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples voted)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Inference-time scaling (ties: {rule})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    out = Path(path)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _coarse(subset: str, depth: int) -> str:
+    return "/".join(subset.split("/")[:depth])
+
+
+def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str = "strict",
+                 seed: int | None = None, max_groups: int = 24) -> Path | None:
+    """Grouped bars of accuracy per subset (subset paths are cut to a coarser level when there
+    are more than `max_groups`)."""
+    rs = _runs(runs)
+    plt = _pyplot()
+    per_run: list[dict[str, float]] = []
+    all_subsets: set[str] = set()
+    for r in rs:
+        s = r.seed if seed is None else seed
+        subsets = {rec.subset for rec in r.records}
+        depth = max((x.count("/") + 1 for x in subsets), default=1)
+        while depth > 1 and len({_coarse(x, depth) for x in subsets}) > max_groups:
+            depth -= 1
+        groups: dict[str, list[m.ResultRecord]] = {}
+        for rec in r.records:
+            groups.setdefault(_coarse(rec.subset, depth), []).append(rec)
+        values: dict[str, float] = {}
+        for g, members in groups.items():
+            acc = m.accuracy(members, rule, s).value
+            if acc is not None:
+                values[g] = 100 * acc
+        per_run.append(values)
+        all_subsets |= set(values)
+    if not all_subsets:
+        return None
+    names = sorted(all_subsets)
+    width = 0.8 / max(len(rs), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) * max(1, len(rs)) + 2), 4.5))
+    for i, (r, accs) in enumerate(zip(rs, per_run, strict=True)):
+        xs = [n + i * width for n in range(len(names))]
+        ax.bar(xs, [accs.get(name, 0.0) for name in names], width=width, label=r.label)
+    ax.set_xticks([n + width * (len(rs) - 1) / 2 for n in range(len(names))])
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Accuracy per subset (ties: {rule})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "random",
+                 seed: int | None = None) -> Path | None:
+    """RM-Bench 3x3 matrix (rows: chosen style, columns: rejected style) of one run."""
+    res = m.rmbench_matrix(run.records, rule, run.seed if seed is None else seed)
+    if not res["n"]:
+        return None
+    plt = _pyplot()
+    styles = ["concise", "detailed", "markdown"]
+    grid = [[(100 * v if v is not None else float("nan")) for v in row] for row in res["matrix"]]
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+    for i in range(3):
+        for j in range(3):
+            v = res["matrix"][i][j]
+            ax.text(j, i, "" if v is None else f"{100 * v:.0f}", ha="center", va="center",
+                    color="white")
+    ax.set_xticks(range(3), styles)
+    ax.set_yticks(range(3), styles)
+    ax.set_xlabel("rejected response style")
+    ax.set_ylabel("chosen response style")
+    ax.set_title(f"{run.label}: RM-Bench (hard = upper right)", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str],
+                seed: int | None = None) -> list[Path]:
+    """All plots that apply to these runs, as PNG files in `out_dir`; returns their paths."""
+    rs = _runs(runs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[Path | None] = [
+        plot_scaling(rs, out / "scaling.png", seed=seed),
+        plot_subsets(rs, out / "subsets.png", seed=seed),
+    ]
+    for i, r in enumerate(rs):
+        if any("chosen_style" in rec.metadata for rec in r.records):
+            made.append(plot_rmbench(r, out / f"rmbench_matrix_{i}.png", seed=seed))
+    return [p for p in made if p is not None]

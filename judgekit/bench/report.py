@@ -1,0 +1,389 @@
+"""Reports over stored runs: tables (text, markdown, CSV) and pandas frames. Never calls a model.
+
+Accuracies and rates in the tables are percentages (as the paper prints them); token counts are
+per item, cost is USD per item, time is seconds per item.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from judgekit.bench import metrics as m
+from judgekit.bench.runner import ResultRecord, RunInfo, read_results, read_run_info
+
+CAVEAT = (
+    "Published numbers come from trained judges (DeepSeek-GRM, SPCT-tuned) or from other "
+    "prompts and full benchmark versions, so they are context, not targets. The paper found that "
+    "self-written principles barely help an untrained judge (GPT-4o, RewardBench Chat Hard "
+    "76.1 -> 75.9; [P] Table 1): for a prompt-only judge the comparison that matters is the GRM "
+    "prompt vs the plain judge (`--baseline pairwise`) on the same model and items."
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published reference number (percent)."""
+
+    dataset: str
+    metric: str
+    system: str
+    value: float
+    source: str
+    note: str = ""
+
+
+_P2 = "[P] Table 2/10"
+PUBLISHED: tuple[Published, ...] = (
+    # LLMBar's 419 pairs are 92% of RewardBench Chat Hard (456 = llmbar-* + mt-bench-hard 37).
+    Published("llmbar", "accuracy", "DeepSeek-GRM-27B greedy", 78.3, "[P] Table 8",
+              "RewardBench Chat Hard"),
+    Published("llmbar", "accuracy", "DeepSeek-GRM-27B Voting@32", 81.8, "[P] Table 8",
+              "RewardBench Chat Hard"),
+    Published("llmbar", "accuracy", "DeepSeek-GRM-27B MetaRM@32", 85.7, "[P] Table 8",
+              "RewardBench Chat Hard"),
+    Published("llmbar", "accuracy", "LLM-as-a-Judge (Gemma-2-27B, trained) greedy", 69.3,
+              "[P] Table 8", "RewardBench Chat Hard"),
+    Published("llmbar", "accuracy", "GPT-4o, pointwise, no principles", 76.1, "[P] Table 1",
+              "RewardBench Chat Hard"),
+    Published("llmbar", "accuracy", "GPT-4o + self-generated principles", 75.9, "[P] Table 1",
+              "RewardBench Chat Hard"),
+    Published("llmbar", "accuracy", "Gemma-2-27B-it + self-generated principles", 64.0,
+              "[P] Table 1", "RewardBench Chat Hard"),
+    Published("rmb", "rmb", "DeepSeek-GRM-27B greedy", 69.0, _P2),
+    Published("rmb", "rmb", "DeepSeek-GRM-27B Voting@32", 69.7, _P2),
+    Published("rmb", "rmb", "DeepSeek-GRM-27B MetaRM@32", 70.3, _P2),
+    Published("rmb", "rmb", "LLM-as-a-Judge (Gemma-2-27B, trained)", 64.8, _P2),
+    Published("rmb", "rmb", "GPT-4o", 73.8, _P2),
+    Published("rmb", "help_bon", "DeepSeek-GRM-27B greedy", 62.3, _P2),
+    Published("rmb", "help_pairwise", "DeepSeek-GRM-27B greedy", 80.5, _P2),
+    Published("rmb", "harm_bon", "DeepSeek-GRM-27B greedy", 57.0, _P2),
+    Published("rmb", "harm_pairwise", "DeepSeek-GRM-27B greedy", 76.1, _P2),
+    Published("rmb", "help_bon", "LLM-as-a-Judge (Gemma-2-27B, trained)", 55.8, _P2),
+    Published("rmb", "help_pairwise", "LLM-as-a-Judge (Gemma-2-27B, trained)", 78.5, _P2),
+    Published("rmb", "harm_bon", "LLM-as-a-Judge (Gemma-2-27B, trained)", 50.8, _P2),
+    Published("rmb", "harm_pairwise", "LLM-as-a-Judge (Gemma-2-27B, trained)", 73.9, _P2),
+    Published("realmistake", "roc_auc", "DeepSeek-GRM-27B greedy", 72.2, "[P] Table 13"),
+    Published("realmistake", "roc_auc", "DeepSeek-GRM-27B Voting@8", 74.4, "[P] Table 13"),
+    Published("realmistake", "roc_auc", "GPT-4o-2024-08-06", 74.3, "[P] Table 13"),
+    Published("realmistake", "roc_auc", "Gemma-2-27B-it", 65.8, "[P] Table 13"),
+    Published("realmistake", "roc_auc", "DeepSeek-V2.5-0905", 69.4, "[P] Table 13"),
+    Published("rm-bench", "total", "J1-Llama-70B", 82.7, "[Sky2] via digest 6.3",
+              "third-party; full RM-Bench incl. math"),
+    Published("judgebench", "accuracy", "J1-Llama-70B", 60.0, "[Sky2] via digest 6.3",
+              "third-party; JudgeBench scores both orders"),
+)
+
+
+def published_for(dataset: str) -> list[Published]:
+    return [p for p in PUBLISHED if p.dataset == dataset]
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BenchRun:
+    path: Path
+    info: RunInfo
+    records: list[ResultRecord] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.info.seed
+
+    @property
+    def k(self) -> int:
+        ks = [r.verdict.k for r in self.records if r.verdict is not None]
+        return max(ks) if ks else self.info.samples
+
+    @property
+    def model(self) -> str:
+        for r in self.records:
+            if r.verdict is not None and r.verdict.model:
+                return r.verdict.model
+        return self.info.model or "embedded"
+
+
+def load_run(path: str | os.PathLike[str]) -> BenchRun:
+    p = Path(path)
+    return BenchRun(path=p, info=read_run_info(p), records=read_results(p), label=p.name)
+
+
+def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[BenchRun]:
+    runs = [load_run(p) for p in paths]
+    names = [r.label for r in runs]
+    for r in runs:  # disambiguate equal folder names
+        if names.count(r.label) > 1:
+            r.label = str(r.path)
+    return runs
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100.0 * value, 2)
+
+
+def _rnd(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
+    """One run's headline numbers (percentages for accuracies and rates)."""
+    s = run.seed if seed is None else seed
+    recs = run.records
+    ps = m.parse_stats(recs)
+    cost = m.cost_stats(recs)
+    kappa = m.human_agreement(recs)
+    pos = m.position_consistency(recs)
+    return {
+        "dataset": run.info.dataset,
+        "subset": run.info.subset or "",
+        "model": run.model,
+        "judge": f"baseline:{run.info.baseline}" if run.info.baseline else "grm",
+        "k": run.k,
+        "meta": run.info.meta,
+        "items": run.info.n_items,
+        "judged": ps["items_judged"],
+        "failed": ps["items_failed"],
+        "acc_strict": _pct(m.accuracy(recs, m.TieRule.STRICT, s).value),
+        "acc_random_tiebreak": _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value),
+        "tie_rate": _pct(m.tie_rate(recs)["tie_rate"]),
+        "invalid_sample_rate": _pct(ps["invalid_sample_rate"]),
+        "items_no_valid_sample": ps["items_no_valid_sample"],
+        "position_consistency": _pct(pos["consistency"]),
+        "kappa_vs_human": _rnd(kappa["kappa"], 3),
+        "tokens_per_item": _rnd(cost["total_tokens"], 1),
+        "cost_usd_per_item": _rnd(cost["cost_usd"], 6),
+        "seconds_per_item": _rnd(cost["wall_time_s"], 3),
+    }
+
+
+def benchmark_metrics(run: BenchRun, seed: int | None = None) -> dict[str, float | None]:
+    """The benchmark's own figures, by the benchmark's definition (percentages)."""
+    s = run.seed if seed is None else seed
+    recs = run.records
+    out: dict[str, float | None] = {}
+    ds = run.info.dataset
+    if any("chosen_style" in r.metadata for r in recs):
+        for domain, res in m.rmbench_by_domain(recs, m.TieRule.RANDOM, s).items():
+            for key in ("hard", "normal", "easy", "total"):
+                out[f"{domain}/{key}"] = _pct(res[key])
+        if "average/total" in out:
+            out["total"] = out["average/total"]
+    if any(r.metadata.get("goal") and r.metadata.get("kind") for r in recs):
+        res = m.rmb_scores(recs, m.TieRule.RANDOM, s)
+        for key in ("help_bon", "help_pairwise", "harm_bon", "harm_pairwise", "rmb"):
+            out[key] = _pct(res[key])
+    if any(r.label.kind.value == "binary" for r in recs):
+        res = m.binary_scores(recs)
+        for key in ("roc_auc", "precision", "recall", "f1", "accuracy"):
+            out[key] = _pct(res[key])
+        out["missing_scores"] = res["missing"]
+    if not out or ds in ("llmbar", "judgebench", "hhh", "llmbar-processed", "llmbar-casestudy"):
+        out["accuracy"] = _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Frames (the pandas API)
+# --------------------------------------------------------------------------------------------
+def _runs(runs: Sequence[BenchRun] | Sequence[str | os.PathLike[str]]) -> list[BenchRun]:
+    if runs and all(isinstance(r, BenchRun) for r in runs):
+        return [r for r in runs if isinstance(r, BenchRun)]
+    return load_runs([r for r in runs if not isinstance(r, BenchRun)])
+
+
+def summary_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+    """One row per run (index = run label)."""
+    import pandas as pd
+
+    rs = _runs(runs)
+    return pd.DataFrame([summarize(r, seed) for r in rs], index=[r.label for r in rs])
+
+
+def subset_frame(runs: Sequence[Any], rule: str = "strict", seed: int | None = None) -> Any:
+    """Accuracy (percent) per subset (rows) and run (columns), plus an item-count column per run."""
+    import pandas as pd
+
+    rs = _runs(runs)
+    data: dict[str, dict[str, Any]] = {}
+    for r in rs:
+        s = r.seed if seed is None else seed
+        for subset, acc in m.accuracy_by_subset(r.records, rule, s).items():
+            if acc.n:
+                data.setdefault(r.label, {})[subset] = _pct(acc.value)
+                data.setdefault(f"{r.label} n", {})[subset] = acc.n
+    return pd.DataFrame(data).sort_index()
+
+
+def benchmark_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+    """Benchmark-specific figures (rows `dataset: metric`) per run, with published numbers."""
+    import pandas as pd
+
+    rs = _runs(runs)
+    rows: dict[str, dict[str, Any]] = {}
+    for r in rs:
+        for key, value in benchmark_metrics(r, seed).items():
+            rows.setdefault(f"{r.info.dataset}: {key}", {})[r.label] = value
+    for name in rows:
+        ds, metric = name.split(": ", 1)
+        refs = [p for p in published_for(ds) if p.metric == metric]
+        grm = [p for p in refs if p.system == "DeepSeek-GRM-27B greedy"]
+        plain = [p for p in refs if p.system.startswith("LLM-as-a-Judge")]
+        other = [p for p in refs if p not in grm and p not in plain
+                 and not p.system.startswith("DeepSeek-GRM")]
+        if grm:
+            rows[name]["paper: GRM-27B greedy"] = grm[0].value
+        if plain:
+            rows[name]["paper: LLM-as-a-Judge"] = plain[0].value
+        if other:
+            rows[name]["other published"] = f"{other[0].system} {other[0].value:g}"
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def published_frame(datasets: Iterable[str] | None = None) -> Any:
+    import pandas as pd
+
+    wanted = set(datasets) if datasets is not None else None
+    rows = [p.__dict__ for p in PUBLISHED if wanted is None or p.dataset in wanted]
+    return pd.DataFrame(rows)
+
+
+def scaling_frame(runs: Sequence[Any], rule: str = "random", seed: int | None = None) -> Any:
+    """Accuracy (percent) of Voting@j, and MetaRM@j where meta scores exist, recomputed from
+    each run's stored samples for j = 1..k (rows j, columns `run` / `run meta`)."""
+    import pandas as pd
+
+    rs = _runs(runs)
+    cols: dict[str, dict[int, Any]] = {}
+    for r in rs:
+        if r.k < 2:
+            continue
+        s = r.seed if seed is None else seed
+        cols[r.label] = {j: _pct(a.value) for j, a in m.scaling_curve(r.records, rule=rule,
+                                                                      seed=s)}
+        if m.has_meta_scores(r.records):
+            ratio = (r.info.extra.get("k_meta") or r.k // 2 or 1) / r.k
+            cols[f"{r.label} meta"] = {
+                j: _pct(a.value)
+                for j, a in m.scaling_curve(r.records, meta=True, meta_ratio=ratio, rule=rule,
+                                            seed=s)}
+    frame = pd.DataFrame(cols)
+    frame.index.name = "k"
+    return frame
+
+
+def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any]:
+    """Every table of the report, by section name."""
+    rs = _runs(runs)
+    frames = {
+        "summary": summary_frame(rs, seed).T,
+        "subsets": subset_frame(rs, "strict", seed),
+        "benchmark": benchmark_frame(rs, seed),
+        "scaling": scaling_frame(rs, "random", seed),
+    }
+    return {k: v for k, v in frames.items() if not v.empty}
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+SECTION_TITLES = {
+    "summary": "Runs (accuracies and rates in %; strict: a tie is wrong; random: seeded tie-break, "
+               "the paper's rule)",
+    "subsets": "Accuracy per subset (%, strict tie rule)",
+    "benchmark": "Benchmark metrics (%, the paper's tie rule) next to published numbers",
+    "scaling": "Accuracy vs k, recomputed from stored samples (%, paper's tie rule)",
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return ""
+        return f"{value:g}" if abs(value) >= 1000 or value == int(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _grid(frame: Any) -> tuple[list[str], list[list[str]]]:
+    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    rows = [[str(idx)] + [_cell(v) for v in row] for idx, row in zip(frame.index,
+                                                                     frame.itertuples(index=False),
+                                                                     strict=True)]
+    return header, rows
+
+
+def format_table(frame: Any) -> str:
+    header, rows = _grid(frame)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def format_markdown(frame: Any) -> str:
+    header, rows = _grid(frame)
+
+    def esc(x: str) -> str:
+        return x.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_csv(frames: dict[str, Any]) -> str:
+    """All sections as one long CSV: section,row,column,value."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["section", "row", "column", "value"])
+    for section, frame in frames.items():
+        for idx, row in zip(frame.index, frame.itertuples(index=False), strict=True):
+            for col, value in zip(frame.columns, row, strict=True):
+                cell = _cell(value)
+                if cell != "":
+                    w.writerow([section, idx, col, cell])
+    return buf.getvalue()
+
+
+def render_report(runs: Sequence[Any], fmt: str = "table", seed: int | None = None) -> str:
+    """The report as text: `table` (aligned), `markdown` or `csv`."""
+    if fmt not in ("table", "markdown", "csv"):
+        raise ValueError(f"unknown format {fmt!r} (table, markdown, csv)")
+    rs = _runs(runs)
+    frames = report_frames(rs, seed)
+    if fmt == "csv":
+        return format_csv(frames)
+    fmt_one = format_markdown if fmt == "markdown" else format_table
+    parts: list[str] = []
+    for section, frame in frames.items():
+        title = SECTION_TITLES.get(section, section)
+        parts.append(f"## {title}" if fmt == "markdown" else f"{title}\n")
+        parts.append(fmt_one(frame))
+        parts.append("")
+    datasets = sorted({r.info.dataset for r in rs})
+    refs = [p for p in PUBLISHED if p.dataset in datasets]
+    if refs:
+        import pandas as pd
+
+        pub = pd.DataFrame([{"dataset": p.dataset, "metric": p.metric, "system": p.system,
+                             "value": p.value, "source": p.source, "note": p.note}
+                            for p in refs])
+        title = "Published reference numbers (%)"
+        parts.append(f"## {title}" if fmt == "markdown" else f"{title}\n")
+        parts.append(fmt_one(pub.set_index("dataset")))
+        parts.append("")
+    parts.append(("> " if fmt == "markdown" else "Note: ") + CAVEAT)
+    return "\n".join(parts) + "\n"
