@@ -180,3 +180,11 @@ def test_label_and_item_helpers() -> None:
         BenchItem(id="c", query="q", responses=["x"], label=Label.best_of(1))
     with pytest.raises(ValueError):
         Label(kind=LabelKind.BEST)
+
+
+def test_stratified_limit_spreads_over_subsets() -> None:
+    items = ds.load_dataset("llmbar", limit=10, stratify=True)
+    assert Counter(it.subset for it in items) == {s: 2 for s in ds.LLMBAR_SETS}
+    few = ds.load_dataset("llmbar", limit=3, stratify=True)
+    assert len(few) == 3 and len({it.subset for it in few}) == 3
+    assert len(ds.load_dataset("llmbar", limit=1000, stratify=True)) == 419

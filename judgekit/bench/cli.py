@@ -133,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             return await arun(dataset, judge, out_dir=out, subset=args.subset,
                               samples=args.samples, meta=args.meta, k_meta=args.k_meta,
-                              limit=args.limit, concurrency=args.concurrency, seed=args.seed,
+                              limit=args.limit, stratify=args.stratify,
+                              concurrency=args.concurrency, seed=args.seed,
                               reverse=args.reverse, data_dir=args.data_dir,
                               progress=not args.no_progress, model=args.model or None,
                               baseline=args.baseline, dataset_name=name,
@@ -215,7 +216,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_run.add_argument("--meta-model", help="model spec of the meta judge (default: same model)")
     p_run.add_argument("--k-meta", type=_positive_int, help="samples kept by the meta judge "
                                                             "(default k/2)")
-    p_run.add_argument("--limit", type=_positive_int, help="only the first N items")
+    p_run.add_argument("--limit", type=_positive_int, help="only N items (the first N)")
+    p_run.add_argument("--stratify", action="store_true",
+                       help="with --limit: spread the N items evenly over subsets")
     p_run.add_argument("--concurrency", type=_positive_int, default=4)
     p_run.add_argument("--out", help="output directory (default runs/<dataset>-<judge>-...)")
     p_run.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "

@@ -524,25 +524,47 @@ def subset_matches(subset: str, pattern: str) -> bool:
     return False
 
 
+def stratified(items: Sequence[BenchItem], n: int) -> list[BenchItem]:
+    """`n` items spread evenly over subsets: round-robin across subsets (sorted by name), each
+    subset in loader order. Deterministic; the result keeps loader order."""
+    groups: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.subset, []).append(i)
+    chosen: list[int] = []
+    queues = [groups[k] for k in sorted(groups)]
+    depth = 0
+    while len(chosen) < n and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(chosen) < n:
+                chosen.append(q[depth])
+        depth += 1
+    return [items[i] for i in sorted(chosen)]
+
+
 def select(items: Iterable[BenchItem], subset: str | None = None,
-           limit: int | None = None) -> list[BenchItem]:
-    """Filter by subset pattern, then keep the first `limit` items (loader order)."""
+           limit: int | None = None, stratify: bool = False) -> list[BenchItem]:
+    """Filter by subset pattern, then keep `limit` items: the first ones (loader order), or with
+    `stratify` an even spread over subsets (`stratified`)."""
     out = [it for it in items if subset is None or subset_matches(it.subset, subset)]
     if subset is not None and not out:
         raise DatasetError(f"no items in subset {subset!r}")
-    return out if limit is None else out[: max(0, limit)]
+    if limit is None:
+        return out
+    return stratified(out, max(0, limit)) if stratify else out[: max(0, limit)]
 
 
 def load_dataset(name: str, subset: str | None = None, limit: int | None = None,
-                 data_dir: str | os.PathLike[str] | None = None) -> list[BenchItem]:
-    """The items of a registered benchmark, optionally one subset (pattern) and the first N."""
+                 data_dir: str | os.PathLike[str] | None = None,
+                 stratify: bool = False) -> list[BenchItem]:
+    """The items of a registered benchmark, optionally one subset (pattern) and N items (the
+    first N, or an even spread over subsets with `stratify`)."""
     get_info(name)
     root = locate(name, data_dir)
     if root is None:
         searched = ", ".join(str(r) for r in data_roots(data_dir))
         raise DatasetError(f"dataset {name!r} not found (searched {searched}); "
                            f"pass --data-dir or set {ENV_DATA_DIR}")
-    return select(_load_cached(name, str(root.resolve())), subset, limit)
+    return select(_load_cached(name, str(root.resolve())), subset, limit, stratify)
 
 
 def subsets(items: Iterable[BenchItem]) -> dict[str, int]:

@@ -89,6 +89,7 @@ class RunInfo(BaseModel):
     samples: int = 1
     meta: bool = False
     limit: int | None = None
+    stratify: bool = False
     seed: int = 0
     reverse: bool = False
     concurrency: int = 4
@@ -223,6 +224,7 @@ async def arun(
     meta: bool = False,
     k_meta: int | None = None,
     limit: int | None = None,
+    stratify: bool = False,
     concurrency: int = 4,
     seed: int = 0,
     reverse: bool = False,
@@ -237,7 +239,8 @@ async def arun(
 
     `dataset` is a registered name or a list of BenchItems (then name it with `dataset_name`).
     `reverse=True` shows every item's responses in reverse order (pair it with a normal run for
-    position consistency). `seed` is recorded and used by the report's random tie-break.
+    position consistency). `stratify=True` spreads `limit` evenly over subsets instead of taking
+    the first items. `seed` is recorded and used by the report's random tie-break.
     """
     if samples < 1:
         raise BenchRunError("samples must be at least 1")
@@ -245,10 +248,11 @@ async def arun(
         raise BenchRunError("limit must be at least 1")
     if isinstance(dataset, str):
         name = dataset
-        items = load_dataset(dataset, subset=subset, limit=limit, data_dir=data_dir)
+        items = load_dataset(dataset, subset=subset, limit=limit, data_dir=data_dir,
+                             stratify=stratify)
     else:
         name = dataset_name or "custom"
-        items = select(list(dataset), subset, limit)
+        items = select(list(dataset), subset, limit, stratify)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise DatasetError("item ids must be unique")
@@ -256,14 +260,16 @@ async def arun(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = RunInfo(dataset=name, subset=subset, model=_model_name(judge, model),
-                   baseline=baseline, samples=samples, meta=meta, limit=limit, seed=seed,
+                   baseline=baseline, samples=samples, meta=meta, limit=limit,
+                   stratify=stratify, seed=seed,
                    reverse=reverse, concurrency=concurrency, n_items=len(items),
                    started_at=_now(), extra=extra or {})
     run_path = out / RUN_FILE
     if run_path.exists():
         old = read_run_info(out)
         _check_resume(old, info)
-        info = old.model_copy(update={"limit": limit, "n_items": len(items),
+        info = old.model_copy(update={"limit": limit, "stratify": stratify,
+                                      "n_items": len(items),
                                       "resumed_at": [*old.resumed_at, _now()],
                                       "concurrency": concurrency, "finished_at": None})
     _write_json_atomic(run_path, info.model_dump_json(indent=2))
