@@ -196,3 +196,25 @@ def test_cli_run_own_jsonl_file_with_baseline_on_a_fake_backend(
     assert len(lines) == 3
     info = json.loads((out / "run.json").read_text())
     assert info["dataset"] == "mine"
+
+
+def test_paired_position_consistency_section(tmp_path: Path) -> None:
+    def by_text(item: dict[str, Any], k: int) -> list[SampleSpec]:
+        return [[9.0 if r == "b" else 2.0 for r in item["responses"]]] * k
+
+    def by_position(item: dict[str, Any], k: int) -> list[SampleSpec]:
+        return [[9.0, 2.0]] * k
+
+    fwd, rev = tmp_path / "fwd", tmp_path / "rev"
+    run(_items(8), ScriptedJudgeStandIn(by_text), out_dir=fwd, dataset_name="llmbar")
+    run(_items(8), ScriptedJudgeStandIn(by_text), out_dir=rev, dataset_name="llmbar",
+        reverse=True)
+    frame = rp.paired_frame([fwd, rev])
+    assert list(frame.index) == ["fwd vs rev"] and frame.loc["fwd vs rev", "items"] == 8
+    assert frame.loc["fwd vs rev", "consistency"] == 100.0  # preference follows the text
+    assert "reverse twin" in rp.render_report([fwd, rev])
+    pf, pr = tmp_path / "pf", tmp_path / "pr"
+    run(_items(8), ScriptedJudgeStandIn(by_position), out_dir=pf, dataset_name="llmbar")
+    run(_items(8), ScriptedJudgeStandIn(by_position), out_dir=pr, dataset_name="llmbar",
+        reverse=True)
+    assert rp.paired_frame([pf, pr]).loc["pf vs pr", "consistency"] == 0.0  # always "first"

@@ -277,6 +277,24 @@ def scaling_frame(runs: Sequence[Any], rule: str = "random", seed: int | None = 
     return frame
 
 
+def paired_frame(runs: Sequence[Any]) -> Any:
+    """Position consistency between runs of the same dataset shown in opposite orders (one run
+    with `reverse=True`): the share of shared items where both prefer the same response."""
+    import pandas as pd
+
+    rs = _runs(runs)
+    rows: dict[str, dict[str, Any]] = {}
+    for a in rs:
+        for b in rs:
+            if a.info.reverse or not b.info.reverse or a.info.dataset != b.info.dataset:
+                continue
+            res = m.paired_position_consistency(a.records, b.records)
+            if res["items"]:
+                rows[f"{a.label} vs {b.label}"] = {"items": res["items"],
+                                                   "consistency": _pct(res["consistency"])}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any]:
     """Every table of the report, by section name."""
     rs = _runs(runs)
@@ -285,6 +303,7 @@ def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any
         "subsets": subset_frame(rs, "strict", seed),
         "benchmark": benchmark_frame(rs, seed),
         "scaling": scaling_frame(rs, "random", seed),
+        "paired": paired_frame(rs),
     }
     return {k: v for k, v in frames.items() if not v.empty}
 
@@ -298,6 +317,7 @@ SECTION_TITLES = {
     "subsets": "Accuracy per subset (%, strict tie rule)",
     "benchmark": "Benchmark metrics (%, the paper's tie rule) next to published numbers",
     "scaling": "Accuracy vs k, recomputed from stored samples (%, paper's tie rule)",
+    "paired": "Position consistency between a run and its --reverse twin (%)",
 }
 
 
