@@ -66,7 +66,10 @@ def repo_root() -> Path:
 
 
 def shipped_data_dir() -> Path:
-    return repo_root() / "data"
+    """`judgekit/bench_data` inside an installed wheel (when packaged there), else the
+    checkout's top-level `data/`."""
+    packaged = Path(__file__).resolve().parent.parent / "bench_data"
+    return packaged if packaged.is_dir() else repo_root() / "data"
 
 
 def default_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
