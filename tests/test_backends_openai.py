@@ -165,8 +165,8 @@ async def test_requests_per_window_limit() -> None:
 
     await asyncio.gather(*(one() for _ in range(8)))
     stamps.sort()
-    assert stamps[3] < 0.1  # the burst
-    assert stamps[7] >= 0.4  # the rest waits for the bucket to drain
+    assert stamps[3] - stamps[0] < 0.1  # the burst
+    assert stamps[7] - stamps[0] >= 0.4  # the rest waits for the bucket to drain (8/s)
 
 
 async def test_tokens_per_window_limit() -> None:
@@ -182,13 +182,13 @@ async def test_tokens_per_window_limit() -> None:
 
 async def test_timeout_applies_per_attempt(fault_server: FaultServer) -> None:
     fault_server.schedule = {"slow": ["hang", "hang"]}
-    fault_server.hang_seconds = 3
+    fault_server.hang_seconds = 10
     b = backend(fault_server)
     start = time.monotonic()
-    result = await b.generate(msgs("slow"), CFG.with_(timeout=0.3))
+    result = await b.generate(msgs("slow"), CFG.with_(timeout=1.0))
     await b.aclose()
     assert result.usage.retries == 2
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 8.0  # two 1 s cuts, not two 10 s hangs
 
 
 @pytest.mark.server

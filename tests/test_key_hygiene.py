@@ -21,7 +21,7 @@ from judgekit.retry import RetryPolicy
 
 SECRET = "sk-test-SECRET123"
 MARK = "SECRET123"
-CFG = GenerationConfig(timeout=0.5, max_tokens=32, logprobs=True, top_logprobs=2)
+CFG = GenerationConfig(timeout=5.0, max_tokens=32, logprobs=True, top_logprobs=2)
 
 
 async def no_sleep(_: float) -> None:

@@ -46,8 +46,8 @@ def make_judge(server: FaultServer, cache: Path) -> Judge:
     return Judge(
         "openai:judge-test", base_url=server.openai_url, api_key=SECRET,
         # The timeout is generous for a loaded 2-core machine (an "ok" answer must never time
-        # out, or the retry count would be off) and short next to the 5 s hangs.
-        config=GenerationConfig(max_tokens=256, timeout=2.0), examples=False,
+        # out, or the retry count would be off) and short next to the 10 s hangs.
+        config=GenerationConfig(max_tokens=256, timeout=3.0), examples=False,
         cache=cache, max_concurrency=16,
         retry=RetryPolicy(sleep=no_sleep))
 
@@ -67,7 +67,7 @@ def test_200_items_with_faults_then_resume_bills_nothing_twice(
         fault_server: FaultServer, tmp_path: Path) -> None:
     fault_server.schedule = fault_schedule()
     fault_server.retry_after = "0"
-    fault_server.hang_seconds = 5.0
+    fault_server.hang_seconds = 10.0
     cache = tmp_path / "run.sqlite"
     all_items = items()
     ids = [str(it["id"]) for it in all_items]
