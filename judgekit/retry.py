@@ -46,7 +46,7 @@ _SDK_MODULES = ("openai", "anthropic")
 _HTTP_MODULES = ("httpx2", "httpx")
 
 
-def parse_retry_after(headers: Mapping[str, str] | Any | None, now: float | None = None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str] | Any, now: float | None = None) -> float | None:
     """Seconds to wait from `retry-after-ms` or `Retry-After` (delta-seconds or an HTTP date)."""
     if headers is None:
         return None

@@ -41,7 +41,14 @@ def is_loopback_url(url: str | None) -> bool:
 
 class RemoteBackend(Generic[ClientT]):
     """Base of the HTTP API backends. Subclasses set `provider`, the env var names, `_new_client`
-    and `generate`."""
+    and `generate`.
+
+    Arguments: `base_url` / `api_key` (else the provider's environment variables; a base URL
+    without a key gets a placeholder key, for local servers); `max_concurrency` requests in
+    flight and optional `requests_per_minute` / `tokens_per_minute` budgets, per instance;
+    `max_retries` for the default retry policy, or a whole `retry=RetryPolicy(...)` (which wins);
+    `prices` overriding `judgekit.cost.PRICES`; `extra_body` merged into every request body.
+    """
 
     provider: str = ""
     supports_grammar = False
@@ -64,6 +71,7 @@ class RemoteBackend(Generic[ClientT]):
     ) -> None:
         if not model:
             raise ValueError(f"{self.provider} backend needs a model name")
+        self._import_sdk()  # fail at construction, not at the first request
         self.model = model
         raw_url = base_url or os.environ.get(self.base_url_env) or None
         # The URL as given may carry credentials or a key in its query: the SDK gets it from a
@@ -99,6 +107,9 @@ class RemoteBackend(Generic[ClientT]):
                 f"max_retries={self.retry_policy.max_retries})")
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _import_sdk(self) -> None:
+        """Import the provider SDK or raise MissingDependencyError (SDKs are imported lazily)."""
 
     def _new_client(self) -> ClientT:
         raise NotImplementedError

@@ -43,12 +43,11 @@ class AnthropicBackend(RemoteBackend[Any]):
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    def _import_sdk(self) -> None:
         try:
             import anthropic  # noqa: F401
         except ImportError as exc:  # pragma: no cover - anthropic is a core dependency
             raise MissingDependencyError("anthropic", "anthropic") from exc
-        super().__init__(model, **kwargs)
 
     def _new_client(self) -> Any:
         import anthropic

@@ -29,14 +29,14 @@ class OpenAIBackend(RemoteBackend[Any]):
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    # How many choices one request returns at most; learnt from the server (None: trust `n`).
+    _choices_cap: int | None = None
+
+    def _import_sdk(self) -> None:
         try:
             import openai  # noqa: F401
         except ImportError as exc:  # pragma: no cover - openai is a core dependency
             raise MissingDependencyError("openai", "openai") from exc
-        super().__init__(model, **kwargs)
-        # How many choices one request returns at most; learnt from the server (None: trust `n`).
-        self._choices_cap: int | None = None
 
     def _new_client(self) -> Any:
         import openai
