@@ -119,13 +119,25 @@ def test_200_items_with_faults_then_resume_bills_nothing_twice(
     print(f"\nrun 1: 120 items, {u1.calls} calls, {u1.retries} retries, {t_first:.1f}s")
 
 
+# The default GRM prompt is ~650 tokens, whose prefill alone takes 5-30 s per request on a shared
+# 2-core CPU; this short template keeps the real-model test to a few seconds of compute while the
+# whole path (Judge -> OpenAIBackend -> SDK -> server -> parser -> voting) stays real.
+TINY_TEMPLATE = (
+    "Score each response from 1 to 10.\n"
+    "{% for m in messages %}{{ m.content }}\n{% endfor %}"
+    "{% for r in responses %}Response {{ loop.index }}: {{ r }}\n{% endfor %}"
+    "End with: Scores: \\boxed{a, b}\n"
+)
+
+
 @pytest.mark.server
 @pytest.mark.model
-def test_judge_over_transformers_serve(transformers_serve: ServedModel) -> None:
+def test_judge_over_transformers_serve(transformers_serve: ServedModel, tmp_path: Path) -> None:
     """`Judge(model="openai:<dir>", base_url=...)` with k=2 against a real model server."""
+    (tmp_path / "tiny.jinja").write_text(TINY_TEMPLATE)
     judge = Judge(f"openai:{transformers_serve.model}", base_url=transformers_serve.base_url,
                   config=GenerationConfig(max_tokens=8, timeout=300.0), examples=False,
-                  max_reasks=0)
+                  template="tiny.jinja", template_dir=tmp_path, max_reasks=0)
     start = time.monotonic()
     verdict = judge.score("What is the capital of France?",
                           ["Paris is the capital of France.", "Lyon."], samples=K)
@@ -137,8 +149,8 @@ def test_judge_over_transformers_serve(transformers_serve: ServedModel) -> None:
     assert all(s.raw_text.strip() for s in verdict.samples)
     assert verdict.usage.calls == K and verdict.usage.cost_usd == 0.0
     assert 0 < verdict.usage.completion_tokens <= K * 8
-    # A judgement cannot finish in 8 tokens: unparsed samples are reported as
-    # such, never turned into scores.
+    # A judgement rarely fits in 8 tokens: unparsed samples are reported as such, never turned
+    # into scores.
     for s in verdict.samples:
         assert (s.scores is None) == (s.status is SampleStatus.PARSE_FAILURE)
     print(f"\nJudge k=2 over transformers serve: {elapsed:.1f}s, "
