@@ -207,9 +207,8 @@ def _principle_scores(block: str, principles: list[Principle]) -> dict[str, floa
     for p in principles:
         pat = re.compile(re.escape(p.name) + r"[^\n\d]{0,20}?(" + _NUM + r")(?:\s*/\s*10)?",
                          re.IGNORECASE)
-        m = None
-        for m in pat.finditer(block):
-            pass
+        matches = list(pat.finditer(block))
+        m = matches[-1] if matches else None  # the last mention is the final word
         if m is not None:
             try:
                 v = float(m.group(1))
@@ -252,21 +251,24 @@ def scores_line_grammar(n_responses: int) -> str:
     return f'root ::= "Scores: \\\\boxed{{" {body} "}}"\nscore ::= [1-9] | "10"\n'
 
 
-def grm_output_grammar(n_responses: int, max_criteria: int = 4, line_chars: int = 64) -> str:
+def grm_output_grammar(n_responses: int, max_criteria: int = 4, desc_chars: int = 40,
+                       analysis_chars: int = 60) -> str:
     """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, one
-    analysis line per response, the scores line. Lets even a tiny local model emit the format."""
+    analysis line per response, the scores line. Lets even a tiny local model emit the format;
+    the line lengths are capped so a judgement fits in a few hundred tokens."""
     crits = " ".join(f'"{i}. " crit' for i in (1, 2))
     crits += "".join(f' ("{i}. " crit' for i in range(3, max_criteria + 1))
     crits += ")?" * max(0, max_criteria - 2)
-    analysis = " ".join(f'"Response {i}: " line' for i in range(1, n_responses + 1))
+    analysis = " ".join(f'"Response {i}: " analysis' for i in range(1, n_responses + 1))
     body = ' ", " '.join(["score"] * n_responses)
     return (
         f'root ::= "Specific Criteria:\\n" {crits} "Analysis:\\n" {analysis} '
         f'"Scores: \\\\boxed{{" {body} "}}"\n'
-        'crit ::= name " (Weight: " pct "%): " line\n'
+        'crit ::= name " (Weight: " pct "%): " desc\n'
         'name ::= [A-Z] [A-Za-z -]{1,24}\n'
         'pct ::= [1-9] [0-9]?\n'
-        f'line ::= [^\\n]{{1,{line_chars}}} "\\n"\n'
+        f'desc ::= [^\\n]{{1,{desc_chars}}} "\\n"\n'
+        f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
         'score ::= [1-9] | "10"\n'
     )
 
