@@ -1,12 +1,17 @@
 """judgekit: generative reward models with self-written principles, critiques and 1-10 scores."""
 
 from judgekit.backends import Backend, resolve_backend
+from judgekit.backends.anthropic_backend import AnthropicBackend
+from judgekit.backends.openai_backend import OpenAIBackend
+from judgekit.cache import CachedBackend, ResponseCache
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
+    APITimeoutError,
     AuthenticationError,
     BackendError,
     FatalBackendError,
     JudgekitError,
+    MissingDependencyError,
     ModelSpecError,
     ParseError,
     RateLimitError,
@@ -15,15 +20,18 @@ from judgekit.errors import (
 )
 from judgekit.judge import Judge, JudgeItem, verdicts_frame
 from judgekit.meta import MetaJudge, SequenceClassifierMetaScorer
+from judgekit.retry import RetryPolicy
 from judgekit.schema import Critique, Judgement, Principle, SampleStatus, Usage, Verdict
 from judgekit.voting import TieRule, VotingMethod
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuthenticationError",
+    "APITimeoutError",
+    "AnthropicBackend",    "AuthenticationError",
     "Backend",
     "BackendError",
+    "CachedBackend",
     "Critique",
     "FatalBackendError",
     "GenerationConfig",
@@ -32,10 +40,14 @@ __all__ = [
     "JudgekitError",
     "Judgement",
     "MetaJudge",
+    "MissingDependencyError",
     "ModelSpecError",
+    "OpenAIBackend",
     "ParseError",
     "Principle",
     "RateLimitError",
+    "ResponseCache",
+    "RetryPolicy",
     "SampleStatus",
     "SequenceClassifierMetaScorer",
     "TemplateError",

@@ -262,7 +262,7 @@ class Judge:
                 for j in indices:
                     judgements[j] = Judgement(
                         sample_index=j, status=SampleStatus.API_ERROR, permutation=list(perm),
-                        error=_describe(outcome), usage=Usage(calls=1 if j == indices[0] else 0),
+                        error=_describe(outcome), usage=_failed_call_usage(outcome, j == indices[0]),
                         hinted=hint_best is not None)
                 continue
             share = _split_usage(outcome.usage, len(indices))
@@ -423,6 +423,13 @@ def verdicts_frame(verdicts: Sequence[Verdict]) -> Any:
 # -- pure helpers ------------------------------------------------------------------------------
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _failed_call_usage(exc: BaseException, first: bool) -> Usage:
+    """A failed call still counts: one call, and the retries it spent (on its first sample)."""
+    if not first:
+        return Usage()
+    return Usage(calls=1, retries=int(getattr(exc, "retries", 0) or 0))
 
 
 def _split_usage(usage: Usage, parts: int) -> list[Usage]:

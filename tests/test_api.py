@@ -8,6 +8,8 @@ import sys
 import judgekit
 
 EXPECTED = {
+    "APITimeoutError", "AnthropicBackend", "CachedBackend", "MissingDependencyError",
+    "OpenAIBackend", "ResponseCache", "RetryPolicy",
     "AuthenticationError", "Backend", "BackendError", "Critique", "FatalBackendError",
     "GenerationConfig", "Judge", "JudgeItem", "JudgekitError", "Judgement", "MetaJudge",
     "ModelSpecError", "ParseError", "Principle", "RateLimitError", "SampleStatus",

@@ -1,0 +1,77 @@
+"""The Judge over a remote backend (the real openai/anthropic SDKs, a loopback fault server):
+re-asks on unparseable text, failed calls recorded on the sample, never raised out of a batch."""
+
+from __future__ import annotations
+
+import pytest
+from fault_server import FaultServer, judge_text
+
+from judgekit import Judge, SampleStatus
+from judgekit.config import GenerationConfig
+from judgekit.retry import RetryPolicy
+
+GARBLE = "I think the first one is nicer, but it is hard to say."
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def _judge(server: FaultServer, api: str = "openai", **kw: object) -> Judge:
+    url = server.openai_url if api == "openai" else server.anthropic_url
+    return Judge(f"{api}:judge-test", base_url=url, api_key="sk-test-x", examples=False,
+                 config=GenerationConfig(max_tokens=128, timeout=5.0),
+                 retry=RetryPolicy(sleep=no_sleep, max_retries=2), **kw)
+
+
+class GarbleFirst:
+    """Server text: unparseable for the first `bad` answers, a proper judgement after."""
+
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+        self.served = 0
+
+    def __call__(self, responses: list[str] | None) -> str:
+        self.served += 1
+        return GARBLE if self.served <= self.bad else judge_text(responses)
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_unparseable_answer_is_reasked_once_carrying_the_error(
+        fault_server: FaultServer, api: str) -> None:
+    fault_server.text = GarbleFirst(bad=1)
+    v = _judge(fault_server, api).score("jk-item-r What is 2+2?", ["GOOD: 4", "5"])
+    jd = v.samples[0]
+    assert jd.status is SampleStatus.OK and jd.attempts == 2
+    assert v.scores == [9.0, 2.0] and v.best == 0
+    assert GARBLE in jd.raw_text  # the whole exchange is kept
+    assert jd.usage.calls == 2
+    reask = fault_server.records[-1].body["messages"][-1]["content"]
+    assert "could not be read" in str(reask) and "no scores found" in str(reask)
+
+
+def test_still_unparseable_after_the_reasks_is_a_parse_failure_not_a_score(
+        fault_server: FaultServer) -> None:
+    fault_server.text = GarbleFirst(bad=10)
+    v = _judge(fault_server, max_reasks=2).score("jk-item-p q", ["a", "b"])
+    jd = v.samples[0]
+    assert jd.status is SampleStatus.PARSE_FAILURE and jd.scores is None
+    assert jd.attempts == 3 and jd.usage.calls == 3
+    assert v.scores == [None, None] and v.best is None and v.valid_samples == 0
+    assert v.error is not None and "parse_failure" in v.error
+
+
+def test_failed_calls_are_recorded_per_item_and_the_batch_goes_on(
+        fault_server: FaultServer) -> None:
+    fault_server.schedule = {"bad": ["500", "500", "500"], "auth": ["401"]}
+    items = [{"id": "good", "query": "jk-item-good q", "responses": ["GOOD", "meh"]},
+             {"id": "bad", "query": "jk-item-bad q", "responses": ["GOOD", "meh"]},
+             {"id": "auth", "query": "jk-item-auth q", "responses": ["meh", "GOOD"]}]
+    good, bad, auth = _judge(fault_server).score_many(items, progress=False)
+    assert good.ok and good.best == 0
+    for v in (bad, auth):
+        assert not v.ok and v.error is not None and v.best is None
+        assert v.samples[0].status is SampleStatus.API_ERROR and v.samples[0].scores is None
+    assert "TransientBackendError" in (bad.error or "") or "500" in (bad.error or "")
+    assert bad.samples[0].usage.retries == 2  # three attempts, all spent
+    assert "AuthenticationError" in (auth.error or "") and "sk-test-x" not in (auth.error or "")
