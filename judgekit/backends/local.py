@@ -102,7 +102,8 @@ class TransformersBackend:
                 kw["gguf_file"] = self.gguf_file
             try:
                 tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
-                model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype, **kw)
+                model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
+                                                                  **kw)
             except OSError as exc:
                 raise ModelSpecError(f"cannot load local model {self._spec!r}: {exc}") from exc
             model.to(device)
