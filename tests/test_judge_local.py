@@ -102,3 +102,15 @@ def test_free_text_that_does_not_parse_is_forced() -> None:
     assert jd.scores is not None and len(jd.scores) == 2
     assert "\\boxed{" in jd.raw_text.splitlines()[-1]
     assert v.valid_samples == 1
+
+
+def test_gguf_file_loads_directly_through_transformers() -> None:
+    """`gguf:<file>`: transformers dequantises the GGUF itself (no materialised directory)."""
+    from judgekit.config import GenerationConfig
+    from judgekit.embedded import embedded_gguf_path
+
+    backend = TransformersBackend.from_spec(f"gguf:{embedded_gguf_path()}")
+    result = backend.generate_sync([{"role": "user", "content": "Say hi."}],
+                                   GenerationConfig(max_tokens=4), n=1)
+    assert backend.spec.startswith("gguf:") and result.completions[0].text.strip()
+    assert result.usage.completion_tokens >= 1

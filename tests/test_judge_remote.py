@@ -75,3 +75,17 @@ def test_failed_calls_are_recorded_per_item_and_the_batch_goes_on(
     assert "TransientBackendError" in (bad.error or "") or "500" in (bad.error or "")
     assert bad.samples[0].usage.retries == 2  # three attempts, all spent
     assert "AuthenticationError" in (auth.error or "") and "sk-test-x" not in (auth.error or "")
+
+
+async def test_sync_wrappers_work_inside_a_running_event_loop(fault_server: FaultServer) -> None:
+    """As in Jupyter: score()/score_many() called while a loop is running in this thread."""
+    judge = _judge(fault_server)
+    v = judge.score("jk-item-nb q", ["GOOD", "meh"], samples=2)
+    assert v.ok and v.best == 0 and v.k == 2
+    many = judge.score_many([{"id": "a", "query": "jk-item-a q", "responses": ["x", "GOOD"]}],
+                            progress=False)
+    assert many[0].best == 1
+    from judgekit import verdicts_frame
+
+    frame = verdicts_frame([v, *many])
+    assert list(frame["best"]) == [0, 1] and list(frame["valid_samples"]) == [2, 1]
