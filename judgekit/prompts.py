@@ -1,4 +1,4 @@
-"""Jinja prompt templates, shipped in the wheel as `judgekit/prompts` (the repo's top-level `prompts/`).
+"""Jinja prompt templates, shipped in the wheel as `judgekit/templates` (the repo's `prompts/`).
 
 User text (query, responses, judgements) is passed to templates as data: Jinja never evaluates the
 content of a variable, so `{{ 7*7 }}` or `{% raw %}` inside a response appears verbatim.
@@ -34,8 +34,8 @@ class FewShotExample(BaseModel):
 
 
 def builtin_prompt_dir() -> Path:
-    """`judgekit/prompts` inside an installed wheel, or the repo's `prompts/` in a checkout."""
-    packaged = resources.files("judgekit") / "prompts"
+    """`judgekit/templates` inside an installed wheel, or the repo's `prompts/` in a checkout."""
+    packaged = resources.files("judgekit") / "templates"
     if packaged.is_dir():
         return Path(str(packaged))
     repo = Path(__file__).resolve().parent.parent / "prompts"
