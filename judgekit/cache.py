@@ -26,6 +26,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,12 @@ _KEY_VERSION = 1
 
 
 def default_cache_path() -> Path:
-    """`cache_home()/cache.sqlite` (JUDGEKIT_HOME or XDG_CACHE_HOME override the directory)."""
+    """JUDGEKIT_CACHE_FILE, else `cache_home()/cache.sqlite` (JUDGEKIT_HOME or XDG_CACHE_HOME
+    move the directory)."""
     from judgekit.embedded import cache_home
 
-    return cache_home() / "cache.sqlite"
+    override = os.environ.get("JUDGEKIT_CACHE_FILE")
+    return Path(override) if override else cache_home() / "cache.sqlite"
 
 
 def cache_key(spec: str, messages: Sequence[Message], config: GenerationConfig,

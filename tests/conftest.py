@@ -9,6 +9,24 @@ from fault_server import FaultServer
 from transformers_server import ServedModel, start_transformers_serve
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_response_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never read or fill the user's response cache (a stale hit could pass a test that
+    should fail); the materialised embedded model stays shared in the normal cache home."""
+    import os
+
+    old = os.environ.get("JUDGEKIT_CACHE_FILE")
+    os.environ["JUDGEKIT_CACHE_FILE"] = str(tmp_path_factory.mktemp("cache") / "cache.sqlite")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JUDGEKIT_CACHE_FILE", None)
+        else:
+            os.environ["JUDGEKIT_CACHE_FILE"] = old
+
+
 @pytest.fixture
 def fault_server() -> Iterator[FaultServer]:
     """A fresh fault server per test (script it through .schedule / .default_schedule)."""

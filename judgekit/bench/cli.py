@@ -120,11 +120,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _usage_error(prog, str(exc))
     out = Path(args.out) if args.out else _default_out(args, args.dataset)
     backend_kwargs: dict[str, Any] = {}
+    if args.base_url:
+        backend_kwargs["base_url"] = args.base_url
+    cache: Any = False if args.no_cache else (args.cache or True)
     try:
         judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
                            max_tokens=args.max_tokens, temperature=args.temperature,
                            concurrency=args.concurrency, meta_model=args.meta_model,
-                           examples=not args.no_examples, **backend_kwargs)
+                           examples=not args.no_examples, cache=cache, **backend_kwargs)
     except (JudgekitError, ValueError, OSError, ImportError) as exc:
         print(f"{prog}: error: cannot build the judge: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
@@ -234,6 +237,12 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                             "position consistency)")
     p_run.add_argument("--no-examples", action="store_true",
                        help="leave the few-shot examples out of the GRM prompt")
+    p_run.add_argument("--no-cache", action="store_true",
+                       help="do not use the on-disk response cache (on by default)")
+    p_run.add_argument("--cache", default=None,
+                       help="sqlite cache file (default: ~/.cache/judgekit/cache.sqlite)")
+    p_run.add_argument("--base-url", default=None,
+                       help="OpenAI/Anthropic-compatible server URL for --model")
     p_run.add_argument("--no-progress", action="store_true")
     g = p_run.add_argument_group("own files (DATASET is a file)")
     g.add_argument("--query-field", default="query")

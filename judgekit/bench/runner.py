@@ -345,25 +345,32 @@ def run(dataset: str | Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) ->
 def make_judge(model: str | None = None, *, baseline: str | None = None, seed: int = 0,
                max_tokens: int | None = None, temperature: float | None = None,
                concurrency: int = 4, meta_model: str | None = None, examples: bool = True,
-               **backend_kwargs: Any) -> Any:
+               cache: Any = True, **backend_kwargs: Any) -> Any:
     """The judge `bench run` uses: `Judge` (GRM), or `PairwiseBaselineJudge` for
     `baseline="pairwise"`. `model=None` is the embedded local model. `examples=False` drops the
-    GRM prompt's few-shot examples (shorter prompts)."""
+    GRM prompt's few-shot examples (shorter prompts). The response cache is on by default
+    (`cache=True`: the shared sqlite file; a path; or False), so a re-run or a resumed run pays
+    nothing for calls that already finished."""
     if baseline not in (None, "pairwise"):
         raise BenchRunError(f"unknown baseline {baseline!r} (known: pairwise)")
     if baseline == "pairwise":
         from judgekit.bench.baseline import PairwiseBaselineJudge
 
-        return PairwiseBaselineJudge(model, seed=seed, max_tokens=max_tokens,
-                                     temperature=temperature, concurrency=concurrency,
-                                     **backend_kwargs)
+        baseline_judge = PairwiseBaselineJudge(model, seed=seed, max_tokens=max_tokens,
+                                               temperature=temperature, concurrency=concurrency,
+                                               **backend_kwargs)
+        if cache:
+            from judgekit.cache import wrap_with_cache
+
+            baseline_judge.backend = wrap_with_cache(baseline_judge.backend, cache)
+        return baseline_judge
     from judgekit.judge import Judge
 
     kwargs: dict[str, Any] = dict(backend_kwargs)
     if meta_model is not None:
         kwargs["meta"] = meta_model
     return Judge(model, seed=seed, max_tokens=max_tokens, temperature=temperature,
-                 concurrency=concurrency, examples=examples, **kwargs)
+                 concurrency=concurrency, examples=examples, cache=cache, **kwargs)
 
 
 async def aclose_judge(judge: Any) -> None:
