@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
-import os
 from pathlib import Path
 from typing import Any
 

@@ -71,6 +71,7 @@ def test_key_covers_what_changes_outputs_and_not_timeout() -> None:
 
 def test_default_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JUDGEKIT_HOME", str(tmp_path))
+    monkeypatch.delenv("JUDGEKIT_CACHE_FILE", raising=False)
     assert default_cache_path() == tmp_path / "cache.sqlite"
     cache = ResponseCache()
     assert cache.path == tmp_path / "cache.sqlite" and cache.path.exists()
@@ -175,6 +176,7 @@ async def test_generate_many_is_cached_and_stays_batched(tmp_path: Path) -> None
 
 def test_wrap_with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUDGEKIT_HOME", str(tmp_path))
+    monkeypatch.delenv("JUDGEKIT_CACHE_FILE", raising=False)
     inner = CountingBackend()
     assert wrap_with_cache(inner, None) is inner and wrap_with_cache(inner, False) is inner
     default = wrap_with_cache(inner, True)
