@@ -21,9 +21,10 @@ _NUM = r"[-+]?\d+(?:\.\d+)?"
 # models often write sub-scores or drafts before the final line.
 _BOXED = re.compile(r"\\{0,2}boxed\s*\{([^{}]*)\}")
 _DOUBLE_BRACKET = re.compile(r"\[\[([^\[\]]*)\]\]")
+_LABELLED_NUM = r"(?:(?:response|assistant)\s*\d{1,3}\s*[:=]\s*)?" + _NUM + r"(?:\s*/\s*10)?"
 _SCORES_LINE = re.compile(
     r"(?im)^[ \t>*#_-]*(?:final\s+|overall\s+)?(?P<kw>scores?)\s*\**\s*[:=]\s*\**\s*"
-    r"(?P<nums>(?:" + _NUM + r"(?:\s*/\s*10)?)(?:\s*[,;]\s*" + _NUM + r"(?:\s*/\s*10)?)*)"
+    r"(?P<nums>" + _LABELLED_NUM + r"(?:\s*[,;]\s*" + _LABELLED_NUM + r")*)"
     r"\s*\**\s*\.?\s*$"
 )
 # "Response 2: 7" labels inside a box are not scores.
@@ -35,6 +36,9 @@ _PER_RESPONSE = re.compile(
     r"|score\s+(?:for|of)\s+(?:response|assistant)\s*(\d{1,3})\s*\**\s*[:=]\s*\**\s*(" + _NUM + r")"
 )
 _SCORE_OUT_OF_10 = re.compile(r"(?im)^[ \t>*#_-]*score\s*\**\s*[:=]\s*\**\s*(" + _NUM + r")\s*/\s*10")
+# "Response 2: 7/10" on a line of its own.
+_RESPONSE_OUT_OF_10 = re.compile(r"(?im)^[ \t>*#_-]*(?:response|assistant)\s*(\d{1,3})\s*\**\s*[:=]\s*"
+                                 r"\**\s*(" + _NUM + r")\s*/\s*10\s*\**\s*\.?\s*$")
 
 _PRINCIPLE = re.compile(
     r"(?im)^[ \t]*(?:[-*•]|\d{1,2}[.)])?[ \t]*\**(?P<name>[^\n:()*]{2,80}?)\**[ \t]*"
@@ -119,9 +123,21 @@ def _per_response_scores(text: str, n: int) -> list[float] | None:
         by_index[int(idx_s)] = float(val_s)
     if by_index and sorted(by_index) == list(range(1, n + 1)):
         return [by_index[i] for i in range(1, n + 1)]
+    by_index = {int(i): float(v) for i, v in _RESPONSE_OUT_OF_10.findall(text)}
+    if by_index and sorted(by_index) == list(range(1, n + 1)):
+        return [by_index[i] for i in range(1, n + 1)]
     plain = [float(v) for v in _SCORE_OUT_OF_10.findall(text)]
     if len(plain) == n:
         return plain
+    return None
+
+
+def _boxes_on_line(text: str, end: int, n: int) -> list[float] | None:
+    """One box per response on the final box's line ("Scores: \\boxed{8}, \\boxed{9}")."""
+    line_start = text.rfind("\n", 0, end) + 1
+    boxes = [_numbers(m.group(1)) for m in _BOXED.finditer(text, line_start, end)]
+    if len(boxes) == n and all(len(b) == 1 for b in boxes):
+        return [b[0] for b in boxes]
     return None
 
 
@@ -131,7 +147,9 @@ def parse_scores(text: str, n_responses: int) -> list[float]:
         raise ParseError("n_responses must be at least 1", raw=text, n_responses=n_responses)
     candidates = _candidates(text, n_responses)
     if candidates:
-        _, values, kind = max(candidates, key=lambda c: c[0])
+        end, values, kind = max(candidates, key=lambda c: c[0])
+        if kind == "boxed" and len(values) == 1 and n_responses > 1:
+            values = _boxes_on_line(text, end, n_responses) or values
         if len(values) != n_responses:
             raise ParseError(
                 f"last score box ({kind}) holds {len(values)} score(s), expected {n_responses}",
