@@ -67,6 +67,10 @@ Scores: \boxed{7, 3}"""
         ('{"response_1": 7, "response_2": 3, "response_3": 10}', 3, [7.0, 3.0, 10.0]),
         ("Scores: \\boxed{1, 10, 5, 6, 2}", 5, [1.0, 10.0, 5.0, 6.0, 2.0]),
         ("Scores: \\boxed{6}", 1, [6.0]),
+        ("**Final Scores:** Response 1: 8/10, Response 2: 6/10", 2, [8.0, 6.0]),
+        ("Scores: \\boxed{8}, \\boxed{9}", 2, [8.0, 9.0]),  # one box per response, one line
+        ("Sub-score \\boxed{2}.\nScores: \\boxed{8} \\boxed{9} \\boxed{1}", 3, [8.0, 9.0, 1.0]),
+        ("Response 1: 8/10\nResponse 2: 6/10", 2, [8.0, 6.0]),
     ],
 )
 def test_parse_scores_styles(text: str, n: int, expected: list[float]) -> None:
@@ -107,6 +111,8 @@ def test_single_score_line_is_the_box_for_one_response() -> None:
         ("", 1, "no scores found"),
         # The last box wins even when it is the malformed one: no guessing from earlier drafts.
         ("Scores: \\boxed{7, 3}\nOn second thought: \\boxed{7}", 2, "expected 2"),
+        # Single boxes on different lines are sub-scores, not one box per response.
+        ("Accuracy \\boxed{3}\nScores: \\boxed{8}", 2, "expected 2"),
     ],
 )
 def test_parse_scores_errors(text: str, n: int, fragment: str) -> None:

@@ -389,7 +389,7 @@ def _random_walk(compiler: Any, grammar: str, seed: int, max_steps: int = 2000) 
 def test_whatever_the_output_grammar_emits_parses(compiler: Any, n: int) -> None:
     """Random strings drawn from the grammar (junk criteria, junk analysis) all parse."""
     for seed in range(3):
-        text = _random_walk(compiler, grm_output_grammar(n, line_chars=16), seed)
+        text = _random_walk(compiler, grm_output_grammar(n, desc_chars=16, analysis_chars=16), seed)
         parsed = parse_grm(text, n)
         box = re.search(r"\\boxed\{([0-9, ]+)\}$", text)
         assert box is not None, text
