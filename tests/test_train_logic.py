@@ -362,3 +362,36 @@ def test_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
                        "--no-examples", "--limit", "none", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["beta"] == 0.01 and cfg["examples"] is False and cfg["limit"] is None
+
+
+def test_too_easy_items_from_rft_samples(tmp_path: Path) -> None:
+    from judgekit.train.grpo import too_easy_items
+
+    generate_rft(_items(), ScriptedJudge(*_script()), tmp_path, samples=3)
+    assert too_easy_items(tmp_path) == {"easy"}
+    assert too_easy_items(tmp_path / "samples.jsonl") == {"easy"}
+    with pytest.raises(TrainDataError):
+        too_easy_items(tmp_path / "nowhere")
+
+
+def test_cli_runs_a_stage_and_prints_one_line(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from judgekit.train import cli
+
+    seen: list[Any] = []
+
+    def fake_sft(cfg: Any) -> dict[str, Any]:
+        seen.append(cfg)
+        return {"global_steps": 2, "seconds_per_step": 1.5, "train_loss": 0.25,
+                "model_dir": str(cfg.out_dir), "judge_spec": f"hf:{cfg.out_dir}"}
+
+    cls, _, help_text = cli.STAGES["sft"]
+    monkeypatch.setitem(cli.STAGES, "sft", (cls, cli._describe_training("sft", fake_sft), help_text))
+    assert train_main(["sft", "--dataset-path", "r.jsonl", "--out-dir", "o", "--max-steps", "2",
+                       "--lora", "--lora-target-modules", "q_proj,v_proj"]) == 0
+    assert seen[0].max_steps == 2 and seen[0].lora and seen[0].learning_rate == 5e-6
+    from judgekit.train.common import lora_config
+
+    assert set(lora_config(seen[0]).target_modules) == {"q_proj", "v_proj"}
+    out = capsys.readouterr().out.strip()
+    assert out == "sft: 2 steps, 1.5 s/step, train loss 0.2500 -> o (load with Judge(model='hf:o'))"
