@@ -110,6 +110,7 @@ class Judge:
         self.template_dir = template_dir
         self.system = system
         self.meta = self._resolve_meta(meta)
+        self._own_meta: Any = None
         self.k_meta = k_meta
         self.voting = VotingMethod(voting)
         self.tie_rule = TieRule(tie_rule)
@@ -142,7 +143,9 @@ class Judge:
         if chosen == "same-as-judge":
             from judgekit.meta import MetaJudge
 
-            self.meta = chosen = MetaJudge(self.backend)
+            if self._own_meta is None:  # built once, but never stored as the judge's default
+                self._own_meta = MetaJudge(self.backend)
+            chosen = self._own_meta
         return chosen
 
     @property
@@ -354,6 +357,10 @@ class Judge:
         for jd, s in zip(judgements, result.scores, strict=True):
             jd.meta_score = s
         keep = select_top_meta(judgements, k_meta)
+        # Valid samples the meta judge could not rate fill the remaining places in sample order,
+        # so a failing meta judge degrades to plain voting instead of discarding everything.
+        unrated = [jd.sample_index for jd in judgements if jd.valid and jd.meta_score is None]
+        keep |= set(unrated[:max(0, k_meta - len(keep))])
         for jd in judgements:
             jd.kept = jd.sample_index in keep
         return result.usage

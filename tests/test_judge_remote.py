@@ -89,3 +89,29 @@ async def test_sync_wrappers_work_inside_a_running_event_loop(fault_server: Faul
 
     frame = verdicts_frame([v, *many])
     assert list(frame["best"]) == [0, 1] and list(frame["valid_samples"]) == [2, 1]
+
+
+class FailingMeta:
+    """A meta judge whose every rating failed (as when its server is down)."""
+
+    spec = "meta-failing"
+
+    async def ascore_samples(self, query: object, responses: object, judgements: list) -> object:
+        from judgekit.meta import MetaResult
+
+        return MetaResult(scores=[None] * len(judgements))
+
+
+def test_meta_judge_that_rates_nothing_degrades_to_plain_voting(fault_server: FaultServer) -> None:
+    v = _judge(fault_server, meta=FailingMeta()).score("jk-item-fm q", ["GOOD", "meh"], samples=4)
+    assert v.k_meta == 2 and sum(s.kept for s in v.samples) == 2
+    assert v.best == 0 and v.scores == [18.0, 4.0]
+
+
+def test_per_call_meta_does_not_stick(fault_server: FaultServer) -> None:
+    judge = _judge(fault_server)
+    with_meta = judge.score("jk-item-s1 q", ["GOOD", "meh"], samples=2, meta=True)
+    assert with_meta.k_meta == 1 and with_meta.meta_model is not None
+    plain = judge.score("jk-item-s2 q", ["GOOD", "meh"], samples=2)
+    assert plain.k_meta is None and plain.meta_model is None
+    assert all(s.kept and s.meta_score is None for s in plain.samples)
