@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -382,34 +382,15 @@ class Judge:
         A failing item becomes a Verdict with `error` set: it never aborts the batch.
         `on_result(index, verdict)` is called as each item finishes (for append-as-you-go files).
         """
-        from tqdm.auto import tqdm
-
         parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]
-        limit = asyncio.Semaphore(concurrency or self.concurrency)
-        out: list[Verdict | None] = [None] * len(parsed)
-        bar = tqdm(total=len(parsed), disable=not progress, desc="judging", unit="item")
 
-        async def one(idx: int, item: JudgeItem) -> None:
-            async with limit:
-                start = time.perf_counter()
-                try:
-                    verdict = await self.ascore(item.query, item.responses, samples, meta=meta,
-                                                k_meta=k_meta, item_id=item.id)
-                except (JudgekitError, ValueError, OSError) as exc:
-                    verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
-                                      scores=[None] * len(item.responses), k=samples,
-                                      model=self.backend.spec, error=_describe(exc),
-                                      wall_time_s=round(time.perf_counter() - start, 4))
-                out[idx] = verdict
-                bar.update(1)
-                if on_result is not None:
-                    on_result(idx, verdict)
+        async def one(item: JudgeItem) -> Verdict:
+            return await self.ascore(item.query, item.responses, samples, meta=meta,
+                                     k_meta=k_meta, item_id=item.id)
 
-        try:
-            await asyncio.gather(*(one(i, it) for i, it in enumerate(parsed)))
-        finally:
-            bar.close()
-        return [v for v in out if v is not None]
+        return await score_batch(parsed, one, model=self.backend.spec, samples=samples,
+                                 concurrency=concurrency or self.concurrency, progress=progress,
+                                 on_result=on_result, desc="judging")
 
     def score_many(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
                    **kwargs: Any) -> list[Verdict]:
@@ -418,6 +399,41 @@ class Judge:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+async def score_batch(
+    items: Sequence[JudgeItem], score_one: Callable[[JudgeItem], Awaitable[Verdict]], *,
+    model: str, samples: int, concurrency: int, progress: bool,
+    on_result: Callable[[int, Verdict], Any] | None, desc: str,
+) -> list[Verdict]:
+    """The batch loop every judge shares: bounded concurrency, a progress bar, input order, and
+    an item's failure recorded as a Verdict with `error` instead of aborting the batch."""
+    from tqdm.auto import tqdm
+
+    limit = asyncio.Semaphore(concurrency)
+    out: list[Verdict | None] = [None] * len(items)
+    bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
+
+    async def one(idx: int, item: JudgeItem) -> None:
+        async with limit:
+            start = time.perf_counter()
+            try:
+                verdict = await score_one(item)
+            except (JudgekitError, ValueError, OSError) as exc:
+                verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
+                                  scores=[None] * len(item.responses), k=samples, model=model,
+                                  error=_describe(exc),
+                                  wall_time_s=round(time.perf_counter() - start, 4))
+            out[idx] = verdict
+            bar.update(1)
+            if on_result is not None:
+                on_result(idx, verdict)
+
+    try:
+        await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
+    finally:
+        bar.close()
+    return [v for v in out if v is not None]
 
 
 def verdicts_frame(verdicts: Sequence[Verdict]) -> Any:

@@ -153,34 +153,17 @@ class PairwiseBaselineJudge:
                           on_result: Callable[[int, Verdict], Any] | None = None,
                           **_: Any) -> list[Verdict]:
         """Same contract as `Judge.ascore_many`: input order, failures as Verdicts with `error`."""
-        from tqdm.auto import tqdm
+        from judgekit.judge import JudgeItem, score_batch
 
-        limit = asyncio.Semaphore(concurrency or self.concurrency)
-        out: list[Verdict | None] = [None] * len(items)
-        bar = tqdm(total=len(items), disable=not progress, desc="baseline", unit="item")
+        parsed = [JudgeItem.model_validate(i) for i in items]
 
-        async def one(idx: int, item: dict[str, Any]) -> None:
-            async with limit:
-                start = time.perf_counter()
-                responses = list(item["responses"])
-                try:
-                    verdict = await self.ascore(item["query"], responses, samples, meta=meta,
-                                                item_id=item.get("id"))
-                except (JudgekitError, ValueError, OSError) as exc:
-                    verdict = Verdict(item_id=item.get("id"), n_responses=len(responses),
-                                      scores=[None] * len(responses), k=samples,
-                                      model=self.model, error=_describe(exc),
-                                      wall_time_s=round(time.perf_counter() - start, 4))
-                out[idx] = verdict
-                bar.update(1)
-                if on_result is not None:
-                    on_result(idx, verdict)
+        async def one(item: JudgeItem) -> Verdict:
+            return await self.ascore(item.query, item.responses, samples, meta=meta,
+                                     item_id=item.id)
 
-        try:
-            await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
-        finally:
-            bar.close()
-        return [v for v in out if v is not None]
+        return await score_batch(parsed, one, model=self.model, samples=samples,
+                                 concurrency=concurrency or self.concurrency, progress=progress,
+                                 on_result=on_result, desc="baseline")
 
     async def aclose(self) -> None:
         await self.backend.aclose()
