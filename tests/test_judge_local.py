@@ -49,8 +49,9 @@ def _check_verdict(v: Verdict, n: int) -> None:
     assert v.n_responses == n
     assert len(v.scores) == n
     assert v.error is None
+    voters = v.k_meta or v.k  # meta-guided voting sums over the k_meta kept samples only
     for s in v.scores:
-        assert s is not None and v.k * 1 <= s <= v.k * 10
+        assert s is not None and voters <= s <= voters * 10
     for jd in v.samples:
         assert jd.status in (SampleStatus.OK, SampleStatus.FORCED)
         assert jd.scores is not None and len(jd.scores) == n
