@@ -51,7 +51,7 @@ class JudgeItem(BaseModel):
     responses: list[str] = Field(min_length=1)
 
 
-def _seed_for(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
+def seed_for_item(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
     """A stable per-item seed, so permutations and sampling are reproducible run to run."""
     key = repr(as_messages(query)) + "\x00" + "\x00".join(responses)
     return (base * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**31)
@@ -187,7 +187,7 @@ class Judge:
             raise ValueError("samples must be at least 1")
         start = time.perf_counter()
         n = len(responses)
-        item_seed = _seed_for(self.seed if seed is None else seed, query, responses)
+        item_seed = seed_for_item(self.seed if seed is None else seed, query, responses)
         perms = balanced_permutations(n, samples, item_seed)
         config = self._sample_config(samples, item_seed)
         if self.structured:
@@ -265,7 +265,7 @@ class Judge:
                 for j in indices:
                     judgements[j] = Judgement(
                         sample_index=j, status=SampleStatus.API_ERROR, permutation=list(perm),
-                        error=_describe(outcome), usage=_failed_call_usage(outcome, j == indices[0]),
+                        error=describe_error(outcome), usage=_failed_call_usage(outcome, j == indices[0]),
                         hinted=hint_best is not None)
                 continue
             share = _split_usage(outcome.usage, len(indices))
@@ -315,7 +315,7 @@ class Judge:
                                                    config)
         except (BackendError, JudgekitError, RuntimeError, ValueError) as exc:
             for _, jd in failed:
-                jd.error = f"{jd.error}; forcing failed: {_describe(exc)}"
+                jd.error = f"{jd.error}; forcing failed: {describe_error(exc)}"
             return
         share = _split_usage(result.usage, len(failed))
         for (_, jd), completion, usage in zip(failed, result.completions, share, strict=False):
@@ -338,7 +338,7 @@ class Judge:
             try:
                 result = await self.backend.generate(follow, config.with_(max_tokens=64, grammar=None), 1)
             except (BackendError, JudgekitError) as exc:
-                jd.error = f"{jd.error}; re-ask failed: {_describe(exc)}"
+                jd.error = f"{jd.error}; re-ask failed: {describe_error(exc)}"
                 return
             reply = result.completions[0].text if result.completions else ""
             text = jd.raw_text.rstrip() + "\n" + reply
@@ -422,7 +422,7 @@ async def score_batch(
             except (JudgekitError, ValueError, OSError) as exc:
                 verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
                                   scores=[None] * len(item.responses), k=samples, model=model,
-                                  error=_describe(exc),
+                                  error=describe_error(exc),
                                   wall_time_s=round(time.perf_counter() - start, 4))
             out[idx] = verdict
             bar.update(1)
@@ -444,7 +444,7 @@ def verdicts_frame(verdicts: Sequence[Verdict]) -> Any:
 
 
 # -- pure helpers ------------------------------------------------------------------------------
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,8 +22,9 @@ from judgekit.backends.base import Backend, GenerationResult
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
 from judgekit.errors import BackendError, JudgekitError, ParseError
+from judgekit.judge import describe_error, seed_for_item
 from judgekit.parsing import parse_best_index
-from judgekit.prompts import as_messages, pairwise_baseline_messages
+from judgekit.prompts import pairwise_baseline_messages
 from judgekit.schema import Judgement, Message, SampleStatus, Usage, Verdict
 from judgekit.voting import balanced_permutations, vote
 
@@ -36,15 +36,6 @@ SAMPLING_TEMPERATURE = 0.5
 def choice_scores(chosen: int, n: int) -> list[float]:
     """The stored scores of one baseline sample: 10 for the chosen response, 1 for the others."""
     return [CHOSEN_SCORE if i == chosen else OTHER_SCORE for i in range(n)]
-
-
-def _item_seed(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
-    key = repr(as_messages(query)) + "\x00" + "\x00".join(responses)
-    return (base * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**31)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class PairwiseBaselineJudge:
@@ -92,7 +83,7 @@ class PairwiseBaselineJudge:
             raise ValueError("samples must be at least 1")
         start = time.perf_counter()
         n = len(responses)
-        seed = _item_seed(self.seed, query, responses)
+        seed = seed_for_item(self.seed, query, responses)
         perms = balanced_permutations(n, samples, seed)
         config = self._config(samples, seed)
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -114,7 +105,7 @@ class PairwiseBaselineJudge:
                     raise outcome
                 for j in indices:
                     judgements[j] = Judgement(sample_index=j, status=SampleStatus.API_ERROR,
-                                              permutation=list(perm), error=_describe(outcome),
+                                              permutation=list(perm), error=describe_error(outcome),
                                               usage=Usage(calls=1 if j == indices[0] else 0))
                 continue
             for pos, j in enumerate(indices):
