@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fault_server import FaultServer
-from transformers_server import ServedModel, start_transformers_serve
+from support.fault_server import FaultServer
+from support.transformers_server import ServedModel, start_transformers_serve
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,7 +4,7 @@ re-asks on unparseable text, failed calls recorded on the sample, never raised o
 from __future__ import annotations
 
 import pytest
-from fault_server import FaultServer, judge_text
+from support.fault_server import FaultServer, judge_text
 
 from judgekit import Judge, SampleStatus
 from judgekit.config import GenerationConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
+from support.fault_server import FaultServer
 
 from judgekit import Judge, SequenceClassifierMetaScorer
 from judgekit.config import GenerationConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fault_server import FaultServer
+from support.fault_server import FaultServer
 
 from judgekit.backends.anthropic_backend import AnthropicBackend, split_system
 from judgekit.backends.base import Backend

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _bench_standin import ScriptedJudgeStandIn, make_verdict
+from support.bench_standin import ScriptedJudgeStandIn, make_verdict
 
 from judgekit.bench.items import BenchItem, Label
 from judgekit.bench.runner import (
@@ -28,7 +28,7 @@ from judgekit.bench.runner import (
 )
 from judgekit.schema import Verdict
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 
 
@@ -169,7 +169,7 @@ def test_make_verdict_helper_sums() -> None:
 
 _CHILD = textwrap.dedent("""
     import sys
-    from _bench_standin import ScriptedJudgeStandIn
+    from support.bench_standin import ScriptedJudgeStandIn
     from judgekit.bench.items import BenchItem, Label
     from judgekit.bench.runner import run
     items = [BenchItem(id=f"it{i}", query=f"q{i}", responses=[f"a{i}", f"bb{i}x"],

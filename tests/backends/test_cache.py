@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
+from support.fault_server import FaultServer
 
 from judgekit.backends.base import Backend, Completion, GenerationResult, ScoreForcingBackend
 from judgekit.backends.openai_backend import OpenAIBackend

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _bench_standin import SampleSpec, ScriptedJudgeStandIn, make_verdict
+from support.bench_standin import SampleSpec, ScriptedJudgeStandIn, make_verdict
 
 from judgekit.bench import report as rp
 from judgekit.bench.cli import add_bench_parser

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _bench_standin import ScriptedJudgeStandIn
+from support.bench_standin import ScriptedJudgeStandIn
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = ["run_llmbar", "run_judgebench", "run_rmbench", "run_rmb", "run_realmistake",
            "sweep_k"]
 

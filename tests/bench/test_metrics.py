@@ -6,8 +6,8 @@ import random
 from typing import Any
 
 import pytest
-from _bench_standin import SampleSpec, make_verdict
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from support.bench_standin import SampleSpec, make_verdict
 
 from judgekit.bench import metrics as m
 from judgekit.bench.items import Label

@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
-from transformers_server import ServedModel
+from support.fault_server import FaultServer
+from support.transformers_server import ServedModel
 
 from judgekit.config import GenerationConfig
 from judgekit.judge import Judge

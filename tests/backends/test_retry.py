@@ -10,9 +10,9 @@ import time
 import httpx2
 import openai
 import pytest
-from fault_server import FaultServer
 from hypothesis import given
 from hypothesis import strategies as st
+from support.fault_server import FaultServer
 
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend

@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
+from support.fault_server import FaultServer
 
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend

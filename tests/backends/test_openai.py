@@ -7,8 +7,8 @@ import asyncio
 import time
 
 import pytest
-from fault_server import FaultServer
-from transformers_server import ServedModel
+from support.fault_server import FaultServer
+from support.transformers_server import ServedModel
 
 from judgekit.backends.base import Backend
 from judgekit.backends.openai_backend import OpenAIBackend

@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = [pytest.mark.train, pytest.mark.model]
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "prompted_vs_trained.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "prompted_vs_trained.ipynb"
 
 
 def test_notebook_runs_in_tiny_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
