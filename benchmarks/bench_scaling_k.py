@@ -3,7 +3,7 @@ k = 1, 4, 8 samples, with and without the meta judge, on a local model (the embe
 default).
 
 It also checks the batching promise of the local backend: the k samples of one item come from
-ONE batched generate call (the backend's generate_many / generate / force_scores entry points are
+ONE batched generate call (the backend's generate_many / generate / complete_under_grammar entry points are
 wrapped and counted; meta-judge calls are counted separately).
 
 With the embedded 135M model the accuracy column is near chance: this measures cost, not quality.
@@ -60,7 +60,7 @@ class CallLog:
 def instrument(backend: TransformersBackend) -> CallLog:
     """Wrap the backend's async entry points (instance attributes) to log each call."""
     log = CallLog()
-    many, gen, force = backend.generate_many, backend.generate, backend.force_scores
+    many, gen, force = backend.generate_many, backend.generate, backend.complete_under_grammar
 
     async def generate_many(requests: list[tuple[Any, int]], config: GenerationConfig) -> Any:
         log.calls.append(("generate_many", [n for _, n in requests]))
@@ -70,14 +70,14 @@ def instrument(backend: TransformersBackend) -> CallLog:
         log.calls.append(("generate", [n]))
         return await gen(messages, config, n)
 
-    async def force_scores(messages: Any, prefixes: list[str], n_responses: int,
-                           config: GenerationConfig) -> Any:
+    async def complete_under_grammar(messages: Any, prefixes: list[str], grammar: str,
+                                     config: GenerationConfig) -> Any:
         log.calls.append(("force_scores", [len(prefixes)]))
-        return await force(messages, prefixes, n_responses, config)
+        return await force(messages, prefixes, grammar, config)
 
     backend.generate_many = generate_many  # type: ignore[method-assign]
     backend.generate = generate  # type: ignore[method-assign]
-    backend.force_scores = force_scores  # type: ignore[method-assign]
+    backend.complete_under_grammar = complete_under_grammar  # type: ignore[method-assign]
     return log
 
 

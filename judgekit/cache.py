@@ -28,10 +28,17 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from judgekit.backends.base import Backend, Completion, GenerationResult
+from judgekit.backends.base import (
+    Backend,
+    BackendCapabilities,
+    Completion,
+    GenerationOutcome,
+    GenerationRequest,
+    GenerationResult,
+)
 from judgekit.config import GenerationConfig
+from judgekit.errors import BackendError
 from judgekit.schema import Message, Usage
 
 _SCHEMA = """
@@ -142,12 +149,12 @@ class _Connection:
         self._con.close()
 
 
-class CachedBackend:
+class CachedBackend(Backend):
     """Wraps any Backend with a ResponseCache; implements the same protocol plus `sample_offset`.
 
-    `generate_many` exists exactly when the wrapped backend has it, and is cached. Other
-    attributes (e.g. `force_scores`, `supports_grammar`) are forwarded to the wrapped backend,
-    uncached.
+    It declares the wrapped backend's capabilities. A batched backend's `generate_many` stays
+    one batched call (for the missing samples only); `complete_under_grammar` is forwarded
+    uncached (it is cheap and runs only after a cached sample failed to parse).
     """
 
     def __init__(self, backend: Backend, cache: ResponseCache | str | Path | None = None) -> None:
@@ -157,6 +164,13 @@ class CachedBackend:
     @property
     def spec(self) -> str:
         return self.backend.spec
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        return self.backend.capabilities
+
+    def should_retry(self, error: BackendError) -> bool:
+        return self.backend.should_retry(error)
 
     def keys(self, messages: list[Message], config: GenerationConfig, n: int,
              sample_offset: int = 0) -> list[str]:
@@ -196,10 +210,12 @@ class CachedBackend:
         completions = [found.get(k) or made[k] for k in keys if k in found or k in made]
         return GenerationResult(completions=completions, usage=usage)
 
-    async def _generate_many(self, requests: list[tuple[list[Message], int]],
-                             config: GenerationConfig) -> list[GenerationResult]:
-        """The cached form of a batched backend's `generate_many` (one batched call for all
-        prompts' missing samples)."""
+    async def generate_many(self, requests: list[GenerationRequest],
+                            config: GenerationConfig) -> list[GenerationOutcome]:
+        """Cached `generate_many`: a batched backend gets ONE batched call for all prompts'
+        missing samples; others get the concurrent default over the cached `generate`."""
+        if not self.backend.capabilities.batched:
+            return await super().generate_many(requests, config)
         plans = []
         for messages, n in requests:
             keys = self.keys(messages, config, n)
@@ -215,28 +231,24 @@ class CachedBackend:
             todo_index.append(len(todo) if missing else None)
             if missing:
                 todo.append((messages, len(missing)))
-        fresh: list[GenerationResult] = []
+        fresh: list[GenerationOutcome] = []
         if todo:
-            fresh = list(await self.backend.generate_many(todo, config))  # type: ignore[attr-defined]
-        out = []
+            fresh = list(await self.backend.generate_many(todo, config))
+        out: list[GenerationOutcome] = []
         for (_, keys), missing, ti in zip(plans, missing_per, todo_index, strict=True):
-            out.append(await self._merge(keys, found, missing,
-                                         fresh[ti] if ti is not None else None, 0))
+            outcome = fresh[ti] if ti is not None else None
+            if isinstance(outcome, BackendError):
+                out.append(outcome)
+                continue
+            out.append(await self._merge(keys, found, missing, outcome, 0))
         return out
+
+    async def complete_under_grammar(self, messages: list[Message], prefixes: list[str],
+                                     grammar: str, config: GenerationConfig) -> GenerationResult:
+        return await self.backend.complete_under_grammar(messages, prefixes, grammar, config)
 
     async def aclose(self) -> None:
         await self.backend.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes CachedBackend lacks; guard against recursion during
-        # unpickling/copying, when `backend` is not set yet.
-        if name.startswith("__") or name == "backend":
-            raise AttributeError(name)
-        if name == "generate_many":
-            # Batched backends keep their batching AND the cache; others have no such method.
-            getattr(self.backend, name)
-            return self._generate_many
-        return getattr(self.backend, name)
 
     def __repr__(self) -> str:
         return f"CachedBackend({self.backend!r}, {self.cache!r})"

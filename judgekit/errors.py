@@ -1,4 +1,26 @@
-"""Typed errors. Every failure a user can meet has its own class, so callers can catch precisely."""
+"""Typed errors. Every failure a user can meet has its own class, so callers can catch precisely.
+
+The tree (httpx style)::
+
+    JudgekitError
+    ├── ParseError               model text with no readable final scores line (carries .raw)
+    ├── ModelSpecError           a spec naming no backend, or a missing model file  (+ValueError)
+    ├── TemplateError            a template that cannot be found or rendered
+    ├── CapabilityError          asked a backend for something it does not declare   (+ValueError)
+    ├── MissingDependencyError   an optional extra is not installed                  (+ImportError)
+    └── BackendError             a model call failed; mapped once, at the backend's boundary
+        ├── TransientBackendError    worth a retry: 5xx, dropped connections, malformed bodies
+        │   ├── RateLimitError       429 (retry_after from the server)
+        │   └── APITimeoutError      the attempt took longer than its timeout
+        └── FatalBackendError        retrying cannot help: 400/404 and the like
+            ├── AuthenticationError  401/403
+            ├── ContextLengthError   the prompt does not fit the model's context
+            └── LocalModelError      the in-process model failed (torch/transformers errors)
+
+Which errors become a *recorded* failure (a sample with status `api_error`, a batch item with
+`error` set) instead of an exception is decided here, once: `RECORDED_FAILURES` for model calls,
+`ITEM_FAILURES` for one item of a batch. Anything else is a bug and propagates.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +82,18 @@ class AuthenticationError(FatalBackendError):
     """401/403: the key is missing or wrong (the key itself is never put in the message)."""
 
 
+class ContextLengthError(FatalBackendError):
+    """The prompt (plus max tokens) does not fit the model's context window. Never retried."""
+
+
+class LocalModelError(FatalBackendError):
+    """The in-process model failed (a torch or transformers error, e.g. out of memory)."""
+
+
+class CapabilityError(JudgekitError, ValueError):
+    """A backend was asked for something it does not declare (a grammar, forced completion)."""
+
+
 class MissingDependencyError(JudgekitError, ImportError):
     """An optional extra is needed for this backend or feature."""
 
@@ -70,3 +104,21 @@ class MissingDependencyError(JudgekitError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+RECORDED_FAILURES: tuple[type[BaseException], ...] = (BackendError,)
+"""Errors of a model call that become a recorded sample failure (status `api_error`)."""
+
+ITEM_FAILURES: tuple[type[BaseException], ...] = (JudgekitError, ValueError)
+"""Errors while judging one item of a batch that are recorded on that item's Verdict (`error`)
+instead of aborting the batch: failed calls, unreadable input, a refused configuration."""
+
+
+def is_recorded_failure(exc: BaseException) -> bool:
+    """True when `exc` is a failed model call to record as a sample failure, not a bug."""
+    return isinstance(exc, RECORDED_FAILURES)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line description stored in results: the class name and the message."""
+    return f"{type(exc).__name__}: {exc}"

@@ -15,7 +15,7 @@ from judgekit.backends.base import Backend, GenerationResult
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
 from judgekit.errors import BackendError, JudgekitError, ParseError
-from judgekit.parsing import grm_output_grammar, parse_grm
+from judgekit.parsing import grm_output_grammar, parse_grm, scores_line_grammar
 from judgekit.prompts import (
     GRM_TEMPLATE,
     FewShotExample,
@@ -117,7 +117,7 @@ class Judge:
         self.seed = seed
         self.concurrency = concurrency
         self.max_reasks = max_reasks
-        supports = bool(getattr(self.backend, "supports_grammar", False))
+        supports = self.backend.capabilities.grammar
         if structured and not supports:
             raise JudgekitError(f"{self.backend.spec} cannot constrain output to a grammar")
         # Local models write the whole judgement under the output grammar by default, so even
@@ -276,7 +276,7 @@ class Judge:
                 judgements[j] = jd
                 if not jd.valid:
                     failed.append((j, jd))
-            if failed and hasattr(self.backend, "force_scores"):
+            if failed and self.backend.capabilities.complete_under_grammar:
                 force_jobs.append((messages, failed))
             else:
                 reask_jobs.extend((messages, n, jd) for _, jd in failed)
@@ -291,28 +291,15 @@ class Judge:
         groups: dict[tuple[int, ...], list[int]], config: GenerationConfig,
     ) -> list[GenerationResult | BaseException]:
         requests = [(messages, len(groups[perm])) for perm, messages in prompts]
-        many = getattr(self.backend, "generate_many", None)
-        if many is not None:  # local: every prompt of the item in ONE batched generate call
-            try:
-                out: list[GenerationResult] = await many(requests, config)
-                return list(out)
-            except (BackendError, ParseError, OSError, RuntimeError, ValueError) as exc:
-                return [exc] * len(requests)
-        gathered = await asyncio.gather(
-            *(self.backend.generate(m, config, n) for m, n in requests), return_exceptions=True)
-        for g in gathered:  # programming errors must not be recorded as API errors
-            if isinstance(g, BaseException) and not isinstance(
-                    g, BackendError | OSError | asyncio.TimeoutError | JudgekitError):
-                raise g
-        return list(gathered)
+        return list(await self.backend.generate_many(requests, config))
 
     async def _force(self, messages: list[Message], failed: list[tuple[int, Judgement]], n: int,
                      config: GenerationConfig) -> None:
         """Complete the scores line under a grammar for every failed sample of one prompt."""
-        force = self.backend.force_scores  # type: ignore[attr-defined]
         try:
-            result: GenerationResult = await force(messages, [jd.raw_text for _, jd in failed], n,
-                                                   config)
+            result = await self.backend.complete_under_grammar(
+                messages, [jd.raw_text for _, jd in failed], scores_line_grammar(n),
+                config.with_(max_tokens=8 + 4 * n, grammar=None))
         except (BackendError, JudgekitError, RuntimeError, ValueError) as exc:
             for _, jd in failed:
                 jd.error = f"{jd.error}; forcing failed: {describe_error(exc)}"

@@ -22,7 +22,7 @@ from judgekit.backends.base import Backend, Completion
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
 from judgekit.errors import BackendError, JudgekitError, ParseError
-from judgekit.parsing import parse_rating
+from judgekit.parsing import parse_rating, scores_line_grammar
 from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
 from judgekit.schema import Judgement, Message, Usage
 
@@ -96,10 +96,10 @@ class MetaJudge:
         try:
             rating = parse_rating(text)
         except ParseError:
-            forced = getattr(self.backend, "force_scores", None)
-            if forced is None:
+            if not self.backend.capabilities.complete_under_grammar:
                 return None, usage
-            fr = await forced(msgs, [text], 1, self.config)
+            fr = await self.backend.complete_under_grammar(
+                msgs, [text], scores_line_grammar(1), self.config.with_(max_tokens=12))
             usage = usage + fr.usage
             try:
                 rating = parse_rating(text + "\n" + fr.completions[0].text)

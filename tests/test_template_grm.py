@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from judgekit.backends.base import Completion, GenerationResult
+from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
 from judgekit.errors import TemplateError
 from judgekit.judge import Judge
@@ -240,7 +240,7 @@ def test_bad_examples_file_raises_template_error(tmp_path: Path) -> None:
         load_examples(tmp_path / "missing.json")
 
 
-class _Recorder:
+class _Recorder(Backend):
     """A scripted backend that records the prompts it is sent."""
 
     spec = "scripted:recorder"

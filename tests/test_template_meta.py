@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from judgekit.backends.base import Completion, GenerationResult, TokenLogprob
+from judgekit.backends.base import Backend, Completion, GenerationResult, TokenLogprob
 from judgekit.config import GenerationConfig
 from judgekit.errors import ParseError, TemplateError
 from judgekit.meta import MetaJudge, p_yes_from_logprobs
@@ -124,7 +124,7 @@ def test_p_yes_from_logprobs() -> None:
 
 
 # -- MetaJudge sends this template, in each sample's shown order ---------------------------------
-class _ScriptedMeta:
+class _ScriptedMeta(Backend):
     spec = "scripted:meta"
 
     def __init__(self, *, logprobs: bool, rating: str = "Rating: \\boxed{7}") -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from judgekit.backends.base import Completion, GenerationResult
+from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
 from judgekit.judge import Judge, _judgement_from_text
 from judgekit.schema import Judgement, Message, SampleStatus, Usage
@@ -208,7 +208,7 @@ def test_judgement_from_text_failure_keeps_raw_and_no_scores() -> None:
 
 
 # -- through the Judge: shown order in, caller order out, invalid samples counted ----------------
-class _ReadingJudgeBackend:
+class _ReadingJudgeBackend(Backend):
     """Scores each shown response by the number written in it ("worth 7" -> 7), in shown order;
     replies with unreadable text when the response shown first is `fail_first`."""
 

@@ -2,18 +2,18 @@
 
 from judgekit.backends.base import (
     Backend,
+    BackendCapabilities,
     Completion,
     GenerationResult,
-    ScoreForcingBackend,
     TokenLogprob,
 )
 from judgekit.backends.registry import register_backend, resolve_backend
 
 __all__ = [
     "Backend",
+    "BackendCapabilities",
     "Completion",
     "GenerationResult",
-    "ScoreForcingBackend",
     "TokenLogprob",
     "register_backend",
     "resolve_backend",

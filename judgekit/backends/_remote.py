@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from judgekit.backends.base import Backend
 from judgekit.config import GenerationConfig
 from judgekit.cost import Price, call_cost
-from judgekit.errors import AuthenticationError, BackendError
+from judgekit.errors import AuthenticationError, BackendError, CapabilityError
 from judgekit.looplocal import LoopLocal
 from judgekit.ratelimit import Throttle, estimate_tokens
 from judgekit.redact import Secret, safe_url, scrub, url_secrets
@@ -39,7 +40,7 @@ def is_loopback_url(url: str | None) -> bool:
         return False
 
 
-class RemoteBackend(Generic[ClientT]):
+class RemoteBackend(Backend, Generic[ClientT]):
     """Base of the HTTP API backends. Subclasses set `provider`, the env var names, `_new_client`
     and `generate`.
 
@@ -51,7 +52,6 @@ class RemoteBackend(Generic[ClientT]):
     """
 
     provider: str = ""
-    supports_grammar = False
     key_env: str = ""
     base_url_env: str = ""
 
@@ -159,10 +159,10 @@ class RemoteBackend(Generic[ClientT]):
         """Refuse what an HTTP API cannot honour, rather than silently ignoring it."""
         if n < 1:
             raise ValueError("n must be >= 1")
-        if getattr(config, "grammar", None):
-            raise ValueError(
-                f"{self.spec} cannot constrain output to a grammar (supports_grammar is False); "
-                "for a server with its own guided decoding, pass it through extra_body=")
+        if config.grammar and not self.capabilities.grammar:
+            raise CapabilityError(
+                f"{self.spec} cannot constrain output to a grammar; for a server with its own "
+                "guided decoding, pass it through extra_body=")
 
     def usage(self, prompt_tokens: int, completion_tokens: int, retries: int) -> Usage:
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, calls=1,

@@ -1,16 +1,27 @@
-"""The one small async protocol every backend implements.
+"""The one small async protocol every backend implements, with its capabilities declared.
 
-A new provider is one module with a class that satisfies `Backend`, registered in
-`judgekit.backends.registry`.
+A new provider is one module with a subclass of `Backend`, registered in
+`judgekit.backends.registry`. What a backend can do beyond `generate` is declared in its
+`CAPABILITIES` (never probed with hasattr): the sampler reads them to decide whether to batch
+every prompt of an item into one call, send a grammar, or complete a scores line under a grammar
+when free text did not parse. Defaults are the safe ones (inspect_ai's `ModelAPI` style), so a
+minimal provider implements `spec` and `generate` only.
+
+Errors are mapped once, at the backend's boundary: a backend raises `BackendError` subclasses
+(`judgekit.errors`) for every failure of the model call, and nothing else (a bug propagates as
+itself). Which of those errors are worth a retry is the provider's decision (`should_retry`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import asyncio
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from judgekit.config import GenerationConfig
+from judgekit.errors import BackendError, CapabilityError, is_recorded_failure
 from judgekit.schema import Message, Usage
 
 
@@ -22,10 +33,20 @@ class TokenLogprob(BaseModel):
     top: dict[str, float] = Field(default_factory=dict)
 
 
+TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens", "model_length"})
+"""Finish reasons that mean the output stopped on the token limit (OpenAI `length`, Anthropic
+`max_tokens`, vLLM `model_length`), not because the model finished."""
+
+
 class Completion(BaseModel):
     text: str
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when generation ended on the token limit: such text is never accepted as is."""
+        return self.finish_reason in TRUNCATED_FINISH_REASONS
 
 
 class GenerationResult(BaseModel):
@@ -35,32 +56,87 @@ class GenerationResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """Generate `n` completions of one chat prompt."""
+class BackendCapabilities(BaseModel):
+    """What a backend can do beyond plain `generate`. Every flag defaults to the safe `False`."""
 
-    @property
-    def spec(self) -> str:
-        """The model spec string, without secrets (used in cache keys and results)."""
-        ...
+    model_config = ConfigDict(frozen=True)
 
-    async def generate(
-        self, messages: list[Message], config: GenerationConfig, n: int = 1
-    ) -> GenerationResult: ...
+    batched: bool = Field(False, description="generate_many runs all its prompts in ONE batched "
+                          "model call (local models); otherwise prompts are sent concurrently")
+    grammar: bool = Field(False, description="honours GenerationConfig.grammar (EBNF) while "
+                          "decoding")
+    complete_under_grammar: bool = Field(
+        False, description="can continue given assistant text under a grammar: the sampler "
+        "completes an unreadable sample's scores line this way (status `forced`)")
+    logprobs: bool = Field(False, description="returns token log-probabilities when asked")
 
-    async def aclose(self) -> None: ...
+
+GenerationRequest = tuple[list[Message], int]
+"""One prompt and how many samples to draw from it."""
+
+GenerationOutcome = GenerationResult | BackendError
+"""What `generate_many` returns per request: the result, or the recorded failure of its call."""
 
 
-@runtime_checkable
-class ScoreForcingBackend(Backend, Protocol):
-    """A backend that can complete a scores line under a grammar (local models only).
+class Backend(ABC):
+    """Generate `n` completions of one chat prompt.
 
-    Each of `prefixes` is assistant text so far (one failed sample each); the result holds one
-    forced continuation per prefix, in order, each matching `Scores: \\boxed{s1, ..., sn}` with
-    integers 1-10. All prefixes are completed in one batched call.
+    Subclasses set `CAPABILITIES` and implement `spec` and `generate`; they override
+    `generate_many` and `complete_under_grammar` only when they declare those capabilities.
     """
 
-    async def force_scores(
-        self, messages: list[Message], prefixes: list[str], n_responses: int,
-        config: GenerationConfig,
-    ) -> GenerationResult: ...
+    CAPABILITIES: ClassVar[BackendCapabilities] = BackendCapabilities()
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        """The declared capabilities (a wrapper such as the cache reports its inner backend's)."""
+        return self.CAPABILITIES
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The model spec string, without secrets (used in cache keys and results)."""
+
+    @abstractmethod
+    async def generate(self, messages: list[Message], config: GenerationConfig,
+                       n: int = 1) -> GenerationResult:
+        """n completions of `messages`; raises a `BackendError` subclass on failure."""
+
+    async def generate_many(self, requests: list[GenerationRequest],
+                            config: GenerationConfig) -> list[GenerationOutcome]:
+        """Several prompts, n samples each; one outcome per request, in order.
+
+        A failed call is returned in its place (it becomes a recorded sample failure) so that
+        the other requests' results and usage are kept. The default sends the requests
+        concurrently; batched local backends run them in one model call.
+        """
+        gathered = await asyncio.gather(*(self.generate(m, config, n) for m, n in requests),
+                                        return_exceptions=True)
+        out: list[GenerationOutcome] = []
+        for g in gathered:
+            if isinstance(g, BaseException):
+                if not is_recorded_failure(g):
+                    raise g  # a bug, not a failed call
+                assert isinstance(g, BackendError)
+                out.append(g)
+            else:
+                out.append(g)
+        return out
+
+    async def complete_under_grammar(self, messages: list[Message], prefixes: list[str],
+                                     grammar: str, config: GenerationConfig) -> GenerationResult:
+        """Continue each prefix (assistant text so far) under `grammar`, greedily; one
+        completion per prefix, in order. Only backends that declare the capability have it."""
+        raise CapabilityError(f"{self.spec} cannot complete text under a grammar")
+
+    def should_retry(self, error: BackendError) -> bool:
+        """Whether a failed call is worth another attempt. Providers refine this; the default
+        trusts the error class (429, 5xx, timeouts and dropped connections are transient)."""
+        return error.retryable
+
+    async def aclose(self) -> None:
+        """Release clients and connections; the default has nothing to release."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"

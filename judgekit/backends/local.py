@@ -1,8 +1,10 @@
 """In-process Hugging Face transformers backend (local directories and GGUF files; no hub).
 
 k samples of one prompt are generated in ONE batched `generate` call (shared prompt,
-`num_return_sequences=k`). When free text does not parse, `force_scores` completes the final
-scores line under an xgrammar grammar. Why xgrammar: it ships a transformers logits processor,
+`num_return_sequences=k`). When free text does not parse, `complete_under_grammar` completes
+the final scores line under an xgrammar grammar. torch and transformers errors are mapped to
+`LocalModelError` here, at the boundary, so the sampler records them like any failed call.
+Why xgrammar: it ships a transformers logits processor,
 compiles a tiny EBNF in milliseconds, and runs on CPU; outlines pulls a much larger stack and
 llguidance has no maintained transformers processor.
 """
@@ -15,11 +17,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from judgekit.backends.base import Completion, GenerationResult, TokenLogprob
+from judgekit.backends.base import (
+    Backend,
+    BackendCapabilities,
+    Completion,
+    GenerationOutcome,
+    GenerationRequest,
+    GenerationResult,
+    TokenLogprob,
+)
 from judgekit.config import GenerationConfig
-from judgekit.errors import MissingDependencyError, ModelSpecError
-from judgekit.parsing import scores_line_grammar
+from judgekit.errors import LocalModelError, MissingDependencyError, ModelSpecError
 from judgekit.schema import Message, Usage
+
+# What counts as a failure of the in-process model (rather than a bug in judgekit): torch raises
+# RuntimeError (out of memory, shape and device errors), transformers ValueError and OSError.
+_MODEL_FAILURES = (RuntimeError, ValueError, OSError, MemoryError)
 
 
 def _pick_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
@@ -34,11 +47,12 @@ def _pick_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]
     return device, torch_dtype
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     """A local causal LM. Loading is lazy (first call) and generation is serialised by a lock:
     one model, one generate at a time; concurrency comes from batching samples."""
 
-    supports_grammar = True
+    CAPABILITIES = BackendCapabilities(batched=True, grammar=True, complete_under_grammar=True,
+                                       logprobs=True)
 
     def __init__(self, model_path: str | Path, *, gguf_file: str | None = None,
                  spec: str | None = None, device: str | None = None, dtype: str | None = None,
@@ -79,9 +93,6 @@ class TransformersBackend:
     @property
     def spec(self) -> str:
         return self._spec
-
-    def __repr__(self) -> str:
-        return f"TransformersBackend({self._spec!r})"
 
     # -- loading -----------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -136,12 +147,27 @@ class TransformersBackend:
     # -- generation ---------------------------------------------------------------------------
     async def generate(self, messages: list[Message], config: GenerationConfig,
                        n: int = 1) -> GenerationResult:
-        return await asyncio.to_thread(self.generate_sync, messages, config, n)
+        return await asyncio.to_thread(self._mapped, self.generate_sync, messages, config, n)
 
-    async def generate_many(self, requests: list[tuple[list[Message], int]],
-                            config: GenerationConfig) -> list[GenerationResult]:
-        """Several prompts (e.g. one item's permutations), n samples each, in ONE generate call."""
-        return await asyncio.to_thread(self.generate_many_sync, requests, config)
+    async def generate_many(self, requests: list[GenerationRequest],
+                            config: GenerationConfig) -> list[GenerationOutcome]:
+        """Several prompts (e.g. one item's permutations), n samples each, in ONE generate call.
+        A failure of that call is every request's outcome."""
+        try:
+            results = await asyncio.to_thread(self._mapped, self.generate_many_sync, requests,
+                                              config)
+        except LocalModelError as exc:
+            return [exc for _ in requests]
+        return list(results)
+
+    def _mapped(self, fn: Any, *args: Any) -> Any:
+        """Run `fn`, turning torch/transformers failures into LocalModelError (the boundary)."""
+        try:
+            return fn(*args)
+        except (MissingDependencyError, ModelSpecError):
+            raise
+        except _MODEL_FAILURES as exc:
+            raise LocalModelError(f"{self._spec}: {type(exc).__name__}: {exc}") from exc
 
     def generate_sync(self, messages: list[Message], config: GenerationConfig,
                       n: int = 1) -> GenerationResult:
@@ -244,14 +270,15 @@ class TransformersBackend:
             self._grammars[grammar] = xgr.GrammarCompiler(info).compile_grammar(grammar)
         return self._grammars[grammar]
 
-    async def force_scores(self, messages: list[Message], prefixes: list[str], n_responses: int,
-                           config: GenerationConfig) -> GenerationResult:
-        return await asyncio.to_thread(self.force_scores_sync, messages, prefixes, n_responses,
-                                       config)
+    async def complete_under_grammar(self, messages: list[Message], prefixes: list[str],
+                                     grammar: str, config: GenerationConfig) -> GenerationResult:
+        return await asyncio.to_thread(self._mapped, self.complete_under_grammar_sync, messages,
+                                       prefixes, grammar, config)
 
-    def force_scores_sync(self, messages: list[Message], prefixes: list[str], n_responses: int,
-                          config: GenerationConfig) -> GenerationResult:
-        """Complete `Scores: \\boxed{...}` after each prefix under the grammar, greedily, batched."""
+    def complete_under_grammar_sync(self, messages: list[Message], prefixes: list[str],
+                                    grammar: str, config: GenerationConfig) -> GenerationResult:
+        """Continue each prefix on a new line under `grammar` (a short final line such as the
+        scores line), greedily, all prefixes in one batched call."""
         import torch
         from xgrammar.contrib.hf import LogitsProcessor
 
@@ -262,9 +289,9 @@ class TransformersBackend:
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             self._device)
         width = int(enc["input_ids"].shape[1])
-        processor = LogitsProcessor(self._compiled(scores_line_grammar(n_responses)))
+        processor = LogitsProcessor(self._compiled(grammar))
         with self._gen_lock, torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=8 + 4 * n_responses, do_sample=False,
+            out = model.generate(**enc, max_new_tokens=min(config.max_tokens, 64), do_sample=False,
                                  logits_processor=[processor], pad_token_id=tok.pad_token_id)
         completions = []
         completion_tokens = 0
@@ -280,3 +307,4 @@ class TransformersBackend:
 
     async def aclose(self) -> None:
         """Nothing to release eagerly; the model is freed with the backend."""
+        return None

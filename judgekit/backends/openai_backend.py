@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from judgekit.backends._remote import RemoteBackend
-from judgekit.backends.base import Completion, GenerationResult, TokenLogprob
+from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult, TokenLogprob
 from judgekit.config import GenerationConfig
 from judgekit.errors import MissingDependencyError, TransientBackendError
 from judgekit.schema import Message, Usage
@@ -26,6 +26,7 @@ class OpenAIBackend(RemoteBackend[Any]):
     OPENAI_BASE_URL; a local server with no key gets a placeholder key."""
 
     provider = "openai"
+    CAPABILITIES = BackendCapabilities(logprobs=True)
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.fault_server import FaultServer
 
-from judgekit.backends.base import Backend, Completion, GenerationResult, ScoreForcingBackend
+from judgekit.backends.base import Backend, BackendCapabilities, Completion, GenerationResult
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.cache import (
     CachedBackend,
@@ -31,7 +31,8 @@ CFG = GenerationConfig(temperature=0.7, max_tokens=32, timeout=5.0)
 MSGS: list[Message] = [{"role": "user", "content": "jk-item-c Which is better?"}]
 
 
-class CountingBackend:
+class CountingBackend(Backend):
+    CAPABILITIES = BackendCapabilities(complete_under_grammar=True)
     """Returns numbered completions and records every call's n."""
 
     spec = "fake:counter"
@@ -50,8 +51,8 @@ class CountingBackend:
         return GenerationResult(completions=out,
                                 usage=Usage(prompt_tokens=10, completion_tokens=5 * n, calls=1))
 
-    async def force_scores(self, messages: list[Message], prefixes: list[str], n_responses: int,
-                           config: GenerationConfig) -> GenerationResult:
+    async def complete_under_grammar(self, messages: list[Message], prefixes: list[str],
+                                     grammar: str, config: GenerationConfig) -> GenerationResult:
         return GenerationResult(completions=[Completion(text="Scores: \\boxed{5}")])
 
     async def aclose(self) -> None:
@@ -125,12 +126,13 @@ async def test_sample_offset_gives_distinct_samples_across_calls(tmp_path: Path)
 async def test_forwards_optional_methods_and_protocols(tmp_path: Path) -> None:
     inner = CountingBackend()
     cached = CachedBackend(inner, tmp_path / "c.sqlite")
-    assert isinstance(cached, Backend) and isinstance(cached, ScoreForcingBackend)
-    forced = await cached.force_scores(MSGS, ["x"], 1, CFG)
+    assert isinstance(cached, Backend)
+    assert cached.capabilities == inner.capabilities
+    forced = await cached.complete_under_grammar(MSGS, ["x"], "root ::= \"x\"", CFG)
     assert forced.completions[0].text.startswith("Scores:")
-    assert cached.spec == "fake:counter" and cached.made == 0
+    assert cached.spec == "fake:counter" and inner.made == 0
     with pytest.raises(AttributeError):
-        _ = cached.no_such_thing
+        _ = cached.no_such_thing  # type: ignore[attr-defined]
     assert "CachedBackend(" in repr(cached)
 
 
@@ -138,6 +140,7 @@ class BatchedBackend(CountingBackend):
     """Like a local backend: `generate_many` does every prompt in one batched call."""
 
     spec = "fake:batched"
+    CAPABILITIES = BackendCapabilities(batched=True)
 
     def __init__(self) -> None:
         super().__init__()
@@ -169,9 +172,12 @@ async def test_generate_many_is_cached_and_stays_batched(tmp_path: Path) -> None
     assert second[1].usage == Usage(cached_calls=1)
     third = await cached.generate_many([(a, 3), (b, 1)], CFG)
     assert inner.batches == [[2, 1], [1]] and sum(r.usage.calls for r in third) == 0
-    # Plain backends have no generate_many, and the wrapper does not invent one.
-    assert getattr(CachedBackend(CountingBackend(), tmp_path / "d.sqlite"), "generate_many",
-                   None) is None
+    # A backend that does not batch gets one call per prompt, still cached.
+    plain = CountingBackend()
+    plain_cached = CachedBackend(plain, tmp_path / "d.sqlite")
+    await plain_cached.generate_many([(a, 2), (b, 1)], CFG)
+    await plain_cached.generate_many([(a, 2), (b, 1)], CFG)
+    assert sorted(plain.calls) == [1, 2]
 
 
 def test_wrap_with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,7 @@ def test_request_parameters() -> None:
 
 async def test_grammar_is_refused_not_ignored() -> None:
     b = OpenAIBackend("m", base_url="http://127.0.0.1:1/v1")
-    assert b.supports_grammar is False
+    assert b.capabilities.grammar is False
     with pytest.raises(ValueError, match="grammar"):
         await b.generate([{"role": "user", "content": "x"}], GenerationConfig(grammar="root ::= x"))
 

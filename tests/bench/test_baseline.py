@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from judgekit.backends.base import Completion, GenerationResult
+from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.bench import metrics
 from judgekit.bench.baseline import PairwiseBaselineJudge, choice_scores
 from judgekit.bench.items import BenchItem, Label
@@ -18,7 +18,7 @@ from judgekit.errors import TransientBackendError
 from judgekit.schema import Message, SampleStatus, Usage
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """A fake backend: `reply(prompt_text)` gives the completion text."""
 
     def __init__(self, reply: Callable[[str], str]) -> None:

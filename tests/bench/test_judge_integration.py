@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from judgekit.backends.base import Completion, GenerationResult
+from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.bench import metrics, report
 from judgekit.bench.items import BenchItem, Label
 from judgekit.bench.runner import read_results, run
@@ -19,7 +19,7 @@ from judgekit.schema import Message, SampleStatus, Usage
 judge_mod = pytest.importorskip("judgekit.judge")
 
 
-class GRMScript:
+class GRMScript(Backend):
     """Scripted backend: GRM prompts get a judgement that is right 2 times in 3 (wrong ones say
     "(hasty)"); meta prompts rate hasty judgements 2 and the others 9."""
 
