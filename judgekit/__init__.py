@@ -3,6 +3,7 @@
 from judgekit.backends import Backend, resolve_backend
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
+from judgekit.batch import JudgeItem, verdicts_frame
 from judgekit.cache import CachedBackend, ResponseCache
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
@@ -18,7 +19,7 @@ from judgekit.errors import (
     TemplateError,
     TransientBackendError,
 )
-from judgekit.judge import Judge, JudgeItem, verdicts_frame
+from judgekit.judge import Judge
 from judgekit.meta import MetaJudge, SequenceClassifierMetaScorer
 from judgekit.retry import RetryPolicy
 from judgekit.schema import Critique, Judgement, Principle, SampleStatus, Usage, Verdict

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from judgekit.backends.base import Backend, GenerationResult
 from judgekit.backends.registry import resolve_backend
+from judgekit.batch import JudgeItem, score_batch
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError, JudgekitError, ParseError
+from judgekit.errors import BackendError, JudgekitError, ParseError, describe_error
 from judgekit.parsing import grm_output_grammar, parse_grm, scores_line_grammar
 from judgekit.prompts import (
     GRM_TEMPLATE,
@@ -39,16 +38,6 @@ REASK_MESSAGE = (
     "Your judgement could not be read: {error}. Reply with only the final line, holding the "
     "{n} overall score(s) in response order, e.g. Scores: \\boxed{{{example}}}"
 )
-
-
-class JudgeItem(BaseModel):
-    """One thing to judge in a batch: a query (or conversation) and its responses."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str | None = None
-    query: str | list[Message]
-    responses: list[str] = Field(min_length=1)
 
 
 def seed_for_item(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
@@ -388,53 +377,7 @@ class Judge:
         await self.backend.aclose()
 
 
-async def score_batch(
-    items: Sequence[JudgeItem], score_one: Callable[[JudgeItem], Awaitable[Verdict]], *,
-    model: str, samples: int, concurrency: int, progress: bool,
-    on_result: Callable[[int, Verdict], Any] | None, desc: str,
-) -> list[Verdict]:
-    """The batch loop every judge shares: bounded concurrency, a progress bar, input order, and
-    an item's failure recorded as a Verdict with `error` instead of aborting the batch."""
-    from tqdm.auto import tqdm
-
-    limit = asyncio.Semaphore(concurrency)
-    out: list[Verdict | None] = [None] * len(items)
-    bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
-
-    async def one(idx: int, item: JudgeItem) -> None:
-        async with limit:
-            start = time.perf_counter()
-            try:
-                verdict = await score_one(item)
-            except (JudgekitError, ValueError, OSError) as exc:
-                verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
-                                  scores=[None] * len(item.responses), k=samples, model=model,
-                                  error=describe_error(exc),
-                                  wall_time_s=round(time.perf_counter() - start, 4))
-            out[idx] = verdict
-            bar.update(1)
-            if on_result is not None:
-                on_result(idx, verdict)
-
-    try:
-        await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
-    finally:
-        bar.close()
-    return [v for v in out if v is not None]
-
-
-def verdicts_frame(verdicts: Sequence[Verdict]) -> Any:
-    """A pandas DataFrame with one row per verdict."""
-    import pandas as pd
-
-    return pd.DataFrame([v.to_row() for v in verdicts])
-
-
 # -- pure helpers ------------------------------------------------------------------------------
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _failed_call_usage(exc: BaseException, first: bool) -> Usage:
     """A failed call still counts: one call, and the retries it spent (on its first sample)."""
     if not first:

@@ -21,8 +21,8 @@ from typing import Any
 from judgekit.backends.base import Backend, GenerationResult
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError, JudgekitError, ParseError
-from judgekit.judge import describe_error, seed_for_item
+from judgekit.errors import BackendError, JudgekitError, ParseError, describe_error
+from judgekit.judge import seed_for_item
 from judgekit.parsing import parse_best_index
 from judgekit.prompts import pairwise_baseline_messages
 from judgekit.schema import Judgement, Message, SampleStatus, Usage, Verdict
@@ -144,7 +144,7 @@ class PairwiseBaselineJudge:
                           on_result: Callable[[int, Verdict], Any] | None = None,
                           **_: Any) -> list[Verdict]:
         """Same contract as `Judge.ascore_many`: input order, failures as Verdicts with `error`."""
-        from judgekit.judge import JudgeItem, score_batch
+        from judgekit.batch import JudgeItem, score_batch
 
         parsed = [JudgeItem.model_validate(i) for i in items]
 
