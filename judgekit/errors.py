@@ -122,3 +122,46 @@ def is_recorded_failure(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> str:
     """The one-line description stored in results: the class name and the message."""
     return f"{type(exc).__name__}: {exc}"
+
+
+class ServerUnreachableError(TransientBackendError):
+    """The server could not be reached at all: connection refused, unknown host, connect timeout.
+
+    Retried on a short budget (`RetryPolicy.connect_retries`), and counted by the backend's
+    circuit breaker: a dead server costs seconds, not a minute per request.
+    """
+
+
+class CircuitOpenError(ServerUnreachableError):
+    """Not sent: the backend's last connection attempts all failed, so it fails fast until a
+    cool-down has passed and a probe request gets through."""
+
+    retryable = False
+
+
+class RunAbortedError(JudgekitError):
+    """A batch stopped early because the backend failed for everyone (a rejected key, or a run
+    of items that could not reach the server). Items finished before the stop were recorded
+    (`on_result`), so a re-run resumes; `verdicts` holds them by input index."""
+
+    def __init__(self, message: str, *, cause: str, finished: int, total: int) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.finished = finished
+        self.total = total
+        self.verdicts: dict[int, object] = {}
+
+
+def recorded_error_class(description: str | None) -> type[JudgekitError] | None:
+    """The judgekit error class a `describe_error` text starts with ("AuthenticationError: ..."),
+    or None; lets a batch read back what kind of failure a recorded sample holds."""
+    if not description:
+        return None
+    name = description.split(":", 1)[0].strip()
+    todo: list[type[JudgekitError]] = [JudgekitError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            return cls
+        todo.extend(cls.__subclasses__())
+    return None
