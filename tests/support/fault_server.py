@@ -59,6 +59,16 @@ def shown_responses(prompt: str) -> list[str] | None:
     return [b for _, b in blocks] or None
 
 
+class _Server(ThreadingHTTPServer):
+    """socketserver's listen backlog is 5: a burst of new connections overflows it, the kernel
+    drops their SYNs, and the clients retransmit after 1 s, 3 s... which a short client timeout
+    turns into connect errors that no request record explains (the e2e test's extra retries).
+    A deep backlog makes every connection reach the handler."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 @dataclass
 class Record:
     api: str
@@ -95,8 +105,7 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         daemon=True, name="fault-server")
         self._thread.start()
