@@ -1,5 +1,6 @@
-"""The batch loop every judge shares: bounded concurrency, a progress bar, input order kept, and
-an item's failure recorded on its Verdict instead of aborting the batch."""
+"""The batch loop every judge shares: bounded concurrency, a progress bar, input order kept, an
+item's failure recorded on its Verdict instead of aborting the batch, and an early stop with one
+clear error when the backend fails for everyone (`RunAbortedError`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from judgekit.errors import ITEM_FAILURES, describe_error
-from judgekit.schema import Message, Verdict
+from judgekit.errors import (
+    ITEM_FAILURES,
+    AuthenticationError,
+    RunAbortedError,
+    ServerUnreachableError,
+    describe_error,
+    recorded_error_class,
+)
+from judgekit.schema import Message, SampleStatus, Verdict
+
+CONNECTION_FAILURES_TO_ABORT = 5
+"""Consecutive items that could not reach the server after which a batch stops."""
 
 
 class JudgeItem(BaseModel):
@@ -24,23 +35,66 @@ class JudgeItem(BaseModel):
     responses: list[str] = Field(min_length=1)
 
 
+class SystemicFailureWatch:
+    """Reads each finished item's recorded failures and says when the batch must stop: at once
+    for a rejected key (AuthenticationError), and after `max_unreachable` items in a row that
+    could not reach the server (ServerUnreachableError, including an open circuit). Any item with
+    a valid sample resets the run."""
+
+    def __init__(self, max_unreachable: int = CONNECTION_FAILURES_TO_ABORT) -> None:
+        self.max_unreachable = max_unreachable
+        self.unreachable = 0
+
+    @staticmethod
+    def failure_kinds(verdict: Verdict) -> list[type[Exception]]:
+        """The error classes of the item's failed calls (read back from the recorded text)."""
+        texts = [s.error for s in verdict.samples if s.status is SampleStatus.API_ERROR]
+        if not verdict.samples:
+            texts.append(verdict.error)
+        return [k for k in map(recorded_error_class, texts) if k is not None]
+
+    def check(self, verdict: Verdict) -> str | None:
+        """The reason to stop after this item, or None to go on."""
+        if verdict.valid_samples > 0:
+            self.unreachable = 0
+            return None
+        kinds = self.failure_kinds(verdict)
+        auth = next((k for k in kinds if issubclass(k, AuthenticationError)), None)
+        if auth is not None:
+            return "the server rejected the API key or its access (AuthenticationError)"
+        if kinds and all(issubclass(k, ServerUnreachableError) for k in kinds):
+            self.unreachable += 1
+            if self.unreachable >= self.max_unreachable:
+                return (f"{self.unreachable} items in a row could not reach the server "
+                        "(ServerUnreachableError)")
+        return None
+
+
 async def score_batch(
     items: Sequence[JudgeItem], score_one: Callable[[JudgeItem], Awaitable[Verdict]], *,
     model: str, samples: int, concurrency: int, progress: bool,
     on_result: Callable[[int, Verdict], Any] | None, desc: str,
+    watch: SystemicFailureWatch | None = None,
 ) -> list[Verdict]:
     """Judge `items` with at most `concurrency` in flight; results in input order.
 
     An item whose judging raises one of `ITEM_FAILURES` becomes a Verdict with `error` set.
+    When the backend fails for everyone (see `SystemicFailureWatch`), no further item starts,
+    the items in flight finish and are recorded (`on_result`), and `RunAbortedError` is raised
+    with one message that says why; a re-run of the same batch then resumes.
     """
     from tqdm.auto import tqdm
 
+    watch = watch if watch is not None else SystemicFailureWatch()
     limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
     bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
+    stop: list[tuple[str, Verdict]] = []
 
     async def one(idx: int, item: JudgeItem) -> None:
         async with limit:
+            if stop:
+                return
             start = time.perf_counter()
             try:
                 verdict = await score_one(item)
@@ -53,11 +107,23 @@ async def score_batch(
             bar.update(1)
             if on_result is not None:
                 on_result(idx, verdict)
+            reason = watch.check(verdict)
+            if reason is not None and not stop:
+                stop.append((reason, verdict))
 
     try:
         await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     finally:
         bar.close()
+    if stop:
+        reason, last = stop[0]
+        finished = sum(v is not None for v in out)
+        error = RunAbortedError(
+            f"stopped after {finished} of {len(items)} items: {reason}. Last error: "
+            f"{last.error or '?'}. Finished items are kept; fix the cause and re-run to resume.",
+            cause=reason, finished=finished, total=len(items))
+        error.verdicts = {i: v for i, v in enumerate(out) if v is not None}
+        raise error
     return [v for v in out if v is not None]
 
 

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fault_server import FaultServer
 
+from judgekit.backends._remote import parse_retry_after
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.config import GenerationConfig
@@ -25,7 +26,6 @@ from judgekit.errors import (
     RateLimitError,
     TransientBackendError,
 )
-from judgekit.backends._remote import parse_retry_after
 from judgekit.retry import RetryPolicy
 
 CFG = GenerationConfig(timeout=5.0, max_tokens=64)

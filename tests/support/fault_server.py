@@ -14,6 +14,9 @@ of the list (or for unscheduled keys, `default_schedule`) requests succeed. Faul
   malformed  HTTP 200 with a truncated JSON body
   401        authentication error whose message echoes the presented key (as real APIs do)
   400        a bad request
+  ctx        the provider's own context-length 400 (OpenAI code `context_length_exceeded`,
+             Anthropic "prompt is too long")
+  ctx-vllm / ctx-llamacpp / ctx-sglang   the context-length 400 as those servers word it
 
 The answer is judge-like text whose scores depend on content: a response containing GOOD scores 9,
 any other 2, so the best response is the same whatever order the judge shows them in.
@@ -57,6 +60,23 @@ def shown_responses(prompt: str) -> list[str] | None:
     tail = prompt.rsplit("Responses to Score", 1)[-1]
     blocks = _RESPONSE_BLOCK.findall(tail)
     return [b for _, b in blocks] or None
+
+
+_CONTEXT_FAULTS: dict[str, dict[str, Any]] = {
+    "ctx": {},
+    "ctx-vllm": {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                 "message": "This model's maximum context length is 2048 tokens. However, you "
+                            "requested 2600 tokens (2088 in the messages, 512 in the "
+                            "completion). Please reduce the length of the messages or "
+                            "completion."},
+    "ctx-llamacpp": {"error": {"code": 400, "type": "exceed_context_size_error",
+                               "message": "the request exceeds the available context size, "
+                                          "try increasing it", "n_prompt_tokens": 5000,
+                               "n_ctx": 4096}},
+    "ctx-sglang": {"object": "error", "type": "BadRequestError", "code": 400,
+                   "message": "The input (5000 tokens) is longer than the model's context "
+                              "length (4096 tokens)."},
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -273,6 +293,8 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                             f"Incorrect API key provided: {auth}. Check your key.")
             elif fault == "400":
                 self._error(api, 400, "invalid_request_error", "injected bad request")
+            elif fault in _CONTEXT_FAULTS:
+                self._context_length(api, fault)
             elif fault == "hang":
                 server._stop.wait(server.hang_seconds)
                 self.close_connection = True
@@ -285,6 +307,20 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             else:
                 raise ValueError(f"unknown fault {fault!r}")
             return True
+
+        def _context_length(self, api: str, fault: str) -> None:
+            if fault == "ctx" and api == "anthropic":
+                self._error(api, 400, "invalid_request_error",
+                            "prompt is too long: 210512 tokens > 200000 maximum")
+            elif fault == "ctx":
+                self._json(400, {"error": {
+                    "message": "This model's maximum context length is 8192 tokens. However, "
+                               "your messages resulted in 9000 tokens. Please reduce the length "
+                               "of the messages.",
+                    "type": "invalid_request_error", "param": "messages",
+                    "code": "context_length_exceeded"}})
+            else:
+                self._json(400, _CONTEXT_FAULTS[fault])
 
         def _openai_ok(self, body: dict[str, Any], n: int, responses: list[str] | None,
                        prompt_tokens: int) -> None:
