@@ -165,3 +165,8 @@ def recorded_error_class(description: str | None) -> type[JudgekitError] | None:
             return cls
         todo.extend(cls.__subclasses__())
     return None
+
+
+class CacheError(JudgekitError):
+    """The on-disk response cache cannot be used (a corrupt or unreadable file). The message
+    names the file and the way out: delete it, or run without the cache."""
