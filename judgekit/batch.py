@@ -44,6 +44,9 @@ class SystemicFailureWatch:
     def __init__(self, max_unreachable: int = CONNECTION_FAILURES_TO_ABORT) -> None:
         self.max_unreachable = max_unreachable
         self.unreachable = 0
+        self.error: str | None = None
+        """The recorded error that explains the stop (the first of the run, not a later
+        `CircuitOpenError` that only echoes it)."""
 
     @staticmethod
     def failure_kinds(verdict: Verdict) -> list[type[Exception]]:
@@ -57,12 +60,16 @@ class SystemicFailureWatch:
         """The reason to stop after this item, or None to go on."""
         if verdict.valid_samples > 0:
             self.unreachable = 0
+            self.error = None
             return None
         kinds = self.failure_kinds(verdict)
         auth = next((k for k in kinds if issubclass(k, AuthenticationError)), None)
         if auth is not None:
+            self.error = verdict.error
             return "the server rejected the API key or its access (AuthenticationError)"
         if kinds and all(issubclass(k, ServerUnreachableError) for k in kinds):
+            if self.unreachable == 0 or self.error is None or "CircuitOpenError" in self.error:
+                self.error = verdict.error
             self.unreachable += 1
             if self.unreachable >= self.max_unreachable:
                 return (f"{self.unreachable} items in a row could not reach the server "
@@ -89,7 +96,7 @@ async def score_batch(
     limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
     bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
-    stop: list[tuple[str, Verdict]] = []
+    stop: list[str] = []
 
     async def one(idx: int, item: JudgeItem) -> None:
         async with limit:
@@ -109,18 +116,18 @@ async def score_batch(
                 on_result(idx, verdict)
             reason = watch.check(verdict)
             if reason is not None and not stop:
-                stop.append((reason, verdict))
+                stop.append(reason)
 
     try:
         await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     finally:
         bar.close()
     if stop:
-        reason, last = stop[0]
+        reason = stop[0]
         finished = sum(v is not None for v in out)
         error = RunAbortedError(
-            f"stopped after {finished} of {len(items)} items: {reason}. Last error: "
-            f"{last.error or '?'}. Finished items are kept; fix the cause and re-run to resume.",
+            f"stopped after {finished} of {len(items)} items: {reason}. The error: "
+            f"{watch.error or '?'}. Finished items are kept; fix the cause and re-run to resume.",
             cause=reason, finished=finished, total=len(items))
         error.verdicts = {i: v for i, v in enumerate(out) if v is not None}
         raise error

@@ -230,6 +230,7 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self._failures = 0
         self._opened_at: float | None = None
+        self._last = ""
         self._lock = threading.Lock()
 
     def check(self, what: str) -> None:
@@ -245,8 +246,8 @@ class CircuitBreaker:
                 self._opened_at = now  # this call is the probe; the others keep failing fast
                 return
             raise CircuitOpenError(
-                f"{what}: not sent, the last {self._failures} connection attempts failed; "
-                f"trying again in {self.cooldown - (now - self._opened_at):.1f}s")
+                f"{what}: not sent, the last {self._failures} connection attempts failed "
+                f"({self._last}); trying again in {self.cooldown - (now - self._opened_at):.1f}s")
 
     def record(self, error: BackendError | None) -> None:
         """Count an attempt's outcome: a connection failure, or any answer from the server."""
@@ -255,6 +256,7 @@ class CircuitBreaker:
                 return
             with self._lock:
                 self._failures += 1
+                self._last = str(error)
                 if self._failures >= self.threshold:
                     self._opened_at = time.monotonic()
         elif self._failures:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,17 +16,22 @@ from typing import Any
 
 import pytest
 from support.bench_standin import ScriptedJudgeStandIn, make_verdict
+from support.fault_server import FaultServer
 
 from judgekit.bench.items import BenchItem, Label
 from judgekit.bench.runner import (
     RESULTS_FILE,
+    BenchRunAborted,
     BenchRunError,
     ResultRecord,
+    make_judge,
     read_results,
     read_run_info,
     repair_results,
     run,
 )
+from judgekit.errors import RunAbortedError
+from judgekit.retry import RetryPolicy
 from judgekit.schema import Verdict
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -203,3 +209,158 @@ def test_sigkill_midway_then_resume(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(script), str(full), "0"], env=env, check=True,
                    timeout=120)
     assert _comparable(read_results(out)) == _comparable(read_results(full))
+
+
+# -- resume integrity, fail-fast and context length, with real judges over the fault server --------
+
+
+def _judge(server: FaultServer, **kw: Any) -> Any:
+    kw.setdefault("retry", RetryPolicy(sleep=_no_sleep))
+    kw.setdefault("examples", False)
+    return make_judge("openai:judge-test", base_url=server.openai_url, cache=False, **kw)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def _fault_items(n: int) -> list[BenchItem]:
+    return [BenchItem(id=f"f{i}", query=f"jk-item-{i} q{i}", responses=["GOOD", "bad"],
+                      label=Label.best_of(0)) for i in range(n)]
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"temperature": 0.9}, "temperature"), ({"max_tokens": 99}, "generation"),
+    ({"meta_model": "openai:other"}, "meta_model"), ({"seed": 5}, "seed"),
+    ({"examples": True}, "examples")])
+def test_resume_with_other_settings_is_refused_naming_them(
+        fault_server: FaultServer, tmp_path: Path, change: dict[str, Any], named: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")  # the meta model's (never called)
+    items = _fault_items(3)
+    base: dict[str, Any] = {"temperature": 0.5, "max_tokens": 64}
+    run(items[:2], _judge(fault_server, **base), out_dir=tmp_path, dataset_name="toy")
+    info = read_run_info(tmp_path)
+    assert info.settings is not None and info.settings["model"].startswith("openai:judge-test")
+    assert info.settings["temperature"] == 0.5 and info.settings["generation"]["max_tokens"] == 64
+    seed = change.pop("seed", 0)
+    other = _judge(fault_server, **{**base, **change}, seed=seed)
+    with pytest.raises(BenchRunError) as refused:
+        run(items, other, out_dir=tmp_path, dataset_name="toy", seed=seed)
+    text = str(refused.value)
+    assert named in text and "--out" in text and "--overwrite" in text
+    assert len(_lines(tmp_path)) == 2  # nothing was appended
+    # the same settings resume; overwrite=True starts afresh with the new ones
+    assert run(items, _judge(fault_server, **base), out_dir=tmp_path,
+               dataset_name="toy").judged == 1
+    res = run(items, other, out_dir=tmp_path, dataset_name="toy", seed=seed, overwrite=True)
+    assert res.judged == 3 and len(_lines(tmp_path)) == 3
+
+
+def test_k_meta_change_is_refused(tmp_path: Path) -> None:
+    run(_items(2), ScriptedJudgeStandIn(), out_dir=tmp_path, samples=4, meta=True, k_meta=2,
+        dataset_name="toy")
+    with pytest.raises(BenchRunError, match="k_meta: 2 -> 3"):
+        run(_items(2), ScriptedJudgeStandIn(), out_dir=tmp_path, samples=4, meta=True,
+            k_meta=3, dataset_name="toy")
+
+
+def test_a_run_without_recorded_settings_resumes_with_a_warning(tmp_path: Path) -> None:
+    run(_items(2), ScriptedJudgeStandIn(), out_dir=tmp_path, dataset_name="toy")
+    path = tmp_path / "run.json"
+    data = json.loads(path.read_text())
+    data.pop("settings")
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="predates recorded settings"):
+        assert run(_items(3), ScriptedJudgeStandIn(), out_dir=tmp_path,
+                   dataset_name="toy").judged == 1
+
+
+def test_an_undecodable_line_is_skipped_and_its_item_judged_again(tmp_path: Path) -> None:
+    items = _items(4)
+    run(items, ScriptedJudgeStandIn(), out_dir=tmp_path, dataset_name="toy")
+    path = tmp_path / RESULTS_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = b"\xff\xfe not json, not even UTF-8 \x80\n"
+    path.write_bytes(b"".join(lines))
+    judge = ScriptedJudgeStandIn()
+    with pytest.warns(UserWarning, match=r"results.jsonl:2: skipping an unreadable line"):
+        res = run(items, judge, out_dir=tmp_path, dataset_name="toy")
+    assert judge.calls == ["it1"] and res.judged == 1
+    with pytest.warns(UserWarning):
+        assert {r.item_id for r in read_results(tmp_path)} == {f"it{i}" for i in range(4)}
+
+
+def test_context_length_failures_are_final_and_reported_apart(
+        fault_server: FaultServer, tmp_path: Path) -> None:
+    fault_server.schedule = {"1": ["ctx"] * 5, "2": ["500"] * 20}
+    items = _fault_items(4)
+    res = run(items, _judge(fault_server, retry=RetryPolicy(sleep=_no_sleep, max_retries=1)),
+              out_dir=tmp_path, dataset_name="toy")
+    assert (res.failed, res.context_length) == (2, 1)
+    assert "1 too long for the model's context" in str(res)
+    recs = {r.item_id: r for r in read_results(tmp_path)}
+    assert recs["f1"].context_length and recs["f1"].final and recs["f1"].failed
+    assert not recs["f2"].context_length and not recs["f2"].final
+    before = dict(fault_server.counts)
+    again = run(items, _judge(fault_server), out_dir=tmp_path, dataset_name="toy")
+    assert again.judged == 1  # only the 500 item; the context-length one is not sent again
+    assert fault_server.counts["1"] == before["1"]
+
+
+def test_a_dead_server_stops_the_run_and_a_rerun_resumes(
+        fault_server: FaultServer, tmp_path: Path) -> None:
+    items = _fault_items(60)
+    run(items[:10], _judge(fault_server), out_dir=tmp_path, dataset_name="toy", concurrency=4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    # a judge whose model spec matches, but whose server is down (as when a server dies)
+    down = make_judge("openai:judge-test", base_url=dead, examples=False, cache=False)
+    down.backend.base_url = fault_server.openai_url  # same spec as the recorded run
+    start = time.monotonic()
+    with pytest.raises(BenchRunAborted) as info:
+        run(items, down, out_dir=tmp_path, dataset_name="toy", concurrency=4)
+    assert time.monotonic() - start < 15
+    assert isinstance(info.value, RunAbortedError) and isinstance(info.value, BenchRunError)
+    assert "could not reach the server" in str(info.value) and RESULTS_FILE in str(info.value)
+    assert read_run_info(tmp_path).finished_at is None
+    res = run(items, _judge(fault_server), out_dir=tmp_path, dataset_name="toy", concurrency=4)
+    assert res.failed == 0 and res.already_done == 10
+    assert {r.item_id for r in read_results(tmp_path) if not r.failed} == {i.id for i in items}
+
+
+def test_bench_run_cli_stops_with_one_line_on_a_dead_server(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"x{i}", "query": "q", "responses": ["a", "b"],
+                                        "label": 0}) + "\n" for i in range(40)))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "judgekit.bench", "run", str(data), "--model", "openai:m",
+         "--base-url", dead, "--no-cache", "--no-progress", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "could not reach the server" in err[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / RESULTS_FILE).exists()
+
+
+def test_bench_run_cli_names_a_corrupt_cache_file(tmp_path: Path) -> None:
+    cache = tmp_path / "bad.sqlite"
+    cache.write_bytes(b"garbage " * 500)
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps({"id": "x", "query": "q", "responses": ["a", "b"],
+                                "label": 0}) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "judgekit.bench", "run", str(data), "--model", "openai:m",
+         "--base-url", "http://127.0.0.1:9/v1", "--cache", str(cache), "--no-progress",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert str(cache) in proc.stderr and "--no-cache" in proc.stderr
