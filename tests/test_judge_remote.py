@@ -63,17 +63,22 @@ def test_still_unparseable_after_the_reasks_is_a_parse_failure_not_a_score(
 
 def test_failed_calls_are_recorded_per_item_and_the_batch_goes_on(
         fault_server: FaultServer) -> None:
-    fault_server.schedule = {"bad": ["500", "500", "500"], "auth": ["401"]}
+    fault_server.schedule = {"bad": ["500", "500", "500"], "fatal": ["400"], "auth": ["401"]}
     items = [{"id": "good", "query": "jk-item-good q", "responses": ["GOOD", "meh"]},
              {"id": "bad", "query": "jk-item-bad q", "responses": ["GOOD", "meh"]},
-             {"id": "auth", "query": "jk-item-auth q", "responses": ["meh", "GOOD"]}]
-    good, bad, auth = _judge(fault_server).score_many(items, progress=False)
+             {"id": "fatal", "query": "jk-item-fatal q", "responses": ["meh", "GOOD"]}]
+    judge = _judge(fault_server)
+    good, bad, fatal = judge.score_many(items, progress=False)
     assert good.ok and good.best == 0
-    for v in (bad, auth):
+    # A rejected key is recorded on the sample of a single call; in a batch it stops the batch
+    # (RunAbortedError, see tests/backends/test_failfast.py).
+    auth = judge.score("jk-item-auth q", ["meh", "GOOD"])
+    for v in (bad, fatal, auth):
         assert not v.ok and v.error is not None and v.best is None
         assert v.samples[0].status is SampleStatus.API_ERROR and v.samples[0].scores is None
     assert "TransientBackendError" in (bad.error or "") or "500" in (bad.error or "")
     assert bad.samples[0].usage.retries == 2  # three attempts, all spent
+    assert "FatalBackendError" in (fatal.error or "")
     assert "AuthenticationError" in (auth.error or "") and "sk-test-x" not in (auth.error or "")
 
 
