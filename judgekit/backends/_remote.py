@@ -10,6 +10,7 @@ Each provider maps its own SDK's exceptions (`map_error`) with the HTTP helpers 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import json
@@ -18,7 +19,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -197,6 +198,8 @@ async def gather_requests(calls: list[Awaitable[tuple[T, Usage]]]) -> list[tuple
     """Run the sibling requests of one `generate` concurrently. When some fail, the first
     failure is raised with the usage of the ones that succeeded attached (`spent_usage`), so a
     sibling's failure does not lose what the others cost."""
+    if len(calls) == 1:  # the common case (one request for all n): no task to schedule
+        return [await calls[0]]
     results = await asyncio.gather(*calls, return_exceptions=True)
     done: list[tuple[T, Usage]] = []
     failures: list[BackendError] = []
@@ -269,6 +272,46 @@ class CircuitBreaker:
         return self._opened_at is not None
 
 
+_NO_SLOT = contextlib.nullcontext()
+
+
+class _LoopClient(Generic[ClientT]):
+    """One event loop's SDK client, closed before that loop closes.
+
+    `Judge.score()` runs `asyncio.run` per call; an SDK client left open when its loop closes
+    is finalised later from another loop ("Event loop is closed" noise, sockets left to the GC).
+    An async generator that has started is closed by the loop's `shutdown_asyncgens()`, which
+    `asyncio.run` calls before closing the loop: its `finally` closes the client in time.
+    """
+
+    def __init__(self, client: ClientT) -> None:
+        self.client = client
+        self._guard: AsyncGenerator[None, None] | None = None
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            close = getattr(self.client, "close", None)
+            if close is not None:
+                await close()
+
+    async def close_with_loop(self) -> None:
+        """Arrange (once) for the client to be closed when its event loop shuts down."""
+        if self._guard is None:
+            self._guard = self._close_at_shutdown()
+            await anext(self._guard)
+
+    async def aclose(self) -> None:
+        if self._guard is not None:
+            guard, self._guard = self._guard, None
+            await guard.aclose()
+        else:
+            close = getattr(self.client, "close", None)
+            if close is not None:
+                await close()
+
+
 class RemoteBackend(Backend, Generic[ClientT]):
     """Base of the HTTP API backends. Subclasses set `provider`, the env var names, `_new_client`
     and `generate`.
@@ -326,7 +369,8 @@ class RemoteBackend(Backend, Generic[ClientT]):
         self.retry_policy = retry if retry is not None else RetryPolicy(max_retries=max_retries)
         self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute)
         self.breaker = CircuitBreaker()
-        self._clients: LoopLocal[ClientT] = LoopLocal(self._new_client)
+        self._clients: LoopLocal[_LoopClient[ClientT]] = LoopLocal(
+            lambda: _LoopClient(self._new_client()))
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -357,7 +401,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
     @property
     def client(self) -> ClientT:
         """The SDK client of the running event loop."""
-        return self._clients.get()
+        return self._clients.get().client
 
     @property
     def _sdk_base_url(self) -> str | None:
@@ -379,6 +423,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
     ) -> tuple[R, int]:
         """One logical request: throttled per attempt, bounded by `config.timeout` per attempt,
         retried under the policy. Returns (response, retries)."""
+        await self._clients.get().close_with_loop()
 
         tokens = estimate_tokens(messages, config.max_tokens, n) if not self.throttle.unlimited \
             else 0
@@ -386,7 +431,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
         async def attempt() -> R:
             self.breaker.check(self.spec)
             error: BackendError | None
-            async with self.throttle.slot(tokens):
+            async with self.throttle.slot(tokens) if not self.throttle.unlimited else _NO_SLOT:
                 try:
                     # The SDK timeout covers each network phase; this one bounds the whole
                     # attempt (a server that trickles bytes forever).
@@ -426,9 +471,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
     async def aclose(self) -> None:
         """Close this loop's SDK client; clients of other loops are dropped (their loops are gone
         or not ours to drive)."""
-        client = self._clients.pop_current()
+        holder = self._clients.pop_current()
         self._clients.clear()
-        if client is not None:
-            close = getattr(client, "close", None)
-            if close is not None:
-                await close()
+        if holder is not None:
+            await holder.aclose()
