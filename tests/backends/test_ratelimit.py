@@ -38,11 +38,12 @@ def budget_judge(server: FaultServer, **throttle: float) -> Judge:
 
 
 def assert_spaced(stamps: list[float], burst: int, gap: float) -> None:
-    """The i-th request (sorted) is not earlier than (i - burst + 1) gaps after the first."""
+    """The i-th request (sorted) reaches the server no earlier than (i - burst + 1) gaps after
+    the first, give or take a connection set-up (each sync call opens a fresh connection)."""
     stamps = sorted(stamps)
     for i, t in enumerate(stamps):
         earliest = max(0, i - burst + 1) * gap
-        assert t - stamps[0] >= earliest - 0.05, (i, [round(s - stamps[0], 3) for s in stamps])
+        assert t - stamps[0] >= earliest - 0.15, (i, [round(s - stamps[0], 3) for s in stamps])
 
 
 def test_six_sync_score_calls_share_one_request_budget(fault_server: FaultServer) -> None:
