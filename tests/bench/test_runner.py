@@ -364,3 +364,107 @@ def test_bench_run_cli_names_a_corrupt_cache_file(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert str(cache) in proc.stderr and "--no-cache" in proc.stderr
+
+
+# -- 1,000 items with injected faults, killed twice, resumed -----------------------------------------
+
+_FAULTY_CHILD = textwrap.dedent("""
+    import sys
+    from judgekit.bench.items import BenchItem, Label
+    from judgekit.bench.runner import make_judge, run
+    from judgekit.retry import RetryPolicy
+    url, out, cache, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    items = [BenchItem(id=f"i{i}", query=f"jk-item-{i} q{i}", responses=["GOOD", "bad"],
+                       label=Label.best_of(0)) for i in range(n)]
+    judge = make_judge("openai:judge-test", base_url=url, examples=False, cache=cache,
+                       max_tokens=64,
+                       retry=RetryPolicy(initial_delay=0.001, max_delay=0.01, jitter=0.001))
+    print(run(items, judge, out_dir=out, dataset_name="faulty", concurrency=16))
+""")
+_TRANSIENT = ["429", "500", "503", "drop", "malformed"]
+
+
+def _faulty_schedule(n: int) -> tuple[dict[str, list[str]], set[str]]:
+    """Every 10th item's first request fails transiently (then succeeds); every 50th item's
+    prompt is too long for the context (a final, recorded failure)."""
+    schedule: dict[str, list[str]] = {}
+    too_long: set[str] = set()
+    for i in range(n):
+        if i % 50 == 7:
+            schedule[str(i)] = ["ctx"] * 5
+            too_long.add(f"i{i}")
+        elif i % 10 == 3:
+            schedule[str(i)] = [_TRANSIENT[(i // 10) % len(_TRANSIENT)]]
+    return schedule, too_long
+
+
+def _complete_ids(out: Path) -> set[str]:
+    path = out / RESULTS_FILE
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    return {json.loads(line)["item_id"] for line in data[: data.rfind(b"\n") + 1].splitlines()
+            if line.strip()}
+
+
+@pytest.mark.timeout(90)
+def test_1000_faulty_items_killed_twice_end_judged_once_and_pay_nothing_twice(
+        fault_server: FaultServer, tmp_path: Path) -> None:
+    n = 1000
+    fault_server.schedule, too_long = _faulty_schedule(n)
+    fault_server.retry_after = "0"
+    script = tmp_path / "child.py"
+    script.write_text(_FAULTY_CHILD)
+    out, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    argv = [sys.executable, str(script), fault_server.openai_url, str(out), str(cache), str(n)]
+    start = time.monotonic()
+    in_flight: set[str] = set()  # items the server had seen but with no complete line at a kill
+    done_at_kill: list[tuple[set[str], Counter[str]]] = []
+    for kill_at in (300, 650):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+        try:
+            while len(_complete_ids(out)) < kill_at:
+                assert proc.poll() is None, "the run finished before it could be killed"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        done = _complete_ids(out)
+        done_at_kill.append((done, Counter(fault_server.counts)))
+        seen = {f"i{k}" for k in fault_server.counts}
+        in_flight |= seen - done
+        assert kill_at <= len(done) < n
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    elapsed = time.monotonic() - start
+
+    # Every item judged or recorded exactly once.
+    lines = _lines(out)
+    per_item = Counter(x["item_id"] for x in lines)
+    assert set(per_item) == {f"i{i}" for i in range(n)} and set(per_item.values()) == {1}
+    recs = {r.item_id: r for r in read_results(out)}
+    assert {i for i, r in recs.items() if r.context_length} == too_long
+    for item_id, rec in recs.items():
+        if item_id not in too_long:
+            assert rec.verdict is not None and rec.verdict.ok and rec.verdict.best == 0, rec
+    # An item finished before a kill was never sent again.
+    for done, counts in done_at_kill:
+        for item_id in done:
+            assert fault_server.counts[item_id[1:]] == counts[item_id[1:]], item_id
+    # No finished call paid twice: one successful request per judged item. The only exceptions
+    # are answers the server sent while the child was being killed (in flight: never received,
+    # so never cached), at most one request each.
+    ok = Counter(r.key for r in fault_server.records if r.fault == "ok")
+    twice = {f"i{k}" for k, c in ok.items() if c > 1}
+    assert twice <= in_flight and all(c <= 2 for c in ok.values()), ok.most_common(3)
+    assert len(twice) <= 2 * 16
+    for item_id in set(recs) - too_long:
+        assert ok[item_id[1:]] >= 1
+    # The context-length items were sent once, not retried and not judged again on resume.
+    for item_id in too_long - in_flight:
+        assert fault_server.counts[item_id[1:]] == 1
+    print(f"\n{n} items, killed twice, resumed: {elapsed:.1f}s, "
+          f"{sum(fault_server.counts.values())} requests, {fault_server.faults_injected()} "
+          f"faults, {len(twice)} answers lost in flight and asked again")
+    assert elapsed < 60

@@ -230,6 +230,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def _post(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if len(raw) < length:  # the client went away mid-request (e.g. it was killed)
+                self.close_connection = True
+                return
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
