@@ -1,9 +1,11 @@
 """OpenAI chat completions, and any OpenAI-compatible server (vLLM, transformers serve, llama.cpp)
 through `base_url`.
 
-`n` completions are asked in ONE request so the prompt is billed once. Servers that return fewer
-choices than asked (transformers serve returns one) are topped up with parallel requests; the
-backend remembers how many choices the server gives and splits later calls up front.
+`n` completions are asked in ONE request (the prompt is sent, and billed, once for the n choices).
+Servers that return fewer choices than asked (transformers serve returns one) are topped up with
+parallel requests, each billed for its prompt; the backend remembers how many choices the server
+gives and splits later calls up front. A failed top-up fails the call, but the error keeps what
+the successful requests cost (`spent_usage`).
 """
 
 from __future__ import annotations
