@@ -97,7 +97,8 @@ def format_verdict(verdict: Verdict, responses: Sequence[str]) -> str:
             lines += [f"    - {p.name} (weight {p.weight:.2f}): {p.description}"
                       for p in jd.principles]
         for i, c in enumerate(jd.critiques):
-            score = "-" if c.score is None else f"{c.score:g}"
+            value = c.score(verdict.aggregate)
+            score = "-" if value is None else f"{value:g}"
             lines.append(f"  Response {i + 1}: score {score}. {c.analysis.strip()}")
         if jd.error:
             lines.append(f"  Error: {jd.error}")

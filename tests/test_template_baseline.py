@@ -11,7 +11,7 @@ import pytest
 
 from judgekit.errors import ParseError, TemplateError
 from judgekit.parsing import parse_best_index
-from judgekit.prompts import pairwise_baseline_messages
+from judgekit.formats import PairwiseFormat, fence_tag
 
 QUERY = "Translate 'good morning' into French."
 RESPONSES = ["Bonjour.", "Bonsoir.", "Bon matin.", "Salut, bonjour !", "Guten Morgen."]

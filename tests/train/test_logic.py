@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from judgekit.bench.items import BenchItem, Label
-from judgekit.prompts import grm_messages
+from judgekit.formats import grm_messages
 from judgekit.schema import Judgement, SampleStatus, Usage, Verdict
 from judgekit.train.cli import main as train_main
 from judgekit.train.config import ConfigError, GRPOStageConfig, RFTConfig, load_config
