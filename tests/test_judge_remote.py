@@ -47,7 +47,7 @@ def test_unparseable_answer_is_reasked_once_carrying_the_error(
     assert GARBLE in jd.raw_text  # the whole exchange is kept
     assert jd.usage.calls == 2
     reask = fault_server.records[-1].body["messages"][-1]["content"]
-    assert "could not be read" in str(reask) and "no scores found" in str(reask)
+    assert "could not be read" in str(reask) and "does not end with a scores line" in str(reask)
 
 
 def test_still_unparseable_after_the_reasks_is_a_parse_failure_not_a_score(

@@ -82,12 +82,8 @@ def accuracy(items: list[SimItem], k: int, method: str, *, k_meta: int | None = 
     hits = ties = 0
     for idx, it in enumerate(items):
         samples = it.samples[:k]
-        if k_meta is not None:
-            samples = [s.model_copy() for s in samples]
-            keep = select_kept(samples, k_meta)
-            for s in samples:
-                s.kept = s.sample_index in keep
-        r = vote(samples, 2, method, tie_rule=tie_rule, seed=idx)
+        keep = select_kept(samples, k_meta) if k_meta is not None else None
+        r = vote(samples, 2, method, tie_rule=tie_rule, seed=idx, kept=keep)
         hits += r.best == it.label
         ties += r.tie
     return hits / len(items), ties / len(items)
