@@ -158,8 +158,8 @@ def test_subset_matching_and_errors() -> None:
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ds, "shipped_data_dir", lambda: tmp_path / "none")
-    monkeypatch.setattr(ds, "default_data_dir", lambda data_dir=None: tmp_path / "also-none")
+    monkeypatch.setattr(ds.roots, "shipped_data_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(ds.roots, "default_data_dir", lambda data_dir=None: tmp_path / "also-none")
     with pytest.raises(ds.DatasetError, match="not found"):
         ds.load_dataset("rmb")
 
