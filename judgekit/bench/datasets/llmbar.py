@@ -38,9 +38,13 @@ def _llmbar_folders(root: Path, folders: dict[str, str], prefix: str) -> list[Be
         where = f"{rel}/dataset.json"
         for i, row in records(read_json(root / rel / "dataset.json"), where):
             with row_context(f"{where} row {i}"):
-                label = int(row["label"])
+                raw = row["label"]
+                try:
+                    label = int(raw)
+                except (TypeError, ValueError):
+                    label = None
                 if label not in (1, 2):
-                    raise DatasetError(f"{where} row {i}: field 'label' is {label!r}, not 1 or 2")
+                    raise DatasetError(f"{where} row {i}: field 'label' is {raw!r}, not 1 or 2")
                 items.append(BenchItem(
                     id=f"{prefix}{subset}-{i}",
                     query=row["input"],
