@@ -2,7 +2,9 @@
 
 A query is a string, or a conversation: a list of chat turns whose last turn is the query. The
 loaders accept turns as dicts with `role` and `content` (any other keys, such as RMB's
-`language`, are dropped) and hand the judge plain `{"role", "content"}` string dicts.
+`language`, are dropped) and hand the judge plain `{"role", "content"}` string dicts. This
+module only checks the turns (naming the bad one, so a loader can name the row); the conversion
+itself is the judge's (`judgekit.prompts.as_messages`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from judgekit.prompts import as_messages
 from judgekit.schema import Message
 
 
@@ -23,15 +26,14 @@ def as_conversation(turns: Any) -> list[Message]:
         raise ValueError(f"a conversation must be a list of messages, got {type(turns).__name__}")
     if not turns:
         raise ValueError("the conversation is empty")
-    out: list[Message] = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
             raise ValueError(f"message {i} is not an object with role and content")
         for key in ("role", "content"):
             if key not in turn or turn[key] is None:
                 raise ValueError(f"message {i} has no {key!r}")
-        out.append({"role": str(turn["role"]), "content": str(turn["content"])})
-    return out
+    # The judge's own rule turns the checked turns into {"role", "content"} strings.
+    return as_messages([{"role": t["role"], "content": t["content"]} for t in turns])
 
 
 def as_query(value: Any) -> str | list[Message]:
