@@ -77,6 +77,8 @@ def item_correct(rec: ResultRecord, rule: TieRule | str = TieRule.STRICT,
 
 def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
              seed: int = 0) -> Accuracy:
+    """Accuracy over the items with a single gold best response, as the papers report it:
+    tie-labelled items are left out (see `tie_label_agreement` for them)."""
     n = correct = 0
     for rec in records:
         ok = item_correct(rec, rule, seed)
@@ -85,6 +87,57 @@ def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRI
         n += 1
         correct += ok
     return Accuracy(n, correct)
+
+
+# --------------------------------------------------------------------------------------------
+# Tie labels: human-preference data where the gold says "both equally good"
+# --------------------------------------------------------------------------------------------
+def gold_tie(rec: ResultRecord) -> frozenset[int] | None:
+    """The responses the gold label declares tied at the top (a tie label, or a ranking whose
+    top rank is shared), or None when the label names a single best or is binary."""
+    label = rec.label
+    if rec.n_responses < 2:
+        return None
+    if label.kind is LabelKind.TIE:
+        return frozenset(label.tied if label.tied is not None else range(rec.n_responses))
+    if label.kind is LabelKind.RANKING and label.ranks:
+        top = min(label.ranks)
+        tied = [i for i, r in enumerate(label.ranks) if r == top]
+        return frozenset(tied) if len(tied) > 1 else None
+    return None
+
+
+def tie_label_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Agreement with the gold label, tie-labelled items included, over judged multi-response
+    items whose gold is a single best or a tie.
+
+    A single-best label agrees when the judge's top score is that response alone; a tie label
+    agrees when the judge's verdict is a tie among exactly the tied responses (its top score
+    shared by them). Ties are read from the voted scores, so no tie-break rule applies. An item
+    with no valid score agrees with nothing. `accuracy` is the same over the non-tie items."""
+    n = agree = ties = tie_agree = 0
+    for rec in usable(records):
+        tied = gold_tie(rec)
+        gold = rec.label.best_index if rec.n_responses >= 2 else None
+        if tied is None and gold is None:
+            continue
+        top = top_set(record_scores(rec))
+        n += 1
+        if tied is not None:
+            ties += 1
+            ok = len(top) > 1 and frozenset(top) == tied
+            tie_agree += ok
+        else:
+            ok = top == [gold]
+        agree += ok
+    return {"items": n, "agree": agree, "agreement": agree / n if n else None,
+            "tie_labelled": ties, "tie_agree": tie_agree,
+            "tie_agreement": tie_agree / ties if ties else None}
+
+
+def count_tie_labels(records: Iterable[ResultRecord]) -> int:
+    """How many items (judged or not) carry a tie as their gold label."""
+    return sum(1 for r in records if gold_tie(r) is not None)
 
 
 def group_by(records: Iterable[ResultRecord],
