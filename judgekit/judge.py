@@ -169,7 +169,8 @@ class Judge:
                              "to rate: meta-guided voting does not apply")
         used_k_meta, meta_usage = None, Usage()
         if scorer is not None:
-            used_k_meta = k_meta or self.k_meta or default_k_meta(samples)
+            used_k_meta = next((v for v in (k_meta, self.k_meta) if v is not None),
+                               default_k_meta(samples))
             if used_k_meta < 1:
                 raise ValueError(f"k_meta must be at least 1, got {used_k_meta}")
             rated = await scorer.ascore_samples(query, responses, judgements)
