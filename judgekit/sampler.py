@@ -30,7 +30,9 @@ from judgekit.voting import balanced_permutations, unpermute
 
 
 @dataclass
-class _Prompt:
+class SamplePrompt:
+    """One distinct prompt of an item: the order it shows, its messages, the samples it serves."""
+
     permutation: tuple[int, ...]
     messages: list[Message]
     samples: list[int]
@@ -57,7 +59,7 @@ class Sampler:
         self.max_reasks = max_reasks
 
     def prompts(self, query: str | Sequence[Message], responses: Sequence[str], k: int,
-                seed: int, hint_best: int | None = None) -> list[_Prompt]:
+                seed: int, hint_best: int | None = None) -> list[SamplePrompt]:
         """The distinct prompts of an item's k samples, each with the samples it serves."""
         n = len(responses)
         tag = fence_tag(query, responses)
@@ -68,9 +70,15 @@ class Sampler:
         for order, indices in groups.items():
             shown = [responses[i] for i in order]
             hint_pos = order.index(hint_best) + 1 if hint_best is not None else None
-            out.append(_Prompt(order, self.format.messages(query, shown, tag=tag,
+            out.append(SamplePrompt(order, self.format.messages(query, shown, tag=tag,
                                                            hint_best=hint_pos), indices))
         return out
+
+    def request_config(self, config: GenerationConfig, n_responses: int) -> GenerationConfig:
+        """The config the requests are sent with (the output grammar when structured)."""
+        if self.structured:
+            return config.with_(grammar=self.format.output_grammar(n_responses))
+        return config
 
     async def sample(self, query: str | Sequence[Message], responses: Sequence[str], *, k: int,
                      config: GenerationConfig, seed: int,
@@ -78,27 +86,34 @@ class Sampler:
         """k judgements in sample order; every one has an explicit status."""
         n = len(responses)
         prompts = self.prompts(query, responses, k, seed, hint_best)
-        if self.structured:
-            config = config.with_(grammar=self.format.output_grammar(n))
+        config = self.request_config(config, n)
         outcomes = await self.backend.generate_many(
             [(p.messages, len(p.samples)) for p in prompts], config)
+        return await self.collect(prompts, outcomes, n_responses=n, config=config,
+                                  hinted=hint_best is not None)
+
+    async def collect(self, prompts: Sequence[SamplePrompt],
+                      outcomes: Sequence[GenerationResult | BackendError], *, n_responses: int,
+                      config: GenerationConfig, hinted: bool = False) -> list[Judgement]:
+        """Judgements from the outcomes of `prompts` (however they were obtained: online, from
+        a provider's batch results or a cache), recovering unreadable samples online."""
         judgements: dict[int, Judgement] = {}
-        repairs: list[tuple[_Prompt, list[Judgement]]] = []
+        repairs: list[tuple[SamplePrompt, list[Judgement]]] = []
         for prompt, outcome in zip(prompts, outcomes, strict=True):
-            made = self._read_outcome(prompt, outcome, n, config)
+            made = self._read_outcome(prompt, outcome, n_responses, config)
             judgements.update((jd.sample_index, jd) for jd in made)
             failed = [jd for jd in made if jd.status is SampleStatus.PARSE_FAILURE]
             if failed:
                 repairs.append((prompt, failed))
-        await asyncio.gather(*(self._repair(p, failed, n, config) for p, failed in repairs))
-        out = [judgements[j] for j in range(k)]
-        if hint_best is not None:
-            for jd in out:
-                jd.hinted = True
+        await asyncio.gather(*(self._repair(p, failed, n_responses, config)
+                               for p, failed in repairs))
+        out = [judgements[j] for j in sorted(judgements)]
+        for jd in out:
+            jd.hinted = hinted
         return out
 
     # -- reading ---------------------------------------------------------------------------------
-    def _read_outcome(self, prompt: _Prompt, outcome: GenerationResult | BackendError, n: int,
+    def _read_outcome(self, prompt: SamplePrompt, outcome: GenerationResult | BackendError, n: int,
                       config: GenerationConfig) -> list[Judgement]:
         perm = list(prompt.permutation)
         if isinstance(outcome, BackendError):
@@ -150,7 +165,7 @@ class Sampler:
                          scores=unpermute(parsed.scores, perm), raw_text=text, usage=usage)
 
     # -- recovery --------------------------------------------------------------------------------
-    async def _repair(self, prompt: _Prompt, failed: list[Judgement], n: int,
+    async def _repair(self, prompt: SamplePrompt, failed: list[Judgement], n: int,
                       config: GenerationConfig) -> None:
         if self.backend.capabilities.complete_under_grammar:
             await self._force(prompt.messages, failed, n, config)
