@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from judgekit.aggregate import aggregate
+from judgekit.bench.messages import as_query
 from judgekit.errors import ITEM_FAILURES
 from judgekit.schema import Message, Verdict
 from judgekit.train.rewards import completion_text
@@ -38,11 +39,9 @@ from judgekit.voting import VotingMethod
 
 
 def _query_of(prompt: Any) -> str | list[Message]:
-    """The judge's query: a string prompt as is, a conversation as messages."""
-    if isinstance(prompt, str):
-        return prompt
-    return [{"role": str(m.get("role", "user")), "content": str(m.get("content", ""))}
-            for m in prompt]
+    """The judge's query: a string prompt as is, a TRL conversation through the one message
+    normaliser (which names a malformed turn)."""
+    return as_query(prompt)
 
 
 class JudgeReward:
