@@ -9,7 +9,8 @@ judge quoted) is never read. The accepted final lines:
 * ``Scores: \\boxed{8, 3}`` (also ``$\\boxed{8, 3}$``, markdown bold, no label);
 * one box per response: ``Scores: \\boxed{8}, \\boxed{3}``;
 * ``[[8, 3]]``; a labelled plain list ``Scores: 8, 3`` (``Response 1: 8/10`` labels allowed);
-* a JSON object that ends the text: ``{"scores": [8, 3]}``;
+* a JSON object that ends the text: ``{"scores": [8, 3]}`` or ``{"Response 1": 8, ...}``;
+* (pairwise choice only) ``Best: Response 2``;
 * a final block of n lines ``Response i: x/10`` in order (the per-response style).
 
 Per-principle scores count only in one fixed form, a line ``Criterion scores: s1, s2, ...`` in
@@ -49,6 +50,8 @@ _LINE_PLAIN = re.compile(
     r"(?P<box>" + _LABELLED_NUM + r"(?:\s*[,;]\s*" + _LABELLED_NUM + r")*)" + _TRAIL)
 _RESPONSE_LINE = re.compile(r"(?i)" + _LEAD + r"(?:response|assistant)\s*(?P<idx>\d{1,3})\s*\**\s*"
                             r"[:=]\s*\**\s*(?P<val>" + _NUM + r")\s*/\s*10" + _TRAIL)
+_LINE_BEST_RESPONSE = re.compile(r"(?i)" + _LEAD + r"(?:best(?:\s+response)?|choice)\s*\**\s*[:=]\s*\**"
+                                 r"\s*(?:response|assistant)\s*(?P<idx>\d{1,3})" + _TRAIL)
 _INNER_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*\d{1,3}\s*[:=]")
 _BOX_ANYWHERE = re.compile(r"\\{1,2}boxed\s*\{([^{}\n]*)\}")
 
@@ -108,6 +111,14 @@ def _json_scores(blob: str, n: int) -> list[float] | None:
             return [float(v) for v in val]
         if isinstance(val, int | float) and not isinstance(val, bool) and n == 1:
             return [float(val)]
+    # Keyed per response: {"Response 1": 7, "Response 2": 3} (or "response_1", "1").
+    keyed: dict[int, float] = {}
+    for k, v in obj.items():
+        m = re.fullmatch(r"(?i)\s*(?:response|assistant)?\s*_?(\d{1,3})\s*", str(k))
+        if m and isinstance(v, int | float) and not isinstance(v, bool):
+            keyed[int(m.group(1))] = float(v)
+    if keyed and sorted(keyed) == list(range(1, len(keyed) + 1)):
+        return [keyed[i] for i in range(1, len(keyed) + 1)]
     return None
 
 
@@ -337,8 +348,13 @@ def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_sco
 
 def parse_best_index(text: str, n_responses: int) -> int:
     """0-based index of the chosen response from a pairwise answer's final line
-    ('Best: \\boxed{i}' or '[[i]]'). Raises ParseError."""
-    values, kind = final_line_values(text, 1)
+    ('Best: \\boxed{i}', 'Best: Response i' or '[[i]]'). Raises ParseError."""
+    lines = [ln for ln in _strip_fences(text).splitlines() if ln.strip()]
+    named = _LINE_BEST_RESPONSE.match(lines[-1]) if lines and len(lines[-1]) <= 2000 else None
+    if named:  # 'Best: Response 2'
+        values, kind = [float(named.group("idx"))], "choice"
+    else:
+        values, kind = final_line_values(text, 1)
     if len(values) != 1 or not values[0].is_integer() or not (1 <= values[0] <= n_responses):
         raise ParseError(f"final {kind} {values} is not one response number 1-{n_responses}",
                          raw=text, n_responses=n_responses)
