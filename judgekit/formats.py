@@ -94,8 +94,9 @@ class JudgingFormat(ABC):
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
         """Read one answer (shown order); raises ParseError."""
 
-    def output_grammar(self, n_responses: int) -> str | None:
-        """EBNF for the whole answer, for backends that decode under a grammar (None: free)."""
+    def output_grammar(self, n_responses: int, max_tokens: int | None = None) -> str | None:
+        """EBNF for the whole answer, for backends that decode under a grammar (None: free).
+        `max_tokens` lets the grammar size its free-text lines to the token budget."""
         return None
 
     @abstractmethod
@@ -174,9 +175,11 @@ class GRMFormat(JudgingFormat):
             scores = list(parsed.overall_scores)
         return ParsedJudgement(scores=scores, principles=parsed.principles, critiques=critiques)
 
-    def output_grammar(self, n_responses: int) -> str | None:
+    def output_grammar(self, n_responses: int, max_tokens: int | None = None) -> str | None:
+        desc, analysis = line_budget(n_responses, self.max_criteria, max_tokens)
         return grm_output_grammar(n_responses, self.max_criteria,
-                                  criterion_scores=self.aggregate is AggregateRule.WEIGHTED)
+                                  criterion_scores=self.aggregate is AggregateRule.WEIGHTED,
+                                  name_chars=40, desc_chars=desc, analysis_chars=analysis)
 
     def final_line_grammar(self, n_responses: int) -> str:
         return scores_line_grammar(n_responses)
@@ -219,6 +222,24 @@ class PairwiseFormat(JudgingFormat):
     def final_line_example(self, n_responses: int) -> str:
         return "Best: \\boxed{i}  (i = the number of the best response, 1 to " \
             f"{n_responses})"
+
+
+CHARS_PER_TOKEN = 3.5  # English prose in BPE vocabularies; a rough figure is enough here
+
+
+def line_budget(n_responses: int, max_criteria: int, max_tokens: int | None) -> tuple[int, int]:
+    """(criterion description, analysis) line caps in characters for the output grammar.
+
+    A grammar line may be long enough to think in (hundreds of characters), but the whole
+    answer must fit the token budget, or every answer is cut off before its scores line: almost half
+    of the budget goes to the analyses, a fifth to the criteria, the rest is slack (names,
+    markup, the scores line)."""
+    if max_tokens is None:
+        return 300, 800
+    chars = max_tokens * CHARS_PER_TOKEN
+    analysis = int(min(800, max(80, chars * 0.45 / n_responses)))
+    desc = int(min(300, max(40, chars * 0.2 / max_criteria)))
+    return desc, analysis
 
 
 def grm_messages(query: str | Sequence[Message], shown: Sequence[str], *,

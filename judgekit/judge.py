@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,25 +14,14 @@ from judgekit.batch import JudgeItem, score_batch
 from judgekit.cache import CacheSpec, wrap_with_cache
 from judgekit.config import GenerationConfig
 from judgekit.formats import GRMFormat, JudgingFormat
-from judgekit.meta import MetaScorer, meta_from_spec
-from judgekit.prompts import GRM_TEMPLATE, FewShotExample, as_messages, load_examples
+from judgekit.meta import MetaResolver, MetaSpec
+from judgekit.prompts import GRM_TEMPLATE, FewShotExample, resolve_examples
 from judgekit.runtime import run_sync
-from judgekit.sampler import Sampler
+from judgekit.sampler import Sampler, seed_for_item
 from judgekit.schema import AggregateRule, Message, Usage, Verdict
 from judgekit.voting import TieRule, VotingMethod
 
 DEFAULT_SAMPLING_TEMPERATURE = 0.5  # the paper's temperature for k > 1
-
-MetaSpec = MetaScorer | str | bool | None
-"""`None`/`False`: no meta judge; `True`: the judge's own model; a spec string (a chat model, or
-`classifier:<dir>`); or a MetaScorer."""
-
-
-def seed_for_item(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
-    """A stable per-item seed, so permutations and sampling are reproducible run to run."""
-    key = repr(as_messages(query)) + "\x00" + "\x00".join(responses)
-    return (base * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**31)
-
 
 class Judge:
     """A generative reward model over any backend.
@@ -86,7 +74,7 @@ class Judge:
         if temperature is not None:
             self.config.with_(temperature=temperature)  # validated now, not at the first call
         self.aggregate = AggregateRule(aggregate)
-        self.examples = _examples(examples, template_dir)
+        self.examples = resolve_examples(examples, template_dir)
         self.format: JudgingFormat = format or GRMFormat(
             aggregate=self.aggregate, examples=self.examples, template=template,
             template_dir=template_dir, system=system, max_criteria=max_criteria)
@@ -98,10 +86,10 @@ class Judge:
         self.concurrency = concurrency
         if structured is None:
             structured = (self.backend.spec == EMBEDDED_SPEC and self.backend.capabilities.grammar
-                          and self.format.output_grammar(2) is not None)
+                          and self.format.output_grammar(2, self.config.max_tokens) is not None)
         self.sampler = Sampler(self.backend, self.format, structured=structured,
                                max_reasks=max_reasks)
-        self._meta_scorers: dict[int, MetaScorer] = {}
+        self._meta = MetaResolver(self.backend)
 
     @property
     def model(self) -> str:
@@ -126,21 +114,6 @@ class Judge:
                 else DEFAULT_SAMPLING_TEMPERATURE)
         return self.config.with_(temperature=temp, seed=item_seed)
 
-    def _meta_scorer(self, meta: MetaSpec) -> MetaScorer | None:
-        """The meta judge of one call: the per-call `meta` if given, else the judge's."""
-        chosen = self.meta if meta is None else meta
-        if chosen is None or chosen is False:
-            return None
-        if isinstance(chosen, MetaScorer):
-            return chosen
-        key = id(chosen) if chosen is not True else 0
-        if key not in self._meta_scorers:  # built once per spec, never a new default
-            from judgekit.meta import MetaJudge
-
-            self._meta_scorers[key] = (MetaJudge(self.backend) if chosen is True
-                                       else meta_from_spec(str(chosen)))
-        return self._meta_scorers[key]
-
     async def ascore(self, query: str | Sequence[Message], responses: Sequence[str],
                      samples: int = 1, *, meta: MetaSpec = None, k_meta: int | None = None,
                      item_id: str | None = None, seed: int | None = None) -> Verdict:
@@ -163,7 +136,7 @@ class Judge:
         judgements = await self.sampler.sample(query, responses, k=samples, seed=item_seed,
                                                config=self.sample_config(samples, item_seed),
                                                hint_best=hint_best)
-        scorer = self._meta_scorer(meta)
+        scorer = self._meta.resolve(self.meta if meta is None else meta)
         if scorer is not None and not self.format.rates_with_meta:
             raise ValueError(f"the {self.format.name} format has no critique for a meta judge "
                              "to rate: meta-guided voting does not apply")
@@ -221,14 +194,3 @@ class Judge:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
-
-
-def _examples(examples: Sequence[FewShotExample] | str | Path | bool,
-              template_dir: str | Path | None) -> list[FewShotExample]:
-    if examples is True:
-        return load_examples(template_dir=template_dir)
-    if examples is False:
-        return []
-    if isinstance(examples, str | Path):
-        return load_examples(examples)
-    return list(examples)

@@ -221,6 +221,31 @@ class SequenceClassifierMetaScorer(MetaScorer):
         return MetaResult(scores=scores)
 
 
+MetaSpec = MetaScorer | str | bool | None
+"""`None`/`False`: no meta judge; `True`: the judge's own model; a spec string (a chat model, or
+`classifier:<dir>`); or a MetaScorer."""
+
+
+class MetaResolver:
+    """Turns a `MetaSpec` into a MetaScorer for one judge, building each one once (so a per-call
+    `meta=` never becomes the judge's default, and repeated calls reuse one client)."""
+
+    def __init__(self, judge_backend: Backend) -> None:
+        self.judge_backend = judge_backend
+        self._built: dict[str, MetaScorer] = {}
+
+    def resolve(self, spec: MetaSpec) -> MetaScorer | None:
+        if spec is None or spec is False:
+            return None
+        if isinstance(spec, MetaScorer):
+            return spec
+        key = "" if spec is True else str(spec)
+        if key not in self._built:
+            self._built[key] = (MetaJudge(self.judge_backend) if spec is True
+                                else meta_from_spec(key))
+        return self._built[key]
+
+
 def meta_from_spec(spec: str | None, **kwargs: Any) -> MetaScorer:
     """'classifier:<dir>' for a sequence-classification meta RM; any other spec is a chat model."""
     if spec and spec.startswith("classifier:"):

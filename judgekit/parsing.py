@@ -313,7 +313,7 @@ def best_line_grammar(n_responses: int) -> str:
 
 
 def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_scores: bool = False,
-                       name_chars: int = 60, desc_chars: int = 300,
+                       name_chars: int = 40, desc_chars: int = 300,
                        analysis_chars: int = 800) -> str:
     """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, an
     analysis per response (ending with its 'Criterion scores' line when `criterion_scores`), and

@@ -97,6 +97,19 @@ def load_examples(path: str | Path | None = None,
         raise TemplateError(f"cannot read few-shot examples from {path}: {exc}") from exc
 
 
+def resolve_examples(examples: Sequence[FewShotExample] | str | Path | bool,
+                     template_dir: str | Path | None = None) -> list[FewShotExample]:
+    """True: the built-in examples (or `template_dir`'s); False: none; a path: that JSON file;
+    a list: as given."""
+    if examples is True:
+        return load_examples(template_dir=template_dir)
+    if examples is False:
+        return []
+    if isinstance(examples, str | Path):
+        return load_examples(examples)
+    return list(examples)
+
+
 def as_messages(query: str | Sequence[Message]) -> list[Message]:
     """A query string becomes one user turn; a conversation passes through (last turn = query)."""
     if isinstance(query, str):

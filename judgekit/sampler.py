@@ -18,6 +18,7 @@ Rules that live here and nowhere else:
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,8 +26,15 @@ from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
 from judgekit.errors import BackendError, ParseError, describe_error, is_recorded_failure
 from judgekit.formats import JudgingFormat, fence_tag
+from judgekit.prompts import as_messages
 from judgekit.schema import Critique, Judgement, Message, SampleStatus, Usage
 from judgekit.voting import balanced_permutations, unpermute
+
+
+def seed_for_item(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
+    """A stable per-item seed, so permutations, sampling and tie-breaks reproduce run to run."""
+    key = repr(as_messages(query)) + "\x00" + "\x00".join(responses)
+    return (base * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**31)
 
 
 @dataclass
@@ -77,7 +85,8 @@ class Sampler:
     def request_config(self, config: GenerationConfig, n_responses: int) -> GenerationConfig:
         """The config the requests are sent with (the output grammar when structured)."""
         if self.structured:
-            return config.with_(grammar=self.format.output_grammar(n_responses))
+            return config.with_(grammar=self.format.output_grammar(n_responses,
+                                                                   config.max_tokens))
         return config
 
     async def sample(self, query: str | Sequence[Message], responses: Sequence[str], *, k: int,
