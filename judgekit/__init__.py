@@ -1,6 +1,6 @@
 """judgekit: generative reward models with self-written principles, critiques and 1-10 scores."""
 
-from judgekit.backends import Backend, resolve_backend
+from judgekit.backends import Backend, BackendCapabilities, resolve_backend
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.batch import JudgeItem, verdicts_frame
@@ -10,8 +10,11 @@ from judgekit.errors import (
     APITimeoutError,
     AuthenticationError,
     BackendError,
+    CapabilityError,
+    ContextLengthError,
     FatalBackendError,
     JudgekitError,
+    LocalModelError,
     MissingDependencyError,
     ModelSpecError,
     ParseError,
@@ -19,31 +22,50 @@ from judgekit.errors import (
     TemplateError,
     TransientBackendError,
 )
+from judgekit.formats import GRMFormat, JudgingFormat, PairwiseFormat
 from judgekit.judge import Judge
-from judgekit.meta import MetaJudge, SequenceClassifierMetaScorer
+from judgekit.meta import MetaJudge, MetaScorer, SequenceClassifierMetaScorer
 from judgekit.retry import RetryPolicy
-from judgekit.schema import Critique, Judgement, Principle, SampleStatus, Usage, Verdict
+from judgekit.schema import (
+    AggregateRule,
+    Critique,
+    Judgement,
+    Principle,
+    SampleStatus,
+    Usage,
+    Verdict,
+)
 from judgekit.voting import TieRule, VotingMethod
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APITimeoutError",
-    "AnthropicBackend",    "AuthenticationError",
+    "AggregateRule",
+    "AnthropicBackend",
+    "AuthenticationError",
     "Backend",
+    "BackendCapabilities",
     "BackendError",
     "CachedBackend",
+    "CapabilityError",
+    "ContextLengthError",
     "Critique",
     "FatalBackendError",
+    "GRMFormat",
     "GenerationConfig",
     "Judge",
     "JudgeItem",
     "JudgekitError",
     "Judgement",
+    "JudgingFormat",
+    "LocalModelError",
     "MetaJudge",
+    "MetaScorer",
     "MissingDependencyError",
     "ModelSpecError",
     "OpenAIBackend",
+    "PairwiseFormat",
     "ParseError",
     "Principle",
     "RateLimitError",

@@ -301,8 +301,12 @@ class CachedBackend(Backend):
         return f"CachedBackend({self.backend!r}, {self.cache!r})"
 
 
-def wrap_with_cache(backend: Backend, cache: ResponseCache | str | Path | bool | None = True
-                    ) -> Backend:
+CacheSpec = ResponseCache | str | Path | bool | None
+"""`None`/`False`: no cache; `True`: the default file; a path; or a ResponseCache (an empty one
+too: emptiness is never read as "no cache")."""
+
+
+def wrap_with_cache(backend: Backend, cache: CacheSpec = True) -> Backend:
     """`backend` behind a cache: True for the default file, a path, or a ResponseCache; a
     CachedBackend is returned unchanged, and a falsy `cache` means no cache."""
     # Not `not cache`: an empty ResponseCache has len 0 and would read as "no cache".

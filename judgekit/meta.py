@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,8 @@ from pydantic import BaseModel, Field
 from judgekit.backends.base import Backend, Completion
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError, JudgekitError, ParseError
+from judgekit.errors import BackendError, CapabilityError, ParseError, is_recorded_failure
+from judgekit.formats import fence_tag
 from judgekit.parsing import parse_rating, scores_line_grammar
 from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
 from judgekit.schema import Judgement, Message, Usage
@@ -52,7 +54,24 @@ def p_yes_from_logprobs(completion: Completion) -> float | None:
     return yes / (yes + no)
 
 
-class MetaJudge:
+class MetaScorer(ABC):
+    """Rates each sampled judgement of an item, for meta-guided voting.
+
+    `ascore_samples` returns one score per judgement (higher is better; None where the
+    judgement is invalid or could not be rated) and the usage it spent, failed calls included.
+    """
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """What the meta scorer is, for results (`Verdict.meta_model`)."""
+
+    @abstractmethod
+    async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
+                             judgements: Sequence[Judgement]) -> MetaResult: ...
+
+
+class MetaJudge(MetaScorer):
     """Prompt-based meta judge over any backend (it may differ from the judge's model)."""
 
     def __init__(self, model: str | Backend | None = None, *, mode: MetaMode = "auto",
@@ -71,61 +90,68 @@ class MetaJudge:
 
     async def _one(self, query: str | Sequence[Message], responses: list[str],
                    jd: Judgement) -> tuple[float | None, Usage]:
+        """One judgement's meta score and the usage spent on it, failed calls included (a
+        failed meta call leaves the score None but keeps what it cost)."""
         if not jd.valid:
             return None, Usage()
+        spent: list[Usage] = []
+        try:
+            return await self._rate(query, responses, jd, spent), Usage.total(spent)
+        except Exception as exc:
+            if not is_recorded_failure(exc):
+                raise
+            retries = exc.retries if isinstance(exc, BackendError) else 0
+            return None, Usage.total(spent) + Usage(calls=1, retries=retries)
+
+    async def _rate(self, query: str | Sequence[Message], responses: list[str], jd: Judgement,
+                    spent: list[Usage]) -> float | None:
         shown = [responses[i] for i in jd.permutation] if jd.permutation else responses
-        usage = Usage()
+        tag = fence_tag(query, [*responses, jd.raw_text])
         if self._logprobs_work is not False:
-            msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no",
+            msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no", tag=tag,
                                  template=self.template, template_dir=self.template_dir)
             cfg = self.config.with_(max_tokens=1, logprobs=True, top_logprobs=10, temperature=0.0)
             result = await self.backend.generate(msgs, cfg, 1)
-            usage = usage + result.usage
+            spent.append(result.usage)
             p = p_yes_from_logprobs(result.completions[0]) if result.completions else None
             if p is not None:
                 self._logprobs_work = True
-                return p, usage
+                return p
             if self._logprobs_work is True:  # asked for log-probs explicitly and got none
-                raise JudgekitError(f"{self.backend.spec} returned no usable log-probabilities")
+                raise CapabilityError(f"{self.backend.spec} returned no usable log-probabilities")
             self._logprobs_work = False
-        msgs = meta_messages(query, shown, jd.raw_text, mode="rating", template=self.template,
-                             template_dir=self.template_dir)
+        msgs = meta_messages(query, shown, jd.raw_text, mode="rating", tag=tag,
+                             template=self.template, template_dir=self.template_dir)
         result = await self.backend.generate(msgs, self.config, 1)
-        usage = usage + result.usage
-        text = result.completions[0].text if result.completions else ""
+        spent.append(result.usage)
+        reply = result.completions[0] if result.completions else Completion(text="")
+        text = reply.text
         try:
+            if reply.truncated:
+                raise ParseError("truncated rating", raw=text)
             rating = parse_rating(text)
         except ParseError:
             if not self.backend.capabilities.complete_under_grammar:
-                return None, usage
+                return None
             fr = await self.backend.complete_under_grammar(
                 msgs, [text], scores_line_grammar(1), self.config.with_(max_tokens=12))
-            usage = usage + fr.usage
+            spent.append(fr.usage)
             try:
                 rating = parse_rating(text + "\n" + fr.completions[0].text)
-            except ParseError:
-                return None, usage
-        return (rating - 1.0) / 9.0, usage
+            except (ParseError, IndexError):
+                return None
+        return (rating - 1.0) / 9.0
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
                              judgements: Sequence[Judgement]) -> MetaResult:
         """A meta score in [0, 1] per judgement; a failed meta call leaves that score None."""
         outcomes = await asyncio.gather(
-            *(self._one(query, list(responses), jd) for jd in judgements), return_exceptions=True)
-        scores: list[float | None] = []
-        usage = Usage()
-        for o in outcomes:
-            if isinstance(o, BackendError | JudgekitError):
-                scores.append(None)
-            elif isinstance(o, BaseException):
-                raise o
-            else:
-                scores.append(o[0])
-                usage = usage + o[1]
-        return MetaResult(scores=scores, usage=usage)
+            *(self._one(query, list(responses), jd) for jd in judgements))
+        return MetaResult(scores=[o[0] for o in outcomes],
+                          usage=Usage.total(o[1] for o in outcomes))
 
 
-class SequenceClassifierMetaScorer:
+class SequenceClassifierMetaScorer(MetaScorer):
     """The paper's kind of meta RM: a local sequence-classification model; its logit is the score.
 
     Input follows the paper's plain meta template: the query and responses as a user turn
@@ -195,7 +221,32 @@ class SequenceClassifierMetaScorer:
         return MetaResult(scores=scores)
 
 
-def meta_from_spec(spec: str | None, **kwargs: Any) -> MetaJudge | SequenceClassifierMetaScorer:
+MetaSpec = MetaScorer | str | bool | None
+"""`None`/`False`: no meta judge; `True`: the judge's own model; a spec string (a chat model, or
+`classifier:<dir>`); or a MetaScorer."""
+
+
+class MetaResolver:
+    """Turns a `MetaSpec` into a MetaScorer for one judge, building each one once (so a per-call
+    `meta=` never becomes the judge's default, and repeated calls reuse one client)."""
+
+    def __init__(self, judge_backend: Backend) -> None:
+        self.judge_backend = judge_backend
+        self._built: dict[str, MetaScorer] = {}
+
+    def resolve(self, spec: MetaSpec) -> MetaScorer | None:
+        if spec is None or spec is False:
+            return None
+        if isinstance(spec, MetaScorer):
+            return spec
+        key = "" if spec is True else str(spec)
+        if key not in self._built:
+            self._built[key] = (MetaJudge(self.judge_backend) if spec is True
+                                else meta_from_spec(key))
+        return self._built[key]
+
+
+def meta_from_spec(spec: str | None, **kwargs: Any) -> MetaScorer:
     """'classifier:<dir>' for a sequence-classification meta RM; any other spec is a chat model."""
     if spec and spec.startswith("classifier:"):
         return SequenceClassifierMetaScorer(spec.partition(":")[2])

@@ -15,6 +15,9 @@ EXPECTED = {
     "ModelSpecError", "ParseError", "Principle", "RateLimitError", "SampleStatus",
     "SequenceClassifierMetaScorer", "TemplateError", "TieRule", "TransientBackendError", "Usage",
     "Verdict", "VotingMethod", "__version__", "resolve_backend", "verdicts_frame",
+    # issue 9: one pipeline (formats, aggregate rule, declared capabilities, typed meta scorers)
+    "AggregateRule", "BackendCapabilities", "CapabilityError", "ContextLengthError",
+    "GRMFormat", "JudgingFormat", "LocalModelError", "MetaScorer", "PairwiseFormat",
 }
 
 

@@ -13,35 +13,26 @@ import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from judgekit.bench.datasets import DatasetError, dataset_names, list_datasets
+from judgekit.bench.datasets import DatasetError, dataset_names, list_datasets, load_dataset
+from judgekit.cli_args import (
+    EXIT_USAGE,
+    OneLineErrorParser,
+    add_common_args,
+    backend_options,
+    check_common,
+    data_dir,
+    positive_int,
+)
 from judgekit.errors import JudgekitError
 
-EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def _usage_error(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def _print_frame(frame: Any, fmt: str) -> None:
@@ -83,16 +74,22 @@ def _default_out(args: argparse.Namespace, dataset: str) -> Path:
     return Path("runs") / name
 
 
+def _columns(text: str) -> str | list[str]:
+    """One column, or several separated by commas."""
+    if "," not in text:
+        return text
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def _field_map(args: argparse.Namespace) -> Any:
     from judgekit.bench.generic import FieldMap
 
-    text: str = args.responses_field
-    responses: str | list[str] = text
-    if "," in text:
-        responses = [c.strip() for c in text.split(",") if c.strip()]
-    return FieldMap(query=args.query_field, responses=responses, label=args.label_field,
-                    label_format=args.label_format, id=args.id_field,
-                    subset=args.subset_field)
+    tie_labels = [t.strip() for v in args.tie_label or [] for t in v.split(",") if t.strip()]
+    return FieldMap(query=args.query_field, responses=_columns(args.responses_field),
+                    label=_columns(args.label_field), label_format=args.label_format,
+                    tie_labels=tie_labels, id=args.id_field, subset=args.subset_field,
+                    reference=args.reference_field,
+                    drop_empty_responses=args.drop_empty_responses)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -100,10 +97,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from judgekit.bench.runner import BenchRunError, aclose_judge, arun, make_judge
 
     prog = "judgekit bench run"
+    problem = check_common(args)
+    if problem:
+        return _usage_error(prog, problem)
     if args.meta and args.baseline:
         return _usage_error(prog, "--meta does not apply to --baseline pairwise")
     if args.baseline and args.no_examples:
         return _usage_error(prog, "--no-examples applies to the GRM prompt only")
+    if args.baseline and args.aggregate is not None:
+        return _usage_error(prog, "--aggregate applies to the GRM prompt only")
+    if args.baseline and args.voting != "sum":
+        return _usage_error(prog, "--voting applies to the GRM judge only")
     dataset: Any = args.dataset
     name = args.dataset
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
@@ -116,12 +120,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif args.dataset not in dataset_names():
             return _usage_error(prog, f"unknown dataset {args.dataset!r} "
                                       f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
+        else:  # find and read the data before building a judge (loads are cached)
+            load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
     except (DatasetError, ValueError) as exc:
         return _usage_error(prog, str(exc))
     out = Path(args.out) if args.out else _default_out(args, args.dataset)
-    backend_kwargs: dict[str, Any] = {}
-    if args.base_url:
-        backend_kwargs["base_url"] = args.base_url
+    backend_kwargs: dict[str, Any] = backend_options(args)
+    if not args.baseline:  # GRM-only Judge keywords (aggregate only when given)
+        backend_kwargs["voting"] = args.voting
+        if args.aggregate is not None:
+            backend_kwargs["aggregate"] = args.aggregate
     cache: Any = False if args.no_cache else (args.cache or True)
     try:
         judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
@@ -144,7 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                               extra={"max_tokens": args.max_tokens,
                                      "temperature": args.temperature,
                                      "meta_model": args.meta_model, "k_meta": args.k_meta,
-                                     "examples": not args.no_examples})
+                                     "examples": not args.no_examples,
+                                     "voting": args.voting,
+                                     "aggregate": args.aggregate or "overall"})
         finally:
             await aclose_judge(judge)
 
@@ -200,8 +210,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                                parser_class=OneLineErrorParser)
 
     p_list = sub.add_parser("list", help="registered datasets with item counts")
-    p_list.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "
-                                           "else ../shared/data)")
+    p_list.add_argument("--data-dir", type=data_dir,
+                        help="data directory (default $JUDGEKIT_DATA_DIR, else ../shared/data)")
     p_list.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
     p_list.add_argument("--no-count", action="store_true", help="do not load data to count")
     p_list.add_argument("-v", "--verbose", action="store_true")
@@ -212,26 +222,15 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_run.add_argument("dataset", help="a registered dataset (see `bench list`) or a "
                                        ".jsonl/.json/.csv/.parquet file of your own")
     p_run.add_argument("--subset", help="subset name, prefix (a/b) or glob; comma-separated")
-    p_run.add_argument("--model", help="model spec (default: the embedded local model)")
-    p_run.add_argument("--samples", "-k", type=_positive_int, default=1,
-                       help="judgements sampled and voted per item (default 1)")
-    p_run.add_argument("--meta", action="store_true", help="meta-guided voting")
-    p_run.add_argument("--meta-model", help="model spec of the meta judge (default: same model)")
-    p_run.add_argument("--k-meta", type=_positive_int, help="samples kept by the meta judge "
-                                                            "(default k/2)")
-    p_run.add_argument("--limit", type=_positive_int, help="only N items (the first N)")
+    add_common_args(p_run)
+    p_run.add_argument("--limit", type=positive_int, help="only N items (the first N)")
     p_run.add_argument("--stratify", action="store_true",
                        help="with --limit: spread the N items evenly over subsets")
-    p_run.add_argument("--concurrency", type=_positive_int, default=4)
     p_run.add_argument("--out", help="output directory (default runs/<dataset>-<judge>-...)")
-    p_run.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "
-                                          "else ../shared/data)")
+    p_run.add_argument("--data-dir", type=data_dir,
+                       help="data directory (default $JUDGEKIT_DATA_DIR, else ../shared/data)")
     p_run.add_argument("--baseline", choices=("pairwise",),
                        help="run the plain LLM-as-a-judge prompt instead of the GRM")
-    p_run.add_argument("--seed", type=int, default=0)
-    p_run.add_argument("--max-tokens", type=_positive_int, help="generation limit per judgement")
-    p_run.add_argument("--temperature", type=float, help="sampling temperature (default: 0 for "
-                                                         "one sample, 0.5 for several)")
     p_run.add_argument("--reverse", action="store_true",
                        help="show responses in reverse order (pair with a normal run to measure "
                             "position consistency)")
@@ -241,19 +240,26 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="do not use the on-disk response cache (on by default)")
     p_run.add_argument("--cache", default=None,
                        help="sqlite cache file (default: ~/.cache/judgekit/cache.sqlite)")
-    p_run.add_argument("--base-url", default=None,
-                       help="OpenAI/Anthropic-compatible server URL for --model")
     p_run.add_argument("--no-progress", action="store_true")
     g = p_run.add_argument_group("own files (DATASET is a file)")
     g.add_argument("--query-field", default="query")
     g.add_argument("--responses-field", default="responses",
                    help="a list column, or several columns separated by commas")
-    g.add_argument("--label-field", default="label")
+    g.add_argument("--label-field", default="label",
+                   help="the label column, or several annotator columns separated by commas "
+                        "(their majority is the label; a majority tie is a tie)")
     g.add_argument("--label-format", default="auto",
                    choices=("auto", "index0", "index1", "letter", "preference", "ranks",
                             "best_text", "binary_error", "binary_ok"))
+    g.add_argument("--tie-label", action="append", metavar="VALUE",
+                   help="a label value that means a tie (e.g. 0 for 1-based labels with 0 = tie); "
+                        "repeat or separate by commas. Tie words (tie, draw, A=B, ...) always are")
     g.add_argument("--id-field", default="id")
     g.add_argument("--subset-field")
+    g.add_argument("--reference-field", help="column holding a reference answer")
+    g.add_argument("--drop-empty-responses", action="store_true",
+                   help="an empty response cell means no response (items with different numbers "
+                        "of responses); by default an empty response is judged")
     p_run.set_defaults(func=cmd_run)
 
     p_rep = sub.add_parser("report", help="tables (and plots) from run directories",

@@ -119,6 +119,8 @@ class BenchItem(BaseModel):
     label: Label
     subset: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    reference: str | None = Field(default=None, description="a reference answer, when the "
+                                  "source gives one (not shown to the judge by default)")
 
     @model_validator(mode="after")
     def _label_fits(self) -> BenchItem:

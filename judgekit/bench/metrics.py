@@ -13,22 +13,18 @@ of every quality metric and counted separately; parse failures are kept (they ar
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from judgekit.aggregate import aggregate
 from judgekit.bench.items import LabelKind
 from judgekit.bench.runner import ResultRecord
 from judgekit.schema import Judgement, SampleStatus
+from judgekit.voting import NEUTRAL_SCORE, TieRule, VotingMethod, top_set
+from judgekit.voting import pick_best as _pick_best
 
-NEUTRAL_SCORE = 5.5  # a single response with no valid score counts as undecided
-
-
-class TieRule(StrEnum):
-    STRICT = "strict"
-    RANDOM = "random"
+__all__ = ["NEUTRAL_SCORE", "TieRule", "top_set"]
 
 
 @dataclass(frozen=True)
@@ -47,28 +43,15 @@ class Accuracy:
 # --------------------------------------------------------------------------------------------
 # Picking the best response
 # --------------------------------------------------------------------------------------------
-def top_set(scores: Sequence[float | None]) -> list[int]:
-    """Indices holding the highest non-None score ([] when there is none)."""
-    valid = [(i, s) for i, s in enumerate(scores) if s is not None]
-    if not valid:
-        return []
-    top = max(s for _, s in valid)
-    return [i for i, s in valid if s == top]
-
-
-def tie_break_rng(seed: int, item_id: str) -> random.Random:
-    return random.Random(f"{seed}:{item_id}")
+def tie_break_seed(seed: int, item_id: str) -> str:
+    """The report's random tie-break depends only on (seed, item id), so it is reproducible."""
+    return f"{seed}:{item_id}"
 
 
 def pick_best(scores: Sequence[float | None], rule: TieRule | str = TieRule.STRICT,
               seed: int = 0, item_id: str = "") -> int | None:
     """The judge's best response under a tie rule (None = no pick, strict rule only)."""
-    top = top_set(scores)
-    if len(top) == 1:
-        return top[0]
-    if TieRule(rule) is TieRule.STRICT or not scores:
-        return None
-    return tie_break_rng(seed, item_id).choice(top or list(range(len(scores))))
+    return _pick_best(scores, rule, tie_break_seed(seed, item_id))
 
 
 def record_scores(rec: ResultRecord) -> list[float | None]:
@@ -94,6 +77,8 @@ def item_correct(rec: ResultRecord, rule: TieRule | str = TieRule.STRICT,
 
 def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
              seed: int = 0) -> Accuracy:
+    """Accuracy over the items with a single gold best response, as the papers report it:
+    tie-labelled items are left out (see `tie_label_agreement` for them)."""
     n = correct = 0
     for rec in records:
         ok = item_correct(rec, rule, seed)
@@ -102,6 +87,57 @@ def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRI
         n += 1
         correct += ok
     return Accuracy(n, correct)
+
+
+# --------------------------------------------------------------------------------------------
+# Tie labels: human-preference data where the gold says "both equally good"
+# --------------------------------------------------------------------------------------------
+def gold_tie(rec: ResultRecord) -> frozenset[int] | None:
+    """The responses the gold label declares tied at the top (a tie label, or a ranking whose
+    top rank is shared), or None when the label names a single best or is binary."""
+    label = rec.label
+    if rec.n_responses < 2:
+        return None
+    if label.kind is LabelKind.TIE:
+        return frozenset(label.tied if label.tied is not None else range(rec.n_responses))
+    if label.kind is LabelKind.RANKING and label.ranks:
+        top = min(label.ranks)
+        tied = [i for i, r in enumerate(label.ranks) if r == top]
+        return frozenset(tied) if len(tied) > 1 else None
+    return None
+
+
+def tie_label_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Agreement with the gold label, tie-labelled items included, over judged multi-response
+    items whose gold is a single best or a tie.
+
+    A single-best label agrees when the judge's top score is that response alone; a tie label
+    agrees when the judge's verdict is a tie among exactly the tied responses (its top score
+    shared by them). Ties are read from the voted scores, so no tie-break rule applies. An item
+    with no valid score agrees with nothing. `accuracy` is the same over the non-tie items."""
+    n = agree = ties = tie_agree = 0
+    for rec in usable(records):
+        tied = gold_tie(rec)
+        gold = rec.label.best_index if rec.n_responses >= 2 else None
+        if tied is None and gold is None:
+            continue
+        top = top_set(record_scores(rec))
+        n += 1
+        if tied is not None:
+            ties += 1
+            ok = len(top) > 1 and frozenset(top) == tied
+            tie_agree += ok
+        else:
+            ok = top == [gold]
+        agree += ok
+    return {"items": n, "agree": agree, "agreement": agree / n if n else None,
+            "tie_labelled": ties, "tie_agree": tie_agree,
+            "tie_agreement": tie_agree / ties if ties else None}
+
+
+def count_tie_labels(records: Iterable[ResultRecord]) -> int:
+    """How many items (judged or not) carry a tie as their gold label."""
+    return sum(1 for r in records if gold_tie(r) is not None)
 
 
 def group_by(records: Iterable[ResultRecord],
@@ -452,25 +488,14 @@ def human_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
 # Inference-time scaling from stored samples
 # --------------------------------------------------------------------------------------------
 def vote_prefix(samples: Sequence[Judgement], j: int, n_responses: int, *, meta: bool = False,
-                k_meta: int | None = None) -> list[float | None]:
-    """Voting@j recomputed from the first j samples (by sample_index): the sum of their valid
-    scores; with `meta`, only the k_meta valid samples with the highest meta scores (default j//2,
-    at least 1) are summed, as meta-guided voting does. All None when no sample counts."""
+                k_meta: int | None = None,
+                voting: VotingMethod | str = VotingMethod.SUM) -> list[float | None]:
+    """Voting@j (or MetaRM@j with `meta`) recomputed from the first j samples (by sample_index)
+    through `judgekit.aggregate.aggregate`, the function that built the live Verdicts; with
+    `meta`, k_meta defaults to j//2 (at least 1). All None when no sample counts."""
     first = sorted(samples, key=lambda s: s.sample_index)[:j]
-    valid = [s for s in first if s.valid and s.scores is not None]
-    if meta:
-        m = k_meta if k_meta is not None else max(1, j // 2)
-        rated = [s for s in valid if s.meta_score is not None]
-        rated.sort(key=lambda s: (-(s.meta_score or 0.0), s.sample_index))
-        valid = rated[:m]
-    if not valid:
-        return [None] * n_responses
-    totals = [0.0] * n_responses
-    for s in valid:
-        assert s.scores is not None
-        for i, v in enumerate(s.scores):
-            totals[i] += v
-    return list(totals)
+    km = (k_meta if k_meta is not None else max(1, j // 2)) if meta else None
+    return aggregate(first, n_responses, voting=voting, k_meta=km).scores
 
 
 def has_meta_scores(records: Iterable[ResultRecord]) -> bool:

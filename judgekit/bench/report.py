@@ -139,6 +139,8 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
     cost = m.cost_stats(recs)
     kappa = m.human_agreement(recs)
     pos = m.position_consistency(recs)
+    n_tie_labels = m.count_tie_labels(recs)
+    ties = m.tie_label_agreement(recs)
     return {
         "dataset": run.info.dataset,
         "subset": run.info.subset or "",
@@ -151,6 +153,8 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
         "failed": ps["items_failed"],
         "acc_strict": _pct(m.accuracy(recs, m.TieRule.STRICT, s).value),
         "acc_random_tiebreak": _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value),
+        "tie_labelled": n_tie_labels,
+        "agreement_incl_ties": _pct(ties["agreement"]) if n_tie_labels else None,
         "tie_rate": _pct(m.tie_rate(recs)["tie_rate"]),
         "invalid_sample_rate": _pct(ps["invalid_sample_rate"]),
         "items_no_valid_sample": ps["items_no_valid_sample"],
@@ -185,6 +189,12 @@ def benchmark_metrics(run: BenchRun, seed: int | None = None) -> dict[str, float
         out["missing_scores"] = res["missing"]
     if not out or ds in ("llmbar", "judgebench", "hhh", "llmbar-processed", "llmbar-casestudy"):
         out["accuracy"] = _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value)
+    n_ties = m.count_tie_labels(recs)
+    if n_ties:  # human-preference data with ties: accuracy above leaves them out
+        ties = m.tie_label_agreement(recs)
+        out["tie_labelled_items"] = float(n_ties)
+        out["agreement_incl_ties"] = _pct(ties["agreement"])
+        out["tie_agreement"] = _pct(ties["tie_agreement"])
     return out
 
 
@@ -313,7 +323,8 @@ def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any
 # --------------------------------------------------------------------------------------------
 SECTION_TITLES = {
     "summary": "Runs (accuracies and rates in %; strict: a tie is wrong; random: seeded tie-break, "
-               "the paper's rule)",
+               "the paper's rule; accuracies leave tie-labelled items out, as the papers do; "
+               "agreement_incl_ties counts them: a tie label agrees with a tie verdict)",
     "subsets": "Accuracy per subset (%, strict tie rule)",
     "benchmark": "Benchmark metrics (%, the paper's tie rule) next to published numbers",
     "scaling": "Accuracy vs k, recomputed from stored samples (%, paper's tie rule)",

@@ -17,10 +17,11 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from pydantic import BaseModel
 
+from judgekit.cli_args import OneLineErrorParser, converter_for, utf8_file
 from judgekit.errors import JudgekitError
 from judgekit.train.config import (
     ConfigError,
@@ -31,14 +32,6 @@ from judgekit.train.config import (
 )
 
 _NONE = "__judgekit_none__"  # `--limit none`: set an optional field to None explicitly
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (`prog: error: ...`) and exit code 2,
-    instead of a usage block listing every generated flag."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _describe_rft(cfg: Any) -> str:
@@ -97,9 +90,16 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 def _converter(kind: Any, optional: bool, flag: str) -> Callable[[str], Any]:
+    """The flag's value converter: the shared one for common arguments (`--temperature`,
+    `--samples`, `--max-tokens`, `--concurrency`, `--data-dir`, `--items-file` ...), so a bad
+    value is refused the same way in every CLI; else by type."""
+    shared = converter_for(flag.removeprefix("--").replace("-", "_"))
+
     def convert(text: str) -> Any:
         if optional and text.lower() in ("none", "null"):
             return _NONE
+        if shared is not None:
+            return shared(text)
         if kind is int:
             return int(text)
         if kind is float:
@@ -107,7 +107,8 @@ def _converter(kind: Any, optional: bool, flag: str) -> Callable[[str], Any]:
         if kind is Path:
             return Path(text)
         return text
-    convert.__name__ = {int: "int", float: "float", Path: "path"}.get(kind, "str")
+    convert.__name__ = getattr(shared, "__name__", None) or \
+        {int: "int", float: "float", Path: "path"}.get(kind, "str")
     return convert
 
 
@@ -138,11 +139,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="SPCT training of a GRM: `rft` builds rejective fine-tuning data, `sft` "
                     "fine-tunes on it, `grpo` runs rule-based online RL. See docs/training.md.")
     stages = train.add_subparsers(dest="train_stage", metavar="{rft,sft,grpo}",
-                                  parser_class=_OneLineParser)
+                                  parser_class=OneLineErrorParser)
     stages.required = True
     for name, (cls, _, help_text) in STAGES.items():
         p = stages.add_parser(name, help=help_text, description=(cls.__doc__ or "").strip())
-        p.add_argument("--config", type=Path, default=None,
+        p.add_argument("--config", type=utf8_file, default=None,
                        help="YAML or JSON file of field: value (flags override it)")
         p.add_argument("--print-config", action="store_true",
                        help="print the resolved config as JSON and exit")
@@ -195,8 +196,8 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
 
 def build_parser(prog: str = "judgekit") -> argparse.ArgumentParser:
     """A stand-alone parser with only `train` (for `python -m judgekit.train`)."""
-    parser = _OneLineParser(prog=prog)
-    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=_OneLineParser)
+    parser = OneLineErrorParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=OneLineErrorParser)
     sub.required = True
     add_train_parser(sub)
     return parser

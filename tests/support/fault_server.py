@@ -41,6 +41,9 @@ from typing import Any
 KEY_RE = re.compile(r"jk-item-([A-Za-z0-9_.:-]+)")
 _RESPONSE_BLOCK = re.compile(
     r"\[Start of Response (\d+)\]\n?(.*?)\n?\[End of Response \1\]", re.DOTALL)
+# judgekit's prompts fence each response with the prompt's tag (see judgekit.formats).
+_FENCED_BLOCK = re.compile(
+    r"^<response-(\d+) tag=([0-9a-f]{16})>\n(.*?)\n</response-\1 tag=\2>$", re.DOTALL | re.MULTILINE)
 
 
 def judge_text(responses: list[str] | None) -> str:
@@ -58,6 +61,9 @@ def judge_text(responses: list[str] | None) -> str:
 def shown_responses(prompt: str) -> list[str] | None:
     """The responses of the prompt's last 'Responses to Score' section, in shown order."""
     tail = prompt.rsplit("Responses to Score", 1)[-1]
+    fenced = [body for _, _, body in _FENCED_BLOCK.findall(tail)]
+    if fenced:
+        return fenced
     blocks = _RESPONSE_BLOCK.findall(tail)
     return [b for _, b in blocks] or None
 

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from judgekit.prompts import grm_messages  # noqa: E402
+from judgekit.formats import grm_messages  # noqa: E402
 from judgekit.train.config import GRPOStageConfig, RFTConfig, SFTStageConfig  # noqa: E402
 from judgekit.train.data import load_train_items  # noqa: E402
 from judgekit.train.rewards import judgement_correct  # noqa: E402
