@@ -256,14 +256,18 @@ def _digest(value: Any) -> str | None:
 
 
 def _template_digest(template: str, template_dir: str | os.PathLike[str] | None) -> str | None:
-    """The hash of a template's source: `template_dir/template`, else the shipped one."""
+    """The hash of a template's source and of the partials it may include: the file in
+    `template_dir` if there, else the shipped one."""
     from judgekit.prompts import builtin_prompt_dir
 
-    for root in ([Path(template_dir)] if template_dir else []) + [builtin_prompt_dir()]:
-        path = root / template
-        if path.is_file():
-            return _digest(path.read_bytes())
-    return None
+    roots = ([Path(template_dir)] if template_dir else []) + [builtin_prompt_dir()]
+    main = next((root / template for root in roots if (root / template).is_file()), None)
+    if main is None:
+        return None
+    parts = [main.read_bytes()]
+    for root in roots:
+        parts.extend(p.read_bytes() for p in sorted((root / "_partials").glob("*.jinja")))
+    return _digest(b"\0".join(parts))
 
 
 def _plain(value: Any) -> Any:
@@ -271,46 +275,45 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
 
 
+def _meta_name(meta: Any) -> str | None:
+    """A MetaSpec as recorded: None, "same-as-judge", a spec string, or the scorer's spec."""
+    if meta is None or meta is False:
+        return None
+    if meta is True:
+        return "same-as-judge"
+    return meta if isinstance(meta, str) else str(getattr(meta, "spec", type(meta).__name__))
+
+
 def judge_settings(judge: Any) -> dict[str, Any]:
     """Every setting of `judge` that changes its results, as plain JSON values: recorded in
     run.json and compared on resume. The one place to adjust when the judge gains a setting."""
-    from judgekit.bench.baseline import PairwiseBaselineJudge
+    from judgekit.formats import GRMFormat
     from judgekit.judge import Judge
 
-    if isinstance(judge, PairwiseBaselineJudge):
-        return _plain({
-            "judge": "pairwise-baseline",
-            "model": judge.backend.spec,
-            "generation": judge.config.model_dump(exclude={"timeout"}),
-            "temperature": judge.temperature,
-            "seed": judge.seed,
-            "template_dir": str(judge.template_dir) if judge.template_dir else None,
-        })
-    if isinstance(judge, Judge):
-        meta = judge.meta
-        return _plain({
-            "judge": "grm",
-            "model": judge.backend.spec,
-            "generation": judge.config.model_dump(exclude={"timeout"}),
-            "temperature": judge.sampling_temperature,
-            "seed": judge.seed,
-            "voting": judge.voting,
-            "tie_rule": judge.tie_rule,
-            "k_meta": judge.k_meta,
-            "meta_model": meta if isinstance(meta, str) or meta is None
-            else getattr(meta, "spec", type(meta).__name__),
-            "examples": _digest([e.model_dump(mode="json") for e in judge.examples]),
-            "template": judge.template,
-            "template_hash": _template_digest(judge.template, judge.template_dir),
-            "system": _digest(judge.system),
-            "structured": judge.structured,
-            "max_criteria": judge.max_criteria,
-            "max_reasks": judge.max_reasks,
-            # issue 9's scoring rule and judging format (None until the Judge has them)
-            "aggregate": getattr(judge, "aggregate", None),
-            "format": getattr(judge, "format", None),
-        })
-    return {"judge": type(judge).__name__, "model": _model_name(judge, None)}
+    if not isinstance(judge, Judge):  # a stand-in or a judge of the caller's own
+        return {"judge": type(judge).__name__, "model": _model_name(judge, None)}
+    fmt = judge.format
+    return _plain({
+        "judge": type(judge).__name__,
+        "model": judge.backend.spec,
+        "format": fmt.name,
+        "aggregate": judge.aggregate,
+        "generation": judge.config.model_dump(exclude={"timeout"}),
+        "temperature": judge.sampling_temperature,
+        "seed": judge.seed,
+        "voting": judge.voting,
+        "tie_rule": judge.tie_rule,
+        "k_meta": judge.k_meta,
+        "meta_model": _meta_name(judge.meta),
+        "template": fmt.template,
+        "template_hash": _template_digest(fmt.template, fmt.template_dir),
+        "system": _digest(fmt.system),
+        "examples": _digest([e.model_dump(mode="json") for e in fmt.examples])
+        if isinstance(fmt, GRMFormat) else None,
+        "max_criteria": fmt.max_criteria if isinstance(fmt, GRMFormat) else None,
+        "structured": judge.structured,
+        "max_reasks": judge.sampler.max_reasks,
+    })
 
 
 def _differences(old: RunInfo, new: RunInfo) -> list[str]:
