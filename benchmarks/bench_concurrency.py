@@ -47,10 +47,12 @@ def items(n: int) -> list[dict[str, Any]]:
 def prompts(batch: list[dict[str, Any]]) -> list[list[dict[str, str]]]:
     """The messages judgekit sends for each item, rendered up front for the bare loop, so both
     sides hand the SDK the same request bodies."""
-    from judgekit.prompts import grm_messages, load_examples
+    from judgekit.formats import GRMFormat, fence_tag
+    from judgekit.prompts import resolve_examples
 
-    examples = load_examples()
-    return [[dict(m) for m in grm_messages(it["query"], it["responses"], examples=examples)]
+    fmt = GRMFormat(examples=resolve_examples(True, None))  # what Judge() builds by default
+    return [[dict(m) for m in fmt.messages(it["query"], it["responses"],
+                                           tag=fence_tag(it["query"], it["responses"]))]
             for it in batch]
 
 
