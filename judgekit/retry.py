@@ -6,7 +6,8 @@ each backend maps its SDK's exceptions at its boundary (`RemoteBackend.map_error
 which of them are worth another attempt (`Backend.should_retry`), so adding a provider touches
 nothing here.
 
-* backoff: exponential with jitter, `initial_delay * 2**i` capped at `max_delay`, plus U(0, jitter);
+* backoff: exponential with jitter, `initial_delay * 2**i` capped at `max_delay`, plus U(0, jitter)
+  (tenacity's `wait_exponential_jitter`);
 * a server's Retry-After (carried on the error as `retry_after`) replaces the backoff for that
   wait, capped at `max_retry_after`;
 * budgets: `max_retries` for transient errors (429, 5xx, timeouts, dropped connections), and the
@@ -84,36 +85,20 @@ class RetryPolicy:
         once); `should_retry` is the backend's judgement of which are worth another attempt. On
         failure raises the error of the last attempt, with `.retries` set.
         """
-        retries = 0
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            nonlocal retries
-            retries += 1
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            log.info("%s failed (%s); retry %d/%d in %.2fs", what, exc, retries,
-                     self.budget(exc), wait)
-
-        def stop(state: tenacity.RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            return state.attempt_number > self.budget(exc)
-
-        retrying = tenacity.AsyncRetrying(
-            stop=stop,
-            wait=lambda state: self.wait_for(
-                state.outcome.exception() if state.outcome else None, state.attempt_number),
-            retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, BackendError) and should_retry(e)),
-            sleep=self.sleep or asyncio.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            result: T = await retrying(fn)
-        except BackendError as err:
-            err.retries = retries
-            raise
-        return result, retries
+        sleep = self.sleep or asyncio.sleep
+        attempt = 0
+        while True:  # a plain loop: the common first-attempt success costs nothing extra
+            attempt += 1
+            try:
+                return await fn(), attempt - 1
+            except BackendError as err:
+                if not should_retry(err) or attempt > self.budget(err):
+                    err.retries = attempt - 1
+                    raise
+                wait = self.wait_for(err, attempt)
+                log.info("%s failed (%s); retry %d/%d in %.2fs", what, err, attempt,
+                         self.budget(err), wait)
+            await sleep(wait)
 
 
 @dataclass
