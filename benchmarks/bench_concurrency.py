@@ -10,8 +10,10 @@ with a GRM judgement after `--latency` seconds. Both sides make `--items` judgem
 
 It prints the throughput ratio (judgekit / bare; target >= 0.95) and judgekit's own CPU per
 judgement on top of the SDK's (the difference of this process's CPU time between the two runs,
-per judgement; target <= 1 ms). Each side runs `--repeats` times after a warm-up; the best wall
-time and the median CPU time count.
+per judgement; target <= 1 ms), and the server's peak of requests in flight for each (judgekit
+adds no cap of its own). Each side runs `--repeats` times after a warm-up, interleaved; the best
+wall time and the median CPU time count. On a shared machine, other load turns CPU time into
+wall time: run it on an idle one for the throughput ratio.
 
     python benchmarks/bench_concurrency.py            # 500 judgements, concurrency 50, 0.5 s
 """
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,10 +89,17 @@ def judgekit_loop(url: str, batch: list[dict[str, Any]], concurrency: int) -> No
     assert not bad, bad[0].error
 
 
-def measure(fn: Callable[[], None]) -> tuple[float, float]:
+def peak_in_flight(url: str) -> int:
+    """The server's peak of requests in flight since the last call (and reset it)."""
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as reply:
+        return int(json.load(reply)["peak_in_flight"])
+
+
+def measure(fn: Callable[[], None], url: str) -> tuple[float, float, int]:
+    peak_in_flight(url)
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return time.perf_counter() - wall, time.process_time() - cpu, peak_in_flight(url)
 
 
 def main() -> None:
@@ -110,10 +121,11 @@ def main() -> None:
         warm = batch[: args.concurrency]
         bare_loop(url, rendered[: args.concurrency], args.concurrency)
         judgekit_loop(url, warm, args.concurrency)
-        runs: dict[str, list[tuple[float, float]]] = {"bare": [], "judgekit": []}
+        runs: dict[str, list[tuple[float, float, int]]] = {"bare": [], "judgekit": []}
         for _ in range(args.repeats):  # interleaved, so machine load hits both alike
-            runs["bare"].append(measure(lambda: bare_loop(url, rendered, args.concurrency)))
-            runs["judgekit"].append(measure(lambda: judgekit_loop(url, batch, args.concurrency)))
+            runs["bare"].append(measure(lambda: bare_loop(url, rendered, args.concurrency), url))
+            runs["judgekit"].append(
+                measure(lambda: judgekit_loop(url, batch, args.concurrency), url))
     finally:
         proc.kill()
         proc.wait()
@@ -123,13 +135,14 @@ def main() -> None:
           f"{args.latency}s (ideal wall time {ideal:.2f}s)")
     best = {}
     for name, got in runs.items():
-        walls = [w for w, _ in got]
-        cpus = [c for _, c in got]
+        walls = [w for w, _, _ in got]
+        cpus = [c for _, c, _ in got]
         best[name] = (min(walls), statistics.median(cpus))
         print(f"  {name:9s} wall {min(walls):6.2f}s (runs: {', '.join(f'{w:.2f}' for w in walls)})"
               f"  {args.items / min(walls):6.1f} judgements/s  "
               f"CPU {statistics.median(cpus):.2f}s = "
-              f"{1000 * statistics.median(cpus) / args.items:.2f} ms/judgement")
+              f"{1000 * statistics.median(cpus) / args.items:.2f} ms/judgement  "
+              f"peak in flight {max(p for _, _, p in got)}")
     ratio = best["bare"][0] / best["judgekit"][0]
     own = 1000 * (best["judgekit"][1] - best["bare"][1]) / args.items
     print(f"throughput ratio judgekit/bare: {ratio:.3f} (target >= 0.95)")

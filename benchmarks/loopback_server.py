@@ -1,5 +1,6 @@
 """A minimal OpenAI-compatible chat-completions server for benchmarks: it answers every request
 with the same parseable GRM judgement after a fixed latency, as a hosted model would.
+`GET /stats` tells the peak of requests in flight since the previous `GET /stats`.
 
 Stdlib asyncio, HTTP/1.1 keep-alive, one process of its own (so the client's CPU time is the
 client's alone). Run `python loopback_server.py --latency 0.5`: it prints its port on the first
@@ -28,6 +29,13 @@ def _response(body: dict[str, object]) -> bytes:
                   "total_tokens": 100 + 30 * n}}).encode()
 
 
+class _Stats:
+    """Requests in flight now and at most since the last `GET /stats` (which resets the peak)."""
+
+    in_flight = 0
+    peak = 0
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   latency: float) -> None:
     try:
@@ -39,8 +47,15 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             body = json.loads(await reader.readexactly(length)) if length else {}
-            await asyncio.sleep(latency)
-            payload = _response(body)
+            if head.startswith(b"GET /stats"):
+                payload = json.dumps({"peak_in_flight": _Stats.peak}).encode()
+                _Stats.peak = 0
+            else:
+                _Stats.in_flight += 1
+                _Stats.peak = max(_Stats.peak, _Stats.in_flight)
+                await asyncio.sleep(latency)
+                _Stats.in_flight -= 1
+                payload = _response(body)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
             await writer.drain()

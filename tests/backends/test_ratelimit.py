@@ -149,3 +149,15 @@ def test_limits_are_validated() -> None:
         Throttle(requests_per_minute=0)
     with pytest.raises(ValueError):
         ConcurrencyLimit(0)
+
+
+def test_judge_concurrency_is_the_only_cap(fault_server: FaultServer) -> None:
+    """`Judge(spec, concurrency=N)` puts N requests in flight (it was capped at 8 before)."""
+    fault_server.default_schedule = ["slow"]
+    fault_server.slow_seconds = 0.5
+    judge = Judge("openai:judge-test", base_url=fault_server.openai_url, examples=False,
+                  config=CFG, concurrency=24, retry=RetryPolicy(sleep=no_sleep))
+    batch = [{"id": f"x{i}", "query": f"jk-item-x{i} q", "responses": ["GOOD", "bad"]}
+             for i in range(48)]
+    assert all(v.ok for v in judge.score_many(batch, progress=False))
+    assert fault_server.peak_in_flight == 24
