@@ -179,7 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not (Path(d) / "run.json").is_file():
             return _usage_error(prog, f"{d} is not a bench run directory (no run.json)")
     try:
-        runs = load_runs(args.dirs)
+        runs = load_runs(args.dirs, aggregate=args.aggregate)
     except BenchRunError as exc:
         return _usage_error(prog, str(exc))
     text = render_report(runs, args.format, seed=args.seed)
@@ -269,6 +269,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_rep.add_argument("--plots", metavar="OUTDIR", help="write PNG plots into OUTDIR")
     p_rep.add_argument("--seed", type=int, help="tie-break seed (default: each run's seed)")
     p_rep.add_argument("--output", "-o", help="write the report to a file instead of stdout")
+    p_rep.add_argument("--aggregate", choices=("overall", "weighted"), default=None,
+                       help="re-vote the stored samples under this scoring rule (default: the "
+                       "rule each run used)")
     p_rep.set_defaults(func=cmd_report)
     return bench
 
