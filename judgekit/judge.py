@@ -6,7 +6,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from judgekit.aggregate import build_verdict, default_k_meta
 from judgekit.backends.base import Backend
@@ -19,8 +19,11 @@ from judgekit.meta import MetaScorer, meta_from_spec
 from judgekit.prompts import GRM_TEMPLATE, FewShotExample, as_messages, load_examples
 from judgekit.runtime import run_sync
 from judgekit.sampler import Sampler
-from judgekit.schema import AggregateRule, Message, Usage, Verdict
+from judgekit.schema import AggregateRule, Judgement, Message, Usage, Verdict
 from judgekit.voting import TieRule, VotingMethod
+
+if TYPE_CHECKING:
+    from judgekit.batch_api import BatchHandle
 
 DEFAULT_SAMPLING_TEMPERATURE = 0.5  # the paper's temperature for k > 1
 
@@ -163,6 +166,16 @@ class Judge:
         judgements = await self.sampler.sample(query, responses, k=samples, seed=item_seed,
                                                config=self.sample_config(samples, item_seed),
                                                hint_best=hint_best)
+        return await self._verdict_from_samples(query, responses, judgements, samples,
+                                                meta=meta, k_meta=k_meta, item_id=item_id,
+                                                item_seed=item_seed, start=start)
+
+    async def _verdict_from_samples(self, query: str | Sequence[Message], responses: list[str],
+                                    judgements: list[Judgement], samples: int, *,
+                                    meta: MetaSpec, k_meta: int | None, item_id: str | None,
+                                    item_seed: int, start: float) -> Verdict:
+        """Meta judge and vote over an item's judgements, however they were drawn (online above,
+        or from a provider's batch results in `judgekit.batch_api`), so both give one Verdict."""
         scorer = self._meta_scorer(meta)
         if scorer is not None and not self.format.rates_with_meta:
             raise ValueError(f"the {self.format.name} format has no critique for a meta judge "
@@ -218,6 +231,20 @@ class Judge:
                    **kwargs: Any) -> list[Verdict]:
         """Sync twin of `ascore_many`; safe inside Jupyter."""
         return run_sync(self.ascore_many(items, samples, **kwargs))
+
+    async def asubmit_batch(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
+                            *, run_dir: str | Path, **kwargs: Any) -> BatchHandle:
+        """Submit `items` to the provider's batch API (OpenAI Batch, Anthropic Message Batches:
+        half price, no rate limits to fight); the handle collects Verdicts later, also from
+        another process (`judgekit.batch_api.collect_batch(run_dir)`)."""
+        from judgekit.batch_api import asubmit_batch
+
+        return await asubmit_batch(self, items, samples, run_dir=run_dir, **kwargs)
+
+    def submit_batch(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1, *,
+                     run_dir: str | Path, **kwargs: Any) -> BatchHandle:
+        """Sync twin of `asubmit_batch`."""
+        return run_sync(self.asubmit_batch(items, samples, run_dir=run_dir, **kwargs))
 
     async def aclose(self) -> None:
         await self.backend.aclose()
