@@ -495,16 +495,20 @@ class BatchHandle:
         used_k_meta = k_meta if k_meta is not None else state.k_meta
         records = [self.run.by_key[k] for k in self.keys]
         judge = self.judge
-
-        async def one(item: JudgeItem) -> Verdict:
-            rec = self.run.by_key[str(item.id)]
-            start = time.perf_counter()
+        built = {}
+        for rec in records:  # refuse a different judge before any online call is made
             prompts, config, digest = item_prompts(judge, rec.query, rec.responses,
                                                    state.samples, rec.seed)
             if digest != rec.digest:
                 raise BatchRunError(f"item {rec.key!r}: this judge builds other prompts than "
                                     "the ones submitted (another template, examples, "
                                     "max_tokens or seed): collect with the submitting judge")
+            built[rec.key] = (prompts, config)
+
+        async def one(item: JudgeItem) -> Verdict:
+            rec = self.run.by_key[str(item.id)]
+            start = time.perf_counter()
+            prompts, config = built[rec.key]
             shown, got = prompt_outcomes(prompts, rec, outcomes)
             judgements = await judge.sampler.collect(shown, got, n_responses=len(rec.responses),
                                                      config=config)
