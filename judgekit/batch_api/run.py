@@ -620,3 +620,43 @@ def collect_batch(run_dir: str | os.PathLike[str], judge: Judge | JudgeSpec | No
     """Sync twin of `acollect_batch`."""
     return run_sync(acollect_batch(run_dir, judge, **kwargs))
 
+
+
+class BatchScorer:
+    """The runner's judge for `bench run --batch`: `ascore_many` submits the items (or resumes
+    the run in `run_dir`), waits for the provider, and collects, so the bench runner writes and
+    resumes results.jsonl exactly as online. `resubmit_failed` first sends again the requests
+    that failed in finished jobs."""
+
+    def __init__(self, judge: Judge, run_dir: str | os.PathLike[str], *,
+                 poll_interval: float = 30.0, wait: bool = True,
+                 resubmit_failed: bool = False) -> None:
+        self.judge = judge
+        self.run_dir = Path(run_dir)
+        self.poll_interval = poll_interval
+        self.wait = wait
+        self.resubmit_failed = resubmit_failed
+
+    @property
+    def model(self) -> str:
+        return self.judge.model
+
+    @property
+    def meta(self) -> Any:
+        return self.judge.meta
+
+    async def ascore_many(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
+                          *, meta: MetaSpec = None, k_meta: int | None = None,
+                          concurrency: int | None = None, progress: bool = False,
+                          on_result: Callable[[int, Verdict], Any] | None = None
+                          ) -> list[Verdict]:
+        handle = await asubmit_batch(self.judge, items, samples, run_dir=self.run_dir,
+                                     meta=meta, k_meta=k_meta)
+        if self.resubmit_failed:
+            await handle.aresubmit_failed()
+        return await handle.acollect(wait=self.wait, poll_interval=self.poll_interval,
+                                     concurrency=concurrency, progress=progress,
+                                     on_result=on_result)
+
+    async def aclose(self) -> None:
+        await self.judge.aclose()
