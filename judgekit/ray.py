@@ -34,6 +34,7 @@ from typing import Any
 from judgekit.batch import JudgeItem
 from judgekit.errors import MissingDependencyError
 from judgekit.judge_spec import JudgeSpec
+from judgekit.prompts import as_messages
 from judgekit.schema import Verdict
 
 VERDICT_COLUMNS = ("scores", "best", "tie", "valid_samples", "invalid_samples", "prompt_tokens",
@@ -108,7 +109,9 @@ def judge_dataset(dataset: Any, spec: JudgeSpec, samples: int = 1, *, workers: i
                   batch_size: int = 16, num_cpus: float = 1.0, num_gpus: float = 0.0,
                   meta: bool | str | None = None, k_meta: int | None = None,
                   concurrency: int | None = None) -> Any:
-    """`dataset` (columns query, responses, optionally id) with the verdict columns added, judged
+    """`dataset` (columns query: a string or a list of {role, content} messages, one type per
+    dataset as Arrow wants; responses: a list of strings; optionally id) with the verdict columns
+    added, judged
     by `workers` actors, each given `num_cpus`/`num_gpus` and batches of `batch_size` items.
     Lazy, as Ray Data is: nothing runs until the result is consumed or written.
 
@@ -165,8 +168,12 @@ class RayScorer:
         if not parsed:
             return []
         ray = self._init()
-        rows = [{INDEX_COLUMN: n, "id": it.id, "query": it.query, "responses": it.responses}
-                for n, it in enumerate(parsed)]
+        # an Arrow column has one type: with any conversation among the queries, every query
+        # travels as messages (a string is one user turn either way: the same prompt)
+        mixed = len({isinstance(it.query, str) for it in parsed}) > 1
+        rows = [{INDEX_COLUMN: n, "id": it.id,
+                 "query": as_messages(it.query) if mixed else it.query,
+                 "responses": it.responses} for n, it in enumerate(parsed)]
         judged = judge_dataset(ray.data.from_items(rows), self.spec, samples,
                                workers=self.workers, batch_size=self.batch_size,
                                num_cpus=self.num_cpus, num_gpus=self.num_gpus, meta=meta,
