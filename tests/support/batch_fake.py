@@ -19,7 +19,8 @@ Scripting:
 * a job whose input file repeats a custom id fails validation (state `failed`), as OpenAI's does.
 
 The answer text is `fault_server.judge_text` (GOOD responses score 9, others 2) unless `text` is
-replaced. `http` counts every HTTP request by route (the benchmark reads it).
+replaced; `delay` makes each online answer take that long. `http` counts every HTTP request by
+route (the benchmark reads it).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class BatchFake:
     unfinished: set[str] = field(default_factory=set)
     request_faults: dict[str, list[str]] = field(default_factory=dict)
     text: Callable[[list[str] | None], str] = judge_text
+    delay: float = 0.0  # seconds an online answer takes (a model's latency, for benchmarks)
 
     def __post_init__(self) -> None:
         self.jobs: dict[str, Job] = {}
@@ -363,6 +365,8 @@ def _make_handler(fake: BatchFake) -> type[BaseHTTPRequestHandler]:
             if path.endswith("/chat/completions") or path == "/v1/messages":
                 api = "openai" if path.endswith("/chat/completions") else "anthropic"
                 body = json.loads(raw or b"{}")
+                if fake.delay:
+                    time.sleep(fake.delay)
                 with fake._lock:
                     fake.http[f"{api} online"] += 1
                     fake.online_bodies.append(body)
