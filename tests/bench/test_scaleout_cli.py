@@ -6,6 +6,9 @@ usage errors of --batch / --ray."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,3 +92,16 @@ def test_scaleout_usage_errors(flags: list[str], message: str, tmp_path: Path,
     data = dataset(tmp_path, "a")
     assert main(["run", str(data), "--out", str(tmp_path / "o"), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_scaleout_benchmark_runs_small() -> None:
+    """benchmarks/bench_scaleout.py end to end on 20 items (Ray left out: it has its own tests)."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_scaleout.py"),
+                          "--items", "20", "--skip-ray"], capture_output=True, text=True,
+                         timeout=300, check=True, env={**os.environ, "PYTHONPATH": str(root)})
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+            if line.startswith(("online ", "batch "))}
+    assert rows["online"][3] == "40" and rows["batch"][3] == "8"  # HTTP requests
+    assert float(rows["batch"][4]) == pytest.approx(float(rows["online"][4]) / 2)  # batch price
+    assert rows["online"][5] == rows["batch"][5] == "20"  # every best response found
