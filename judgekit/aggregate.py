@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from judgekit.schema import Judgement, Usage, Verdict
+from judgekit.schema import AggregateRule, Judgement, Usage, Verdict
 from judgekit.voting import TieRule, VotingMethod, best_index, select_kept, vote
 
 
@@ -79,3 +79,25 @@ def build_verdict(samples: Sequence[Judgement], n_responses: int, *, k: int,
         usage=Usage.total(s.usage for s in samples) + (extra_usage or Usage()),
         wall_time_s=round(wall_time_s, 4), seed=seed if isinstance(seed, int) else None,
         error=error, metadata=dict(metadata or {}))
+
+
+def rescore(verdict: Verdict, rule: AggregateRule | str) -> Verdict:
+    """The Verdict its stored samples give under another aggregate rule: each valid sample's
+    scores become its critiques' `score(rule)` (weighted falls back to the written overall
+    score), then the same vote, meta keep rule and tie rule. Samples without critiques (the
+    pairwise format) keep their scores. No model is called."""
+    rule = AggregateRule(rule)
+    if rule.value == verdict.aggregate:
+        return verdict
+    samples = []
+    for s in verdict.samples:
+        new = [c.score(rule) for c in s.critiques]
+        if s.valid and s.critiques and all(v is not None for v in new):
+            s = s.model_copy(update={"scores": [float(v) for v in new if v is not None]})
+        samples.append(s)
+    seed = verdict.seed if verdict.seed is not None else 0
+    result = aggregate(samples, verdict.n_responses, voting=verdict.voting,
+                       tie_rule=verdict.tie_rule, seed=seed, k_meta=verdict.k_meta)
+    return verdict.model_copy(update={
+        "scores": result.scores, "best": result.best, "tie": result.tie,
+        "aggregate": rule.value, "samples": samples})

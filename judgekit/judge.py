@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from judgekit.aggregate import build_verdict, default_k_meta
 from judgekit.backends.base import Backend
@@ -14,14 +14,15 @@ from judgekit.batch import JudgeItem, score_batch
 from judgekit.cache import CacheSpec, wrap_with_cache
 from judgekit.config import GenerationConfig
 from judgekit.formats import GRMFormat, JudgingFormat
-from judgekit.meta import MetaResolver, MetaSpec
+from judgekit.meta import MetaResolver, MetaSpec, rate_samples
 from judgekit.prompts import GRM_TEMPLATE, FewShotExample, resolve_examples
 from judgekit.runtime import run_sync
-from judgekit.sampler import Sampler, seed_for_item
-from judgekit.schema import AggregateRule, Message, Usage, Verdict
+from judgekit.sampler import Sampler, sampling_config, seed_for_item
+from judgekit.schema import AggregateRule, Judgement, Message, Usage, Verdict
 from judgekit.voting import TieRule, VotingMethod
 
-DEFAULT_SAMPLING_TEMPERATURE = 0.5  # the paper's temperature for k > 1
+if TYPE_CHECKING:
+    from judgekit.batch_api import BatchHandle
 
 class Judge:
     """A generative reward model over any backend.
@@ -107,12 +108,7 @@ class Judge:
         return seed_for_item(self.seed if seed is None else seed, query, responses)
 
     def sample_config(self, samples: int, item_seed: int) -> GenerationConfig:
-        """Greedy for one sample (unless a temperature was set), else the sampling temperature."""
-        if samples == 1 and self.sampling_temperature is None:
-            return self.config.with_(temperature=0.0, seed=item_seed)
-        temp = (self.sampling_temperature if self.sampling_temperature is not None
-                else DEFAULT_SAMPLING_TEMPERATURE)
-        return self.config.with_(temperature=temp, seed=item_seed)
+        return sampling_config(self.config, samples, self.sampling_temperature, item_seed)
 
     async def ascore(self, query: str | Sequence[Message], responses: Sequence[str],
                      samples: int = 1, *, meta: MetaSpec = None, k_meta: int | None = None,
@@ -136,6 +132,16 @@ class Judge:
         judgements = await self.sampler.sample(query, responses, k=samples, seed=item_seed,
                                                config=self.sample_config(samples, item_seed),
                                                hint_best=hint_best)
+        return await self._verdict_from_samples(query, responses, judgements, samples,
+                                                meta=meta, k_meta=k_meta, item_id=item_id,
+                                                item_seed=item_seed, start=start)
+
+    async def _verdict_from_samples(self, query: str | Sequence[Message], responses: list[str],
+                                    judgements: list[Judgement], samples: int, *,
+                                    meta: MetaSpec, k_meta: int | None, item_id: str | None,
+                                    item_seed: int, start: float) -> Verdict:
+        """Meta judge and vote over an item's judgements, however they were drawn (online above,
+        or from a provider's batch results in `judgekit.batch_api`), so both give one Verdict."""
         scorer = self._meta.resolve(self.meta if meta is None else meta)
         if scorer is not None and not self.format.rates_with_meta:
             raise ValueError(f"the {self.format.name} format has no critique for a meta judge "
@@ -144,12 +150,7 @@ class Judge:
         if scorer is not None:
             used_k_meta = next((v for v in (k_meta, self.k_meta) if v is not None),
                                default_k_meta(samples))
-            if used_k_meta < 1:
-                raise ValueError(f"k_meta must be at least 1, got {used_k_meta}")
-            rated = await scorer.ascore_samples(query, responses, judgements)
-            for jd, score in zip(judgements, rated.scores, strict=True):
-                jd.meta_score = score
-            meta_usage = rated.usage
+            meta_usage = await rate_samples(scorer, query, responses, judgements)
         return build_verdict(
             judgements, len(responses), k=samples, voting=self.voting, tie_rule=self.tie_rule,
             seed=item_seed, k_meta=used_k_meta, aggregate_rule=self.aggregate.value,
@@ -191,6 +192,18 @@ class Judge:
                    **kwargs: Any) -> list[Verdict]:
         """Sync twin of `ascore_many`; safe inside Jupyter."""
         return run_sync(self.ascore_many(items, samples, **kwargs))
+
+    async def asubmit_batch(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
+                            *, run_dir: str | Path, **kwargs: Any) -> BatchHandle:
+        """Submit to the provider's batch API (half price); collect later, from any process."""
+        from judgekit.batch_api import asubmit_batch
+
+        return await asubmit_batch(self, items, samples, run_dir=run_dir, **kwargs)
+
+    def submit_batch(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1, *,
+                     run_dir: str | Path, **kwargs: Any) -> BatchHandle:
+        """Sync twin of `asubmit_batch`."""
+        return run_sync(self.asubmit_batch(items, samples, run_dir=run_dir, **kwargs))
 
     async def aclose(self) -> None:
         await self.backend.aclose()

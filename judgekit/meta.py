@@ -221,6 +221,15 @@ class SequenceClassifierMetaScorer(MetaScorer):
         return MetaResult(scores=scores)
 
 
+async def rate_samples(scorer: MetaScorer, query: str | Sequence[Message],
+                       responses: Sequence[str], judgements: Sequence[Judgement]) -> Usage:
+    """Set each judgement's `meta_score` (None where it could not be rated); the usage spent."""
+    rated = await scorer.ascore_samples(query, responses, judgements)
+    for jd, score in zip(judgements, rated.scores, strict=True):
+        jd.meta_score = score
+    return rated.usage
+
+
 MetaSpec = MetaScorer | str | bool | None
 """`None`/`False`: no meta judge; `True`: the judge's own model; a spec string (a chat model, or
 `classifier:<dir>`); or a MetaScorer."""

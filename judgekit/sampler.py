@@ -30,6 +30,18 @@ from judgekit.prompts import as_messages
 from judgekit.schema import Critique, Judgement, Message, SampleStatus, Usage
 from judgekit.voting import balanced_permutations, unpermute
 
+DEFAULT_SAMPLING_TEMPERATURE = 0.5  # the paper's temperature for k > 1
+
+
+def sampling_config(config: GenerationConfig, samples: int, temperature: float | None,
+                    seed: int) -> GenerationConfig:
+    """One sample decodes greedily (unless a temperature was set); several samples draw at
+    `temperature`, by default the paper's 0.5. The item's seed makes sampling reproducible."""
+    if samples == 1 and temperature is None:
+        return config.with_(temperature=0.0, seed=seed)
+    temp = temperature if temperature is not None else DEFAULT_SAMPLING_TEMPERATURE
+    return config.with_(temperature=temp, seed=seed)
+
 
 def seed_for_item(base: int, query: str | Sequence[Message], responses: Sequence[str]) -> int:
     """A stable per-item seed, so permutations, sampling and tie-breaks reproduce run to run."""

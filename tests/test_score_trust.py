@@ -10,6 +10,7 @@ real templates, and its answers go through the real sampler, parser, vote and re
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -308,3 +309,24 @@ def test_random_seeds_differ_by_item() -> None:
     judge = Judge(QuotingJudgeFake())
     seeds = {judge.item_seed("q", [str(random.random()), "b"]) for _ in range(20)}
     assert len(seeds) == 20
+
+
+async def test_reports_can_revote_stored_samples_under_either_rule(tmp_path: Path) -> None:
+    from judgekit.aggregate import rescore
+    from judgekit.bench.items import BenchItem, Label
+    from judgekit.bench.report import load_runs
+    from judgekit.bench.runner import run
+
+    judge = Judge(QuotingJudgeFake(weighted=True), examples=False)  # overall rule, lines written
+    live = await judge.ascore("q", ["GOOD", "bad"], samples=2)
+    assert live.scores == [18.0, 4.0]
+    weighted = rescore(live, "weighted")
+    assert weighted.aggregate == "weighted"
+    assert weighted.scores == [pytest.approx(2 * 9.4), pytest.approx(2 * 2.4)]
+    assert rescore(weighted, "overall").scores == live.scores
+    items = [BenchItem(id="a", query="q", responses=["GOOD", "bad"], label=Label.best_of(0))]
+    await asyncio.to_thread(run, items, judge, out_dir=tmp_path / "r", samples=2,
+                            dataset_name="toy")
+    (stored,) = load_runs([tmp_path / "r"], aggregate="weighted")
+    assert stored.records[0].verdict is not None
+    assert stored.records[0].verdict.scores == weighted.scores

@@ -28,6 +28,7 @@ from judgekit.cli_args import (
 from judgekit.errors import JudgekitError
 
 EXIT_FAILURE = 1
+EXIT_NOT_READY = 75  # sysexits EX_TEMPFAIL: `--batch --no-wait` and the provider is not done yet
 
 
 def _usage_error(prog: str, message: str) -> int:
@@ -108,6 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _usage_error(prog, "--aggregate applies to the GRM prompt only")
     if args.baseline and args.voting != "sum":
         return _usage_error(prog, "--voting applies to the GRM judge only")
+    problem = _scaleout_problem(args)
+    if problem:
+        return _usage_error(prog, problem)
     dataset: Any = args.dataset
     name = args.dataset
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
@@ -132,10 +136,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             backend_kwargs["aggregate"] = args.aggregate
     cache: Any = False if args.no_cache else (args.cache or True)
     try:
-        judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
-                           max_tokens=args.max_tokens, temperature=args.temperature,
-                           concurrency=args.concurrency, meta_model=args.meta_model,
-                           examples=not args.no_examples, cache=cache, **backend_kwargs)
+        if args.ray is not None:  # the actors build the judge; the driver loads no model
+            judge = _ray_scorer(args, cache, backend_kwargs)
+        else:
+            judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
+                               max_tokens=args.max_tokens, temperature=args.temperature,
+                               concurrency=args.concurrency, meta_model=args.meta_model,
+                               examples=not args.no_examples, cache=cache, **backend_kwargs)
+        if args.batch:
+            from judgekit.batch_api import BatchScorer
+
+            judge = BatchScorer(judge, out / "batch", poll_interval=args.poll_interval,
+                                wait=not args.no_wait, resubmit_failed=args.resubmit_failed)
     except (JudgekitError, ValueError, OSError, ImportError) as exc:
         print(f"{prog}: error: cannot build the judge: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
@@ -154,7 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                      "meta_model": args.meta_model, "k_meta": args.k_meta,
                                      "examples": not args.no_examples,
                                      "voting": args.voting,
-                                     "aggregate": args.aggregate or "overall"})
+                                     "aggregate": args.aggregate or "overall",
+                                     "mode": ("batch" if args.batch else "ray"
+                                              if args.ray is not None else "online")})
         finally:
             await aclose_judge(judge)
 
@@ -162,12 +176,56 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = asyncio.run(go())
     except (DatasetError, BenchRunError) as exc:
         return _usage_error(prog, str(exc))
+    except JudgekitError as exc:  # the batch run's own outcomes, one line each
+        from judgekit.batch_api import BatchNotReady, BatchRunError
+        from judgekit.errors import BackendError
+
+        if isinstance(exc, BatchNotReady):
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_NOT_READY
+        if isinstance(exc, BatchRunError):
+            return _usage_error(prog, str(exc))
+        if isinstance(exc, BackendError):
+            print(f"{prog}: error: the batch API failed: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; re-run the same command to resume ({out})", file=sys.stderr)
         return 130
     print(result)
     print(f"report: judgekit bench report {out}")
     return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
+
+
+def _scaleout_problem(args: argparse.Namespace) -> str | None:
+    """A usage problem of --batch / --ray and their options, or None."""
+    if args.batch and args.ray is not None:
+        return "--batch and --ray exclude each other"
+    if (args.batch or args.ray is not None) and args.baseline:
+        return "--batch and --ray run the GRM judge only"
+    if not args.batch and (args.resubmit_failed or args.no_wait):
+        return "--resubmit-failed and --no-wait need --batch"
+    if args.ray is None and args.ray_workers is not None:
+        return "--ray-workers needs --ray"
+    return None
+
+
+def _ray_scorer(args: argparse.Namespace, cache: Any, backend_kwargs: dict[str, Any]) -> Any:
+    """The Ray runner judge: each actor builds `Judge(**options)` as `make_judge` would."""
+    from judgekit.judge_spec import JudgeSpec
+    from judgekit.ray import RayScorer
+
+    options: dict[str, Any] = {"seed": args.seed, "max_tokens": args.max_tokens,
+                               "temperature": args.temperature,
+                               "concurrency": args.concurrency,
+                               "examples": not args.no_examples, "cache": cache,
+                               **backend_kwargs}
+    if args.meta_model is not None:
+        options["meta"] = args.meta_model
+    remote = (args.model or "").startswith(("openai:", "anthropic:"))
+    return RayScorer(JudgeSpec(model=args.model or None, options=options),
+                     address=args.ray or None, workers=args.ray_workers or 2,
+                     num_cpus=0.25 if remote else 1.0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -179,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not (Path(d) / "run.json").is_file():
             return _usage_error(prog, f"{d} is not a bench run directory (no run.json)")
     try:
-        runs = load_runs(args.dirs)
+        runs = load_runs(args.dirs, aggregate=args.aggregate)
     except BenchRunError as exc:
         return _usage_error(prog, str(exc))
     text = render_report(runs, args.format, seed=args.seed)
@@ -241,6 +299,24 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_run.add_argument("--cache", default=None,
                        help="sqlite cache file (default: ~/.cache/judgekit/cache.sqlite)")
     p_run.add_argument("--no-progress", action="store_true")
+    s = p_run.add_argument_group("scale-out (GRM judge only)")
+    s.add_argument("--batch", action="store_true",
+                   help="send the requests through the provider's batch API (openai:, "
+                        "anthropic: models; half price, results within 24 h); job state in "
+                        "OUT/batch, so re-running the command resumes without resubmitting")
+    s.add_argument("--poll-interval", type=float, default=30.0,
+                   help="with --batch: seconds between polls (default 30)")
+    s.add_argument("--no-wait", action="store_true",
+                   help="with --batch: submit (or poll once) and exit with code 75 if the "
+                        "provider is not done; re-run to collect")
+    s.add_argument("--resubmit-failed", action="store_true",
+                   help="with --batch: send again the requests that errored, expired or were "
+                        "cancelled")
+    s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="judge on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto; "
+                        "none: a local one), one Judge per actor")
+    s.add_argument("--ray-workers", type=positive_int,
+                   help="with --ray: actors in the pool (default 2)")
     g = p_run.add_argument_group("own files (DATASET is a file)")
     g.add_argument("--query-field", default="query")
     g.add_argument("--responses-field", default="responses",
@@ -269,6 +345,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_rep.add_argument("--plots", metavar="OUTDIR", help="write PNG plots into OUTDIR")
     p_rep.add_argument("--seed", type=int, help="tie-break seed (default: each run's seed)")
     p_rep.add_argument("--output", "-o", help="write the report to a file instead of stdout")
+    p_rep.add_argument("--aggregate", choices=("overall", "weighted"), default=None,
+                       help="re-vote the stored samples under this scoring rule (default: the "
+                       "rule each run used)")
     p_rep.set_defaults(func=cmd_report)
     return bench
 

@@ -114,8 +114,18 @@ def load_run(path: str | os.PathLike[str]) -> BenchRun:
     return BenchRun(path=p, info=read_run_info(p), records=read_results(p), label=p.name)
 
 
-def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[BenchRun]:
+def load_runs(paths: Iterable[str | os.PathLike[str]],
+              aggregate: str | None = None) -> list[BenchRun]:
+    """Runs as stored, or with every Verdict re-voted under another aggregate rule
+    (`judgekit.aggregate.rescore`: overall or weighted, from the stored critiques)."""
     runs = [load_run(p) for p in paths]
+    if aggregate is not None:
+        from judgekit.aggregate import rescore
+
+        for run in runs:
+            for rec in run.records:
+                if rec.verdict is not None:
+                    rec.verdict = rescore(rec.verdict, aggregate)
     names = [r.label for r in runs]
     for r in runs:  # disambiguate equal folder names
         if names.count(r.label) > 1:
