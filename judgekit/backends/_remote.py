@@ -421,21 +421,37 @@ class RemoteBackend(Backend, Generic[ClientT]):
         config: GenerationConfig,
         n: int,
     ) -> tuple[R, int]:
-        """One logical request: throttled per attempt, bounded by `config.timeout` per attempt,
-        retried under the policy. Returns (response, retries)."""
-        await self._clients.get().close_with_loop()
-
+        """One generation request: throttled per attempt, bounded by `config.timeout` per
+        attempt, retried under the policy. Returns (response, retries)."""
         tokens = estimate_tokens(messages, config.max_tokens, n) if not self.throttle.unlimited \
             else 0
+        return await self.sdk_call(send, what="request", timeout=config.timeout + 1.0,
+                                   throttled=True, tokens=tokens)
+
+    async def sdk_call(
+        self,
+        send: Callable[[], Awaitable[R]],
+        *,
+        what: str = "request",
+        timeout: float | None = None,
+        throttled: bool = False,
+        tokens: int = 0,
+    ) -> tuple[R, int]:
+        """One SDK call at this backend's boundary: its exceptions mapped (`map_error`) and
+        scrubbed of secrets, retried under the policy as `should_retry` decides, counted by the
+        circuit breaker; `throttled` calls take a request slot (and `tokens` of the budget) per
+        attempt, and `timeout` bounds each whole attempt. Returns (result, retries)."""
+        await self._clients.get().close_with_loop()
+        limited = throttled and not self.throttle.unlimited
 
         async def attempt() -> R:
             self.breaker.check(self.spec)
             error: BackendError | None
-            async with self.throttle.slot(tokens) if not self.throttle.unlimited else _NO_SLOT:
+            async with self.throttle.slot(tokens) if limited else _NO_SLOT:
                 try:
                     # The SDK timeout covers each network phase; this one bounds the whole
                     # attempt (a server that trickles bytes forever).
-                    async with asyncio.timeout(config.timeout + 1.0):
+                    async with asyncio.timeout(timeout):
                         response = await send()
                 except BackendError as err:
                     error = err
@@ -453,7 +469,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
             raise error
 
         return await self.retry_policy.call(attempt, should_retry=self.should_retry,
-                                            what=f"{self.spec} request")
+                                            what=f"{self.spec} {what}")
 
     def check_config(self, config: GenerationConfig, n: int) -> None:
         """Refuse what an HTTP API cannot honour, rather than silently ignoring it."""

@@ -106,8 +106,7 @@ class BatchProvider(ABC):
     async def managed(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
         """One management call (upload, create, retrieve, cancel, download) under the backend's
         retry policy, its SDK errors mapped and scrubbed of secrets like an online call's."""
-        result, _ = await self.backend.retry_policy.call(
-            fn, secrets=self.backend._secrets, what=f"{self.backend.spec} {what}")
+        result, _ = await self.backend.sdk_call(fn, what=what)
         return result
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> Usage:
