@@ -8,10 +8,14 @@ The tree (httpx style)::
     ├── TemplateError            a template that cannot be found or rendered
     ├── CapabilityError          asked a backend for something it does not declare   (+ValueError)
     ├── MissingDependencyError   an optional extra is not installed                  (+ImportError)
+    ├── CacheError               the response cache file is corrupt or unreadable
+    ├── RunAbortedError          a batch stopped early: the backend failed for everyone
     └── BackendError             a model call failed; mapped once, at the backend's boundary
         ├── TransientBackendError    worth a retry: 5xx, dropped connections, malformed bodies
         │   ├── RateLimitError       429 (retry_after from the server)
-        │   └── APITimeoutError      the attempt took longer than its timeout
+        │   ├── APITimeoutError      the attempt took longer than its timeout
+        │   └── ServerUnreachableError  connection refused / unknown host (short retry budget)
+        │       └── CircuitOpenError    not sent: the server refused the last attempts
         └── FatalBackendError        retrying cannot help: 400/404 and the like
             ├── AuthenticationError  401/403
             ├── ContextLengthError   the prompt does not fit the model's context
@@ -23,6 +27,11 @@ Which errors become a *recorded* failure (a sample with status `api_error`, a ba
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from judgekit.schema import Usage
 
 
 class JudgekitError(Exception):
@@ -52,6 +61,10 @@ class BackendError(JudgekitError):
     retryable: bool = False
     retries: int = 0
     """How many retries the retry policy spent before giving up (set by `judgekit.retry`)."""
+    usage: Usage | None = None
+    """What the failed call spent in all, where more than one request made it up (OpenAI
+    top-ups, Anthropic's parallel samples): the successful siblings' tokens and calls plus the
+    failed ones. None: the call cost one call and `retries`."""
 
     def __init__(self, message: str, *, status_code: int | None = None,
                  retry_after: float | None = None) -> None:

@@ -100,8 +100,10 @@ class MetaJudge(MetaScorer):
         except Exception as exc:
             if not is_recorded_failure(exc):
                 raise
-            retries = exc.retries if isinstance(exc, BackendError) else 0
-            return None, Usage.total(spent) + Usage(calls=1, retries=retries)
+            failed = (exc.usage if isinstance(exc, BackendError) and exc.usage is not None
+                      else Usage(calls=1, retries=exc.retries if isinstance(exc, BackendError)
+                                 else 0))
+            return None, Usage.total(spent) + failed
 
     async def _rate(self, query: str | Sequence[Message], responses: list[str], jd: Judgement,
                     spent: list[Usage]) -> float | None:

@@ -273,9 +273,11 @@ def split_usage(usage: Usage, parts: int) -> list[Usage]:
 
 
 def _failed_call_usage(exc: BaseException) -> Usage:
-    """A failed call still counts: one call, and the retries it spent."""
-    retries = exc.retries if isinstance(exc, BackendError) else 0
-    return Usage(calls=1, retries=retries)
+    """A failed call still counts: what its successful sibling requests spent where it carries
+    that record, else one call and the retries it spent."""
+    if not isinstance(exc, BackendError):
+        return Usage(calls=1)
+    return exc.usage if exc.usage is not None else Usage(calls=1, retries=exc.retries)
 
 
 def _adopt(target: Judgement, source: Judgement, status: SampleStatus) -> None:

@@ -18,6 +18,8 @@ EXPECTED = {
     # issue 9: one pipeline (formats, aggregate rule, declared capabilities, typed meta scorers)
     "AggregateRule", "BackendCapabilities", "CapabilityError", "ContextLengthError",
     "GRMFormat", "JudgingFormat", "LocalModelError", "MetaScorer", "PairwiseFormat",
+    # issue 10: runs you can trust (typed stops and cache errors)
+    "CacheError", "CircuitOpenError", "RunAbortedError", "ServerUnreachableError",
 }
 
 

@@ -190,8 +190,7 @@ def spent_usage(error: BaseException) -> Usage | None:
     top-ups, Anthropic's parallel samples) succeeded: their tokens, calls and retries, plus one
     call and the retries of each failed request. None when the error carries no such record
     (then the call spent one call and `error.retries`)."""
-    usage = getattr(error, "usage", None)
-    return usage if isinstance(usage, Usage) else None
+    return error.usage if isinstance(error, BackendError) else None
 
 
 async def gather_requests(calls: list[Awaitable[tuple[T, Usage]]]) -> list[tuple[T, Usage]]:
@@ -215,8 +214,7 @@ async def gather_requests(calls: list[Awaitable[tuple[T, Usage]]]) -> list[tuple
     first = failures[0]
     spent = Usage.total(u for _, u in done) + Usage(
         calls=len(failures), retries=sum(f.retries for f in failures))
-    # BackendError declares no `usage` yet: set on the instance, read with `spent_usage`.
-    setattr(first, "usage", spent)  # noqa: B010
+    first.usage = spent
     raise first
 
 

@@ -124,8 +124,9 @@ class OpenAIBackend(RemoteBackend[Any]):
                     for size, off in zip(sizes, offsets, strict=True)])
             except BackendError as err:
                 # Earlier rounds (the first request, before its top-ups) were paid for too.
-                err_usage = spent_usage(err) or Usage()
-                setattr(err, "usage", usage + err_usage)  # noqa: B010
+                spent = spent_usage(err)
+                err.usage = usage + (spent if spent is not None
+                                     else Usage(calls=1, retries=err.retries))
                 raise
             for (got, u), asked in zip(results, sizes, strict=True):
                 completions.extend(got)

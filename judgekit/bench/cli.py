@@ -25,7 +25,7 @@ from judgekit.cli_args import (
     data_dir,
     positive_int,
 )
-from judgekit.errors import JudgekitError
+from judgekit.errors import JudgekitError, RunAbortedError
 
 EXIT_FAILURE = 1
 EXIT_NOT_READY = 75  # sysexits EX_TEMPFAIL: `--batch --no-wait` and the provider is not done yet
@@ -161,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               reverse=args.reverse, data_dir=args.data_dir,
                               progress=not args.no_progress, model=args.model or None,
                               baseline=args.baseline, dataset_name=name,
+                              overwrite=args.overwrite,
                               extra={"max_tokens": args.max_tokens,
                                      "temperature": args.temperature,
                                      "meta_model": args.meta_model, "k_meta": args.k_meta,
@@ -174,6 +175,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(go())
+    except RunAbortedError as exc:  # the backend failed for everyone: stop, resumable
+        print(f"{prog}: stopped: {exc} Results so far are in {out}; fix the cause and re-run "
+              "the same command to resume.", file=sys.stderr)
+        return EXIT_FAILURE
     except (DatasetError, BenchRunError) as exc:
         return _usage_error(prog, str(exc))
     except JudgekitError as exc:  # the batch run's own outcomes, one line each
@@ -289,6 +294,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="data directory (default $JUDGEKIT_DATA_DIR, else ../shared/data)")
     p_run.add_argument("--baseline", choices=("pairwise",),
                        help="run the plain LLM-as-a-judge prompt instead of the GRM")
+    p_run.add_argument("--overwrite", action="store_true",
+                       help="start the run in --out afresh, discarding its results (a resume "
+                       "with other settings is refused without it)")
     p_run.add_argument("--reverse", action="store_true",
                        help="show responses in reverse order (pair with a normal run to measure "
                             "position consistency)")

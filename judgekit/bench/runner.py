@@ -313,6 +313,8 @@ def judge_settings(judge: Any) -> dict[str, Any]:
         "max_criteria": fmt.max_criteria if isinstance(fmt, GRMFormat) else None,
         "structured": judge.structured,
         "max_reasks": judge.sampler.max_reasks,
+        # Everything else the format is configured with (rubrics, output modes, ...).
+        "format_fingerprint": fmt.fingerprint(),
     })
 
 
