@@ -21,6 +21,7 @@ from judgekit.errors import (
     ModelSpecError,
     ParseError,
     RateLimitError,
+    RubricError,
     RunAbortedError,
     ServerUnreachableError,
     TemplateError,
@@ -30,6 +31,7 @@ from judgekit.formats import GRMFormat, JudgingFormat, PairwiseFormat
 from judgekit.judge import Judge
 from judgekit.meta import MetaJudge, MetaScorer, SequenceClassifierMetaScorer
 from judgekit.retry import RetryPolicy
+from judgekit.rubric import Rubric, load_rubric
 from judgekit.schema import (
     AggregateRule,
     Critique,
@@ -77,6 +79,8 @@ __all__ = [
     "RateLimitError",
     "ResponseCache",
     "RetryPolicy",
+    "Rubric",
+    "RubricError",
     "RunAbortedError",
     "SampleStatus",
     "SequenceClassifierMetaScorer",
@@ -88,6 +92,7 @@ __all__ = [
     "Verdict",
     "VotingMethod",
     "__version__",
+    "load_rubric",
     "resolve_backend",
     "verdicts_frame",
 ]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judgekit.errors import (
     ITEM_FAILURES,
@@ -19,20 +19,40 @@ from judgekit.errors import (
     describe_error,
     recorded_error_class,
 )
-from judgekit.schema import Message, SampleStatus, Verdict
+from judgekit.rubric import PrinciplesMode, Rubric, as_principle
+from judgekit.schema import Message, Principle, SampleStatus, Verdict
 
 CONNECTION_FAILURES_TO_ABORT = 5
 """Consecutive items that could not reach the server after which a batch stops."""
 
 
 class JudgeItem(BaseModel):
-    """One thing to judge in a batch: a query (or conversation) and its responses."""
+    """One thing to judge in a batch: a query (or conversation) and its responses, optionally
+    a reference answer and a rubric (as `Judge.ascore` takes them)."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
     query: str | list[Message]
     responses: list[str] = Field(min_length=1)
+    reference: str | None = None
+    principles: list[Principle] | None = None
+    principles_mode: PrinciplesMode | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rubric(cls, data: Any) -> Any:
+        """Criteria in any form `principles=` accepts (tuples, dicts, names, or a Rubric, whose
+        mode applies unless the item gives one)."""
+        if not isinstance(data, dict) or data.get("principles") is None:
+            return data
+        value = data["principles"]
+        if isinstance(value, Rubric):
+            return {**data, "principles": value.principles,
+                    "principles_mode": data.get("principles_mode") or value.mode}
+        if isinstance(value, list | tuple):
+            return {**data, "principles": [as_principle(v) for v in value]}
+        return data
 
 
 class SystemicFailureWatch:

@@ -6,6 +6,7 @@ The tree (httpx style)::
     ├── ParseError               model text with no readable final scores line (carries .raw)
     ├── ModelSpecError           a spec naming no backend, or a missing model file  (+ValueError)
     ├── TemplateError            a template that cannot be found or rendered
+    ├── RubricError              a user rubric (file) that cannot be read or is invalid (+ValueError)
     ├── CapabilityError          asked a backend for something it does not declare   (+ValueError)
     ├── MissingDependencyError   an optional extra is not installed                  (+ImportError)
     ├── CacheError               the response cache file is corrupt or unreadable
@@ -53,6 +54,10 @@ class ModelSpecError(JudgekitError, ValueError):
 
 class TemplateError(JudgekitError):
     """A prompt template that cannot be found or rendered."""
+
+
+class RubricError(JudgekitError, ValueError):
+    """A user rubric that cannot be read, or whose criteria are invalid (names, weights)."""
 
 
 class BackendError(JudgekitError):

@@ -6,28 +6,35 @@ re-ask prompt. There are two: `GRMFormat` (principles, critiques, 1-10 scores: t
 `PairwiseFormat` (the plain "which is best" LLM-as-a-judge baseline). The sampler, the vote and
 the Verdict are the same for both.
 
-Injection defence: every prompt fences user text (the conversation and each response) between
-marker lines that carry a per-prompt tag (`fence_tag`), derived from a hash of the item so the
-same item renders the same prompt (caches stay valid) while a response cannot contain the tag of
-the prompt it appears in. The parser reads scores only from the judge's final line
-(`judgekit.parsing`).
+Injection defence: every prompt fences user text (the conversation, each response and a
+reference answer) between marker lines that carry a per-prompt tag (`fence_tag`), derived from a
+hash of the item so the same item renders the same prompt (caches stay valid) while a response
+cannot contain the tag of the prompt it appears in. The parser reads scores only from the
+judge's final line (`judgekit.parsing`).
+
+Reference answers and user rubrics: `messages(..., reference=...)` adds a fenced "reference
+answer" block to the item part of the prompt (after the static prefix, which stays
+byte-identical), and `GRMFormat(principles=..., principles_mode=...)` lists a user's rubric in
+the static part (`judgekit.rubric`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from judgekit.parsing import (
     best_line_grammar,
     grm_output_grammar,
     parse_best_index,
     parse_grm,
+    rubric_output_grammar,
     scores_line_grammar,
 )
 from judgekit.prompts import (
@@ -39,21 +46,27 @@ from judgekit.prompts import (
     render,
     template_source,
 )
+from judgekit.rubric import PrinciplesMode, Rubric, RubricSpec
 from judgekit.schema import AggregateRule, Critique, Message, Principle
 
 CHOSEN_SCORE = 10.0
 OTHER_SCORE = 1.0
 
 
-def fence_tag(query: str | Sequence[Message], responses: Sequence[str]) -> str:
+def fence_tag(query: str | Sequence[Message], responses: Sequence[str],
+              reference: str | None = None) -> str:
     """A 16-hex-digit tag for one item's fences: the same for every order of its responses (so
     each permutation's prompt is reproducible on its own) and for every run (caches stay valid).
 
     A response would have to contain a hash of itself to forge a fence, so it cannot; the loop
-    still checks, so the tag provably appears in none of the fenced texts."""
+    still checks, so the tag provably appears in none of the fenced texts (the reference answer
+    included). Without a reference the tag is what it always was."""
     turns = [m["content"] for m in as_messages(query)]
-    texts = turns + list(responses)
-    material = json.dumps([turns, sorted(responses)], ensure_ascii=False).encode("utf-8")
+    texts = turns + list(responses) + ([reference] if reference is not None else [])
+    fields: list[object] = [turns, sorted(responses)]
+    if reference is not None:
+        fields.append(reference)
+    material = json.dumps(fields, ensure_ascii=False).encode("utf-8")
     for counter in range(1000):
         tag = hashlib.sha256(material + counter.to_bytes(4, "big")).hexdigest()[:16]
         if not any(tag in t for t in texts):
@@ -78,6 +91,8 @@ class JudgingFormat(ABC):
     name: ClassVar[str]
     rates_with_meta: ClassVar[bool] = True
     """Whether a meta judge can rate this format's judgements (it needs a critique to read)."""
+    rubric: Rubric | None = None
+    """The user rubric the format judges with (formats without principles have none)."""
 
     def __init__(self, *, template: str, template_dir: str | Path | None = None,
                  system: str | None = None) -> None:
@@ -87,8 +102,17 @@ class JudgingFormat(ABC):
 
     @abstractmethod
     def messages(self, query: str | Sequence[Message], shown: Sequence[str], *, tag: str,
-                 hint_best: int | None = None) -> list[Message]:
-        """The chat prompt for `shown` responses (in the order shown)."""
+                 hint_best: int | None = None, reference: str | None = None) -> list[Message]:
+        """The chat prompt for `shown` responses (in the order shown), with a fenced reference
+        answer in the item part when `reference` is given (`tag` must then cover it:
+        `fence_tag(query, responses, reference)`)."""
+
+    def with_rubric(self, rubric: Rubric | None) -> JudgingFormat:
+        """This format judging with a user rubric (None: without one). Formats without
+        principles refuse."""
+        if rubric is None:
+            return self
+        raise ValueError(f"the {self.name} format has no principles: a rubric does not apply")
 
     @abstractmethod
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
@@ -143,6 +167,12 @@ class GRMFormat(JudgingFormat):
     or the weighted sum of the fixed-form criterion scores (`weighted`; the prompt then asks for
     a 'Criterion scores' line per response, and a response without every criterion score falls
     back to its overall score, recorded on its critique).
+
+    `principles` is a user rubric (`judgekit.rubric`): `principles_mode="fixed"` (the default)
+    judges with exactly these criteria and weights (the prompt asks for every criterion's score
+    in the fixed form whatever the aggregate, the parser reads them in the rubric's order, and
+    the few-shot examples, which teach self-written criteria, are left out);
+    `principles_mode="seed"` lists them as the criteria the judge starts from.
     """
 
     name = "grm"
@@ -150,22 +180,48 @@ class GRMFormat(JudgingFormat):
     def __init__(self, *, aggregate: AggregateRule | str = AggregateRule.OVERALL,
                  examples: Sequence[FewShotExample] = (), template: str = GRM_TEMPLATE,
                  template_dir: str | Path | None = None, system: str | None = None,
-                 max_criteria: int = 4) -> None:
+                 max_criteria: int = 4, principles: RubricSpec | None = None,
+                 principles_mode: PrinciplesMode | str | None = None) -> None:
         super().__init__(template=template, template_dir=template_dir, system=system)
         self.aggregate = AggregateRule(aggregate)
         self.examples = list(examples)
         self.max_criteria = max_criteria
+        if principles is None and principles_mode is not None:
+            raise ValueError("principles_mode needs principles")
+        self.rubric = Rubric.of(principles, principles_mode) if principles is not None else None
+
+    @property
+    def fixed_rubric(self) -> list[Principle] | None:
+        """The fixed rubric's principles (normalised weights), or None."""
+        return list(self.rubric.principles) if self.rubric and self.rubric.fixed else None
+
+    def with_rubric(self, rubric: Rubric | None) -> GRMFormat:
+        clone = copy.copy(self)
+        clone.rubric = rubric
+        return clone
 
     def messages(self, query: str | Sequence[Message], shown: Sequence[str], *, tag: str,
-                 hint_best: int | None = None) -> list[Message]:
+                 hint_best: int | None = None, reference: str | None = None) -> list[Message]:
+        fixed = self.fixed_rubric is not None
         text = render(self.template, self.template_dir, messages=as_messages(query),
-                      responses=list(shown), examples=[e.model_dump() for e in self.examples],
+                      responses=list(shown),
+                      examples=[] if fixed else [e.model_dump() for e in self.examples],
                       tag=tag, weighted=self.aggregate is AggregateRule.WEIGHTED,
-                      hint_best=hint_best)
+                      hint_best=hint_best, reference=reference,
+                      principles=self.rubric.template_rows() if self.rubric else [],
+                      principles_mode=self.rubric.mode.value if self.rubric else None,
+                      seed_extra=self._seed_extra())
         return self._wrap(text)
 
+    def _seed_extra(self) -> int:
+        """How many criteria of its own the judge may add after a seeded rubric's."""
+        if self.rubric is None or self.rubric.fixed:
+            return 0
+        seeds = len(self.rubric.principles)
+        return max(self.max_criteria, seeds + 1) - seeds
+
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
-        parsed = parse_grm(text, n_responses)
+        parsed = parse_grm(text, n_responses, self.fixed_rubric)
         critiques = parsed.critiques
         if self.aggregate is AggregateRule.WEIGHTED:
             scores, fallback = parsed.weighted_scores()
@@ -177,9 +233,15 @@ class GRMFormat(JudgingFormat):
 
     def output_grammar(self, n_responses: int, max_tokens: int | None = None) -> str | None:
         desc, analysis = line_budget(n_responses, self.max_criteria, max_tokens)
+        if self.rubric is not None and self.rubric.fixed:
+            # One analysis line per criterion: the response's budget is shared among them.
+            names = self.rubric.names()
+            return rubric_output_grammar(n_responses, names,
+                                         analysis_chars=max(40, analysis // len(names)))
         return grm_output_grammar(n_responses, self.max_criteria,
                                   criterion_scores=self.aggregate is AggregateRule.WEIGHTED,
-                                  name_chars=40, desc_chars=desc, analysis_chars=analysis)
+                                  name_chars=40, desc_chars=desc, analysis_chars=analysis,
+                                  seed_names=self.rubric.names() if self.rubric else ())
 
     def final_line_grammar(self, n_responses: int) -> str:
         return scores_line_grammar(n_responses)
@@ -188,8 +250,11 @@ class GRMFormat(JudgingFormat):
         return "Scores: \\boxed{" + ", ".join(["x"] * n_responses) + "}"
 
     def _fingerprint_material(self) -> str:
-        return json.dumps([super()._fingerprint_material(), self.aggregate.value,
-                           self.max_criteria, [e.model_dump() for e in self.examples]])
+        material: list[Any] = [super()._fingerprint_material(), self.aggregate.value,
+                               self.max_criteria, [e.model_dump() for e in self.examples]]
+        if self.rubric is not None:  # absent without a rubric: old fingerprints stay valid
+            material.append(self.rubric.model_dump(mode="json"))
+        return json.dumps(material)
 
 
 class PairwiseFormat(JudgingFormat):
@@ -205,11 +270,11 @@ class PairwiseFormat(JudgingFormat):
         super().__init__(template=template, template_dir=template_dir, system=system)
 
     def messages(self, query: str | Sequence[Message], shown: Sequence[str], *, tag: str,
-                 hint_best: int | None = None) -> list[Message]:
+                 hint_best: int | None = None, reference: str | None = None) -> list[Message]:
         if hint_best is not None:
             raise ValueError("hinted sampling is for GRM training data only")
         text = render(self.template, self.template_dir, messages=as_messages(query),
-                      responses=list(shown), tag=tag)
+                      responses=list(shown), tag=tag, reference=reference)
         return self._wrap(text)
 
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
@@ -246,12 +311,16 @@ def grm_messages(query: str | Sequence[Message], shown: Sequence[str], *,
                  examples: Sequence[FewShotExample] = (), template: str = GRM_TEMPLATE,
                  template_dir: str | Path | None = None, system: str | None = None,
                  aggregate: AggregateRule | str = AggregateRule.OVERALL,
-                 hint_best: int | None = None) -> list[Message]:
+                 hint_best: int | None = None, reference: str | None = None,
+                 principles: RubricSpec | None = None,
+                 principles_mode: PrinciplesMode | str | None = None) -> list[Message]:
     """The GRM prompt for `shown` responses, exactly as the Judge sends it (a convenience for
     training data and tests)."""
     fmt = GRMFormat(aggregate=aggregate, examples=examples, template=template,
-                    template_dir=template_dir, system=system)
-    return fmt.messages(query, shown, tag=fence_tag(query, shown), hint_best=hint_best)
+                    template_dir=template_dir, system=system, principles=principles,
+                    principles_mode=principles_mode)
+    return fmt.messages(query, shown, tag=fence_tag(query, shown, reference),
+                        hint_best=hint_best, reference=reference)
 
 
 def choice_scores(chosen: int, n: int) -> list[float]:

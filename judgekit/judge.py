@@ -16,6 +16,7 @@ from judgekit.config import GenerationConfig
 from judgekit.formats import GRMFormat, JudgingFormat
 from judgekit.meta import MetaResolver, MetaSpec, rate_samples
 from judgekit.prompts import GRM_TEMPLATE, FewShotExample, resolve_examples
+from judgekit.rubric import PrinciplesMode, Rubric, RubricSpec
 from judgekit.runtime import run_sync
 from judgekit.sampler import Sampler, sampling_config, seed_for_item
 from judgekit.schema import AggregateRule, Judgement, Message, Usage, Verdict
@@ -37,6 +38,10 @@ class Judge:
       examples, template, template_dir, system, max_criteria: the GRM format's few-shot examples
         (True: the built-in ones; False: none; a list or a JSON file), template, template folder
         that shadows the built-ins, system prompt, and most criteria in the output grammar.
+      principles, principles_mode: a user rubric (Principles, (name, description, weight)
+        tuples, dicts, or a `Rubric`; see `judgekit.rubric`): `"fixed"` (default) judges with
+        exactly these criteria and weights, `"seed"` gives them as the criteria the judge
+        starts from. Each call may pass its own.
       config, temperature, max_tokens: generation settings; one sample decodes greedily, several
         at `temperature` (default 0.5, the paper's).
       meta, k_meta: the meta judge (see `MetaSpec`) and how many samples meta-guided voting
@@ -57,7 +62,8 @@ class Judge:
         config: GenerationConfig | None = None, temperature: float | None = None,
         max_tokens: int | None = None, examples: Sequence[FewShotExample] | str | Path | bool = True,
         template: str = GRM_TEMPLATE, template_dir: str | Path | None = None,
-        system: str | None = None, max_criteria: int = 4, meta: MetaSpec = None,
+        system: str | None = None, max_criteria: int = 4, principles: RubricSpec | None = None,
+        principles_mode: PrinciplesMode | str | None = None, meta: MetaSpec = None,
         k_meta: int | None = None, voting: VotingMethod | str = VotingMethod.SUM,
         tie_rule: TieRule | str = TieRule.STRICT, seed: int = 0, concurrency: int = 4,
         max_reasks: int = 1, structured: bool | None = None, cache: CacheSpec = None,
@@ -79,6 +85,7 @@ class Judge:
         self.format: JudgingFormat = format or GRMFormat(
             aggregate=self.aggregate, examples=self.examples, template=template,
             template_dir=template_dir, system=system, max_criteria=max_criteria)
+        self.format = self.format_for(principles, principles_mode)
         self.meta = meta
         self.k_meta = k_meta
         self.voting = VotingMethod(voting)
@@ -110,53 +117,86 @@ class Judge:
     def sample_config(self, samples: int, item_seed: int) -> GenerationConfig:
         return sampling_config(self.config, samples, self.sampling_temperature, item_seed)
 
+    def format_for(self, principles: RubricSpec | None = None,
+                   principles_mode: PrinciplesMode | str | None = None) -> JudgingFormat:
+        """The judge's format, or the judge's format with a rubric (the given one, or the
+        judge's own in another mode)."""
+        if principles is None and principles_mode is None:
+            return self.format
+        base = principles if principles is not None else self.format.rubric
+        if base is None:
+            raise ValueError("principles_mode needs principles")
+        return self.format.with_rubric(Rubric.of(base, principles_mode))
+
+    def sampler_for(self, fmt: JudgingFormat) -> Sampler:
+        """The judge's sampler, or one like it for another format (a call's rubric)."""
+        if fmt is self.format:
+            return self.sampler
+        return Sampler(self.backend, fmt, structured=self.sampler.structured,
+                       max_reasks=self.sampler.max_reasks)
+
     async def ascore(self, query: str | Sequence[Message], responses: Sequence[str],
                      samples: int = 1, *, meta: MetaSpec = None, k_meta: int | None = None,
-                     item_id: str | None = None, seed: int | None = None) -> Verdict:
-        """Judge `responses` to `query` with `samples` judgements and vote."""
+                     item_id: str | None = None, seed: int | None = None,
+                     reference: str | None = None, principles: RubricSpec | None = None,
+                     principles_mode: PrinciplesMode | str | None = None) -> Verdict:
+        """Judge `responses` to `query` with `samples` judgements and vote.
+
+        `reference` is a reference answer, shown to the judge (and a prompt-based meta judge)
+        in a fenced block; `principles`/`principles_mode` a rubric for this call only."""
         return await self._averdict(query, responses, samples, meta=meta, k_meta=k_meta,
-                                    item_id=item_id, seed=seed)
+                                    item_id=item_id, seed=seed, reference=reference,
+                                    principles=principles, principles_mode=principles_mode)
 
     async def _averdict(self, query: str | Sequence[Message], responses: Sequence[str],
                         samples: int, *, meta: MetaSpec = None, k_meta: int | None = None,
                         item_id: str | None = None, seed: int | None = None,
-                        hint_best: int | None = None) -> Verdict:
+                        hint_best: int | None = None, reference: str | None = None,
+                        principles: RubricSpec | None = None,
+                        principles_mode: PrinciplesMode | str | None = None) -> Verdict:
         """`ascore` plus RFT's hinted sampling (`hint_best`), which is not on the public path."""
         responses = list(responses)
         if not responses:
             raise ValueError("at least one response is needed")
         if samples < 1:
             raise ValueError("samples must be at least 1")
+        fmt = self.format_for(principles, principles_mode)
         start = time.perf_counter()
         item_seed = self.item_seed(query, responses, seed)
-        judgements = await self.sampler.sample(query, responses, k=samples, seed=item_seed,
-                                               config=self.sample_config(samples, item_seed),
-                                               hint_best=hint_best)
+        judgements = await self.sampler_for(fmt).sample(
+            query, responses, k=samples, seed=item_seed,
+            config=self.sample_config(samples, item_seed), hint_best=hint_best,
+            reference=reference)
         return await self._verdict_from_samples(query, responses, judgements, samples,
                                                 meta=meta, k_meta=k_meta, item_id=item_id,
-                                                item_seed=item_seed, start=start)
+                                                item_seed=item_seed, start=start,
+                                                reference=reference, fmt=fmt)
 
     async def _verdict_from_samples(self, query: str | Sequence[Message], responses: list[str],
                                     judgements: list[Judgement], samples: int, *,
                                     meta: MetaSpec, k_meta: int | None, item_id: str | None,
-                                    item_seed: int, start: float) -> Verdict:
+                                    item_seed: int, start: float, reference: str | None = None,
+                                    fmt: JudgingFormat | None = None) -> Verdict:
         """Meta judge and vote over an item's judgements, however they were drawn (online above,
-        or from a provider's batch results in `judgekit.batch_api`), so both give one Verdict."""
+        or from a provider's batch results in `judgekit.batch_api`), so both give one Verdict.
+        `fmt` is the format they were drawn in (the judge's unless a call brought a rubric)."""
+        fmt = fmt or self.format
         scorer = self._meta.resolve(self.meta if meta is None else meta)
-        if scorer is not None and not self.format.rates_with_meta:
-            raise ValueError(f"the {self.format.name} format has no critique for a meta judge "
+        if scorer is not None and not fmt.rates_with_meta:
+            raise ValueError(f"the {fmt.name} format has no critique for a meta judge "
                              "to rate: meta-guided voting does not apply")
         used_k_meta, meta_usage = None, Usage()
         if scorer is not None:
             used_k_meta = next((v for v in (k_meta, self.k_meta) if v is not None),
                                default_k_meta(samples))
-            meta_usage = await rate_samples(scorer, query, responses, judgements)
+            meta_usage = await rate_samples(scorer, query, responses, judgements,
+                                            reference=reference)
         return build_verdict(
             judgements, len(responses), k=samples, voting=self.voting, tie_rule=self.tie_rule,
             seed=item_seed, k_meta=used_k_meta, aggregate_rule=self.aggregate.value,
             model=self.model, meta_model=scorer.spec if scorer is not None else None,
             item_id=item_id, extra_usage=meta_usage, wall_time_s=time.perf_counter() - start,
-            metadata={"format": self.format.name})
+            metadata=_verdict_metadata(fmt, reference))
 
     def score(self, query: str | Sequence[Message], responses: Sequence[str], samples: int = 1,
               **kwargs: Any) -> Verdict:
@@ -182,7 +222,9 @@ class Judge:
 
         async def one(item: JudgeItem) -> Verdict:
             return await self.ascore(item.query, item.responses, samples, meta=meta,
-                                     k_meta=k_meta, item_id=item.id)
+                                     k_meta=k_meta, item_id=item.id, reference=item.reference,
+                                     principles=item.principles,
+                                     principles_mode=item.principles_mode)
 
         return await score_batch(parsed, one, model=self.model, samples=samples,
                                  concurrency=concurrency or self.concurrency, progress=progress,
@@ -207,3 +249,14 @@ class Judge:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def _verdict_metadata(fmt: JudgingFormat, reference: str | None) -> dict[str, Any]:
+    """What a Verdict records of how it was judged: the format, and whether a reference answer
+    or a rubric (its mode) was used, so stored results can be told apart."""
+    out: dict[str, Any] = {"format": fmt.name}
+    if reference is not None:
+        out["reference"] = True
+    if fmt.rubric is not None:
+        out["principles_mode"] = fmt.rubric.mode.value
+    return out

@@ -59,6 +59,8 @@ class MetaScorer(ABC):
 
     `ascore_samples` returns one score per judgement (higher is better; None where the
     judgement is invalid or could not be rated) and the usage it spent, failed calls included.
+    `reference` is the item's reference answer; the Judge passes it only when the item has one,
+    so a scorer written before the keyword existed keeps working without references.
     """
 
     @property
@@ -68,7 +70,8 @@ class MetaScorer(ABC):
 
     @abstractmethod
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
-                             judgements: Sequence[Judgement]) -> MetaResult: ...
+                             judgements: Sequence[Judgement], *,
+                             reference: str | None = None) -> MetaResult: ...
 
 
 class MetaJudge(MetaScorer):
@@ -89,14 +92,14 @@ class MetaJudge(MetaScorer):
         return f"meta-prompt:{self.backend.spec}"
 
     async def _one(self, query: str | Sequence[Message], responses: list[str],
-                   jd: Judgement) -> tuple[float | None, Usage]:
+                   jd: Judgement, reference: str | None) -> tuple[float | None, Usage]:
         """One judgement's meta score and the usage spent on it, failed calls included (a
         failed meta call leaves the score None but keeps what it cost)."""
         if not jd.valid:
             return None, Usage()
         spent: list[Usage] = []
         try:
-            return await self._rate(query, responses, jd, spent), Usage.total(spent)
+            return await self._rate(query, responses, jd, spent, reference), Usage.total(spent)
         except Exception as exc:
             if not is_recorded_failure(exc):
                 raise
@@ -106,12 +109,13 @@ class MetaJudge(MetaScorer):
             return None, Usage.total(spent) + failed
 
     async def _rate(self, query: str | Sequence[Message], responses: list[str], jd: Judgement,
-                    spent: list[Usage]) -> float | None:
+                    spent: list[Usage], reference: str | None) -> float | None:
         shown = [responses[i] for i in jd.permutation] if jd.permutation else responses
-        tag = fence_tag(query, [*responses, jd.raw_text])
+        tag = fence_tag(query, [*responses, jd.raw_text], reference)
         if self._logprobs_work is not False:
             msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no", tag=tag,
-                                 template=self.template, template_dir=self.template_dir)
+                                 template=self.template, template_dir=self.template_dir,
+                                 reference=reference)
             cfg = self.config.with_(max_tokens=1, logprobs=True, top_logprobs=10, temperature=0.0)
             result = await self.backend.generate(msgs, cfg, 1)
             spent.append(result.usage)
@@ -123,7 +127,8 @@ class MetaJudge(MetaScorer):
                 raise CapabilityError(f"{self.backend.spec} returned no usable log-probabilities")
             self._logprobs_work = False
         msgs = meta_messages(query, shown, jd.raw_text, mode="rating", tag=tag,
-                             template=self.template, template_dir=self.template_dir)
+                             template=self.template, template_dir=self.template_dir,
+                             reference=reference)
         result = await self.backend.generate(msgs, self.config, 1)
         spent.append(result.usage)
         reply = result.completions[0] if result.completions else Completion(text="")
@@ -145,10 +150,12 @@ class MetaJudge(MetaScorer):
         return (rating - 1.0) / 9.0
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
-                             judgements: Sequence[Judgement]) -> MetaResult:
-        """A meta score in [0, 1] per judgement; a failed meta call leaves that score None."""
+                             judgements: Sequence[Judgement], *,
+                             reference: str | None = None) -> MetaResult:
+        """A meta score in [0, 1] per judgement; a failed meta call leaves that score None. The
+        reference answer, when given, is shown to the meta judge as it was to the judge."""
         outcomes = await asyncio.gather(
-            *(self._one(query, list(responses), jd) for jd in judgements))
+            *(self._one(query, list(responses), jd, reference) for jd in judgements))
         return MetaResult(scores=[o[0] for o in outcomes],
                           usage=Usage.total(o[1] for o in outcomes))
 
@@ -218,15 +225,22 @@ class SequenceClassifierMetaScorer(MetaScorer):
         return out
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
-                             judgements: Sequence[Judgement]) -> MetaResult:
+                             judgements: Sequence[Judgement], *,
+                             reference: str | None = None) -> MetaResult:
+        """Classifier logits. `reference` is not part of the input: the paper's plain meta
+        template has no reference, and a trained meta RM must see the input it learnt from."""
         scores = await asyncio.to_thread(self.score_sync, query, responses, judgements)
         return MetaResult(scores=scores)
 
 
 async def rate_samples(scorer: MetaScorer, query: str | Sequence[Message],
-                       responses: Sequence[str], judgements: Sequence[Judgement]) -> Usage:
-    """Set each judgement's `meta_score` (None where it could not be rated); the usage spent."""
-    rated = await scorer.ascore_samples(query, responses, judgements)
+                       responses: Sequence[str], judgements: Sequence[Judgement], *,
+                       reference: str | None = None) -> Usage:
+    """Set each judgement's `meta_score` (None where it could not be rated); the usage spent.
+    `reference` is passed only when there is one: scorers written before it existed still
+    work."""
+    extra = {"reference": reference} if reference is not None else {}
+    rated = await scorer.ascore_samples(query, responses, judgements, **extra)
     for jd, score in zip(judgements, rated.scores, strict=True):
         jd.meta_score = score
     return rated.usage

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from judgekit.errors import ParseError
@@ -287,10 +288,15 @@ def combine(principles: list[Principle], principle_scores: dict[str, float]) -> 
     return min(SCORE_MAX, max(SCORE_MIN, round(value, 4)))
 
 
-def parse_grm(text: str, n_responses: int) -> ParsedGRM:
-    """Principles, critiques and scores from one GRM output, in shown order. Raises ParseError."""
+def parse_grm(text: str, n_responses: int,
+              principles: list[Principle] | None = None) -> ParsedGRM:
+    """Principles, critiques and scores from one GRM output, in shown order. Raises ParseError.
+
+    `principles` are a fixed user rubric: the 'Criterion scores' lines are read against them,
+    in their order, and any criteria the output lists itself are ignored."""
     overall = parse_scores(text, n_responses)
-    principles = parse_principles(text)
+    principles = (parse_principles(text) if principles is None
+                  else [p.model_copy() for p in principles])
     blocks = _analysis_blocks(text, n_responses)
     critiques: list[Critique] = []
     for block, score in zip(blocks, overall, strict=True):
@@ -312,20 +318,34 @@ def best_line_grammar(n_responses: int) -> str:
     return f'root ::= "Best: \\\\boxed{{" choice "}}"\nchoice ::= {alts}\n'
 
 
+def ebnf_literal(text: str) -> str:
+    """`text` as an EBNF string literal (quotes, backslashes and control characters escaped;
+    other characters, non-ASCII included, as they are)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_scores: bool = False,
                        name_chars: int = 40, desc_chars: int = 300,
-                       analysis_chars: int = 800) -> str:
+                       analysis_chars: int = 800, seed_names: Sequence[str] = ()) -> str:
     """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, an
     analysis per response (ending with its 'Criterion scores' line when `criterion_scores`), and
     the final scores line. Line lengths allow realistic criteria and analyses (hundreds of
-    characters); the token budget, not the grammar, bounds the length."""
+    characters); the token budget, not the grammar, bounds the length.
+
+    `seed_names` (a seeded rubric) are the first criteria, their names fixed strings; the model
+    may add its own after them up to `max_criteria` in all (at least one more is allowed)."""
     if max_criteria < 2:
         raise ValueError("max_criteria must be at least 2")
     scores = ' ", " '.join(["score"] * n_responses)
     tail = f'"Scores: \\\\boxed{{" {scores} "}}"'
+    seeds = list(seed_names)
+    lowest = max(2, len(seeds))
+    highest = max(max_criteria, len(seeds) + 1) if seeds else max_criteria
     alternatives = []
-    for c in range(2, max_criteria + 1):
-        crits = " ".join(f'"{i}. " crit' for i in range(1, c + 1))
+    for c in range(lowest, highest + 1):
+        crits = " ".join(
+            f'"{i}. " {ebnf_literal(seeds[i - 1])} " (Weight: " pct "%): " desc'
+            if i <= len(seeds) else f'"{i}. " crit' for i in range(1, c + 1))
         per_response = []
         for i in range(1, n_responses + 1):
             line = f'"Response {i}: " analysis'
@@ -341,6 +361,27 @@ def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_sco
         f'name ::= [A-Z] [A-Za-z -]{{1,{name_chars}}}\n'
         'pct ::= [1-9] [0-9]?\n'
         f'desc ::= [^\\n]{{1,{desc_chars}}} "\\n"\n'
+        f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
+        'score ::= [1-9] | "10"\n'
+    )
+
+
+def rubric_output_grammar(n_responses: int, names: Sequence[str], *,
+                          analysis_chars: int = 800) -> str:
+    """EBNF for the GRM output under a fixed user rubric: no criteria section (the rubric is
+    given), then per response a line of analysis for each criterion, named by its fixed name,
+    and the response's 'Criterion scores' line (one score per criterion, rubric order), then
+    the final scores line. What it emits is what `parse_grm(..., principles=rubric)` reads."""
+    if not names:
+        raise ValueError("a fixed rubric needs at least one criterion")
+    scores = ' ", " '.join(["score"] * n_responses)
+    per_criterion = " ".join(f'"- " {ebnf_literal(name)} ": " analysis' for name in names)
+    cs = ' ", " '.join(["score"] * len(names))
+    responses = " ".join(f'"Response {i}:\\n" {per_criterion} '
+                         f'"{CRITERION_SCORES_LABEL}: " {cs} "\\n"'
+                         for i in range(1, n_responses + 1))
+    return (
+        f'root ::= "Analysis:\\n" {responses} "Scores: \\\\boxed{{" {scores} "}}"\n'
         f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
         'score ::= [1-9] | "10"\n'
     )

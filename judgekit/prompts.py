@@ -122,8 +122,10 @@ def as_messages(query: str | Sequence[Message]) -> list[Message]:
 
 def meta_messages(query: str | Sequence[Message], responses: Sequence[str], judgement: str, *,
                   tag: str, mode: str = "yes_no", template: str = META_TEMPLATE,
-                  template_dir: str | Path | None = None) -> list[Message]:
-    """The meta judge's prompt about one sampled judgement (responses in that sample's order)."""
+                  template_dir: str | Path | None = None,
+                  reference: str | None = None) -> list[Message]:
+    """The meta judge's prompt about one sampled judgement (responses in that sample's order),
+    with the item's reference answer when it has one."""
     text = render(template, template_dir, messages=as_messages(query), responses=list(responses),
-                  judgement=judgement, mode=mode, tag=tag)
+                  judgement=judgement, mode=mode, tag=tag, reference=reference)
     return [{"role": "user", "content": text}]

@@ -79,10 +79,12 @@ class Sampler:
         self.max_reasks = max_reasks
 
     def prompts(self, query: str | Sequence[Message], responses: Sequence[str], k: int,
-                seed: int, hint_best: int | None = None) -> list[SamplePrompt]:
-        """The distinct prompts of an item's k samples, each with the samples it serves."""
+                seed: int, hint_best: int | None = None,
+                reference: str | None = None) -> list[SamplePrompt]:
+        """The distinct prompts of an item's k samples, each with the samples it serves (all
+        with the item's reference answer, when it has one)."""
         n = len(responses)
-        tag = fence_tag(query, responses)
+        tag = fence_tag(query, responses, reference)
         groups: dict[tuple[int, ...], list[int]] = {}
         for j, perm in enumerate(balanced_permutations(n, k, seed)):
             groups.setdefault(tuple(perm), []).append(j)
@@ -90,8 +92,8 @@ class Sampler:
         for order, indices in groups.items():
             shown = [responses[i] for i in order]
             hint_pos = order.index(hint_best) + 1 if hint_best is not None else None
-            out.append(SamplePrompt(order, self.format.messages(query, shown, tag=tag,
-                                                           hint_best=hint_pos), indices))
+            out.append(SamplePrompt(order, self.format.messages(
+                query, shown, tag=tag, hint_best=hint_pos, reference=reference), indices))
         return out
 
     def request_config(self, config: GenerationConfig, n_responses: int) -> GenerationConfig:
@@ -102,11 +104,11 @@ class Sampler:
         return config
 
     async def sample(self, query: str | Sequence[Message], responses: Sequence[str], *, k: int,
-                     config: GenerationConfig, seed: int,
-                     hint_best: int | None = None) -> list[Judgement]:
+                     config: GenerationConfig, seed: int, hint_best: int | None = None,
+                     reference: str | None = None) -> list[Judgement]:
         """k judgements in sample order; every one has an explicit status."""
         n = len(responses)
-        prompts = self.prompts(query, responses, k, seed, hint_best)
+        prompts = self.prompts(query, responses, k, seed, hint_best, reference)
         config = self.request_config(config, n)
         outcomes = await self.backend.generate_many(
             [(p.messages, len(p.samples)) for p in prompts], config)

@@ -20,6 +20,8 @@ EXPECTED = {
     "GRMFormat", "JudgingFormat", "LocalModelError", "MetaScorer", "PairwiseFormat",
     # issue 10: runs you can trust (typed stops and cache errors)
     "CacheError", "CircuitOpenError", "RunAbortedError", "ServerUnreachableError",
+    # issue 13: user rubrics
+    "Rubric", "RubricError", "load_rubric",
 }
 
 
