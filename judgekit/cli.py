@@ -10,7 +10,14 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from judgekit.cli_args import EXIT_USAGE, add_common_args, check_common, judge_options, text_arg
+from judgekit.cli_args import (
+    EXIT_USAGE,
+    add_common_args,
+    add_reference_arg,
+    check_common,
+    judge_options,
+    text_arg,
+)
 from judgekit.errors import JudgekitError, ModelSpecError
 from judgekit.schema import Verdict
 
@@ -30,6 +37,7 @@ def _add_judge_parser(sub: Any) -> None:
     p.add_argument("--response", action="append", type=text_arg, default=[],
                    help="a response (or @file, UTF-8); repeat for each response")
     add_common_args(p, max_tokens=512)
+    add_reference_arg(p)
     p.add_argument("--no-examples", action="store_true", help="leave out the few-shot example")
     p.add_argument("--json", action="store_true", help="print the Verdict as JSON")
     p.set_defaults(func=_cmd_judge)
@@ -44,7 +52,8 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     from judgekit.judge import Judge
 
     judge = Judge(args.model, examples=not args.no_examples, **judge_options(args))
-    verdict = judge.score(args.query, args.response, samples=args.samples)
+    verdict = judge.score(args.query, args.response, samples=args.samples,
+                          reference=args.reference)
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:

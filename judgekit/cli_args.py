@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 EXIT_USAGE = 2
 VOTING_CHOICES = ("sum", "mean", "majority")
 AGGREGATE_CHOICES = ("overall", "weighted")
+RUBRIC_MODE_CHOICES = ("fixed", "seed")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -100,6 +101,19 @@ def utf8_file(value: str) -> Path:
     return path
 
 
+def rubric_file(value: str) -> Any:
+    """A rubric file (JSON or YAML list of criteria), read and checked now (a `Rubric`)."""
+    from judgekit.errors import RubricError
+    from judgekit.rubric import load_rubric
+
+    path = Path(value).expanduser()
+    read_text_file(path)  # missing, a directory, not UTF-8: the shared one-line messages
+    try:
+        return load_rubric(path)
+    except RubricError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def data_dir(value: str) -> Path:
     """An existing, readable directory of benchmark files."""
     from judgekit.bench.datasets import DatasetError, check_data_dir
@@ -143,6 +157,13 @@ COMMON_ARGS: dict[str, CommonArg] = {a.dest: a for a in (
                                  "help": "a response's score: the final score the judge wrote "
                                          "(overall, the default) or the weighted sum of its "
                                          "principle scores (weighted)"}),
+    CommonArg(("--rubric",), {"type": rubric_file, "metavar": "FILE",
+                              "help": "your own criteria: a JSON or YAML list of {name, "
+                                      "description, weight} (see --rubric-mode)"}),
+    CommonArg(("--rubric-mode",), {"choices": RUBRIC_MODE_CHOICES, "default": None,
+                                   "help": "fixed: judge with exactly the rubric's criteria and "
+                                           "weights (the default); seed: the judge starts from "
+                                           "them and may add its own; needs --rubric"}),
     CommonArg(("--max-tokens",), {"type": positive_int,
                                   "help": "generation limit per judgement (>= 1)"}),
     CommonArg(("--temperature",), {"type": temperature,
@@ -153,6 +174,16 @@ COMMON_ARGS: dict[str, CommonArg] = {a.dest: a for a in (
     CommonArg(("--concurrency",), {"type": positive_int, "default": 4,
                                    "help": "requests (items) in flight at once (default 4)"}),
 )}
+
+
+REFERENCE_ARG = CommonArg(("--reference",), {
+    "type": text_arg, "help": "a reference answer to the query (or @file, UTF-8), shown to the "
+                              "judge (and a prompt-based meta judge) as a correct answer"})
+"""`judgekit judge` only: benchmark items carry their own references (`--reference-field`)."""
+
+
+def add_reference_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(*REFERENCE_ARG.flags, dest=REFERENCE_ARG.dest, **REFERENCE_ARG.kwargs)
 
 
 def add_common_args(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
@@ -171,6 +202,8 @@ def check_common(args: argparse.Namespace) -> str | None:
     """A usage problem across common arguments (one line), or None."""
     if getattr(args, "k_meta", None) is not None and not getattr(args, "meta", False):
         return "--k-meta needs --meta"
+    if getattr(args, "rubric_mode", None) is not None and getattr(args, "rubric", None) is None:
+        return "--rubric-mode needs --rubric"
     return None
 
 
@@ -190,7 +223,18 @@ def judge_options(args: argparse.Namespace) -> dict[str, Any]:
         out["k_meta"] = args.k_meta
     if getattr(args, "aggregate", None) is not None:
         out["aggregate"] = args.aggregate
+    out.update(rubric_options(args))
     return out
+
+
+def rubric_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`Judge(...)` keywords of `--rubric` and `--rubric-mode` (none when no rubric), as plain
+    JSON values so they also travel in a `JudgeSpec` (Ray actors, batch run directories)."""
+    rubric = getattr(args, "rubric", None)
+    if rubric is None:
+        return {}
+    return {"principles": [p.model_dump() for p in rubric.principles],
+            "principles_mode": getattr(args, "rubric_mode", None) or rubric.mode.value}
 
 
 def converter_for(name: str) -> Callable[[str], Any] | None:

@@ -24,6 +24,7 @@ from judgekit.cli_args import (
     check_common,
     data_dir,
     positive_int,
+    rubric_options,
 )
 from judgekit.errors import JudgekitError, RunAbortedError
 
@@ -112,6 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = _scaleout_problem(args)
     if problem:
         return _usage_error(prog, problem)
+    if args.baseline and args.rubric is not None:
+        return _usage_error(prog, "--rubric applies to the GRM judge only")
     dataset: Any = args.dataset
     name = args.dataset
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
@@ -134,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend_kwargs["voting"] = args.voting
         if args.aggregate is not None:
             backend_kwargs["aggregate"] = args.aggregate
+        backend_kwargs.update(rubric_options(args))  # the rubric applies to every item
     cache: Any = False if args.no_cache else (args.cache or True)
     try:
         if args.ray is not None:  # the actors build the judge; the driver loads no model
@@ -169,7 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                      "voting": args.voting,
                                      "aggregate": args.aggregate or "overall",
                                      "mode": ("batch" if args.batch else "ray"
-                                              if args.ray is not None else "online")})
+                                              if args.ray is not None else "online"),
+                                     **_rubric_extra(args)})
         finally:
             await aclose_judge(judge)
 
@@ -231,6 +236,14 @@ def _ray_scorer(args: argparse.Namespace, cache: Any, backend_kwargs: dict[str, 
     return RayScorer(JudgeSpec(model=args.model or None, options=options),
                      address=args.ray or None, workers=args.ray_workers or 2,
                      num_cpus=0.25 if remote else 1.0)
+
+
+def _rubric_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """What run.json records of a rubric: the criteria and the mode they were used in."""
+    if args.rubric is None:
+        return {}
+    mode = args.rubric_mode or args.rubric.mode.value
+    return {"rubric": args.rubric.model_dump(mode="json")["principles"], "rubric_mode": mode}
 
 
 def cmd_report(args: argparse.Namespace) -> int:

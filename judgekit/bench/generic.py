@@ -30,6 +30,11 @@ label format, missing cells are skipped, and the item's label is the majority; a
 (as many votes for A as for B) is a tie. The per-annotator labels are kept in
 `metadata["annotator_labels"]`.
 
+Reference answers and rubrics: `FieldMap.reference` names a column holding a reference answer
+(the judge sees it in a fenced block). Every loader takes `rubric=` (a JSON/YAML file, a list of
+criteria or a `Rubric`, see `judgekit.rubric`) and `rubric_mode=`; the rubric is applied to every
+item of the dataset.
+
 Errors name the row (counted from 0, as `metadata["source_row"]`) and the column.
 """
 
@@ -49,6 +54,7 @@ from judgekit.bench.datasets import DatasetError
 from judgekit.bench.datasets.base import parse_jsonl
 from judgekit.bench.items import BenchItem, Label, LabelKind
 from judgekit.bench.messages import as_query
+from judgekit.rubric import PrinciplesMode, RubricSpec, resolve_rubric
 
 LabelFormat = Literal["auto", "index0", "index1", "letter", "preference", "ranks", "best_text",
                       "binary_error", "binary_ok"]
@@ -319,11 +325,17 @@ def _int_base(rows: Sequence[Mapping[str, Any]], fm: FieldMap) -> int:
     return 1 if present and 0 not in present else 0
 
 
-def load_records(records: Iterable[Mapping[str, Any]],
-                 mapping: FieldMap | None = None) -> list[BenchItem]:
-    """BenchItems from dict-like rows. Raises DatasetError naming the row (from 0) and the
-    column on any bad record."""
+RubricArg = RubricSpec | str | os.PathLike[str] | None
+"""A dataset's rubric: a JSON/YAML file, a list of criteria, a Rubric, or None."""
+
+
+def load_records(records: Iterable[Mapping[str, Any]], mapping: FieldMap | None = None, *,
+                 rubric: RubricArg = None,
+                 rubric_mode: PrinciplesMode | str | None = None) -> list[BenchItem]:
+    """BenchItems from dict-like rows, each with `rubric` when given. Raises DatasetError
+    naming the row (from 0) and the column on any bad record, RubricError on a bad rubric."""
     fm = mapping or FieldMap()
+    item_rubric = resolve_rubric(rubric, rubric_mode)
     rows = list(records)
     int_base = _int_base(rows, fm)
     if fm.reference and rows and not any(fm.reference in r for r in rows):
@@ -360,7 +372,7 @@ def load_records(records: Iterable[Mapping[str, Any]],
             try:
                 items.append(BenchItem(id=item_id, query=query, responses=responses,
                                        label=label, subset=subset, metadata=meta,
-                                       reference=reference))
+                                       reference=reference, rubric=item_rubric))
             except ValidationError as exc:  # the label does not fit the responses
                 errors = exc.errors()
                 loc = tuple(errors[0]["loc"]) if errors else ()
@@ -383,22 +395,29 @@ def load_records(records: Iterable[Mapping[str, Any]],
     return items
 
 
-def load_jsonl(path: str | os.PathLike[str], mapping: FieldMap | None = None) -> list[BenchItem]:
+def load_jsonl(path: str | os.PathLike[str], mapping: FieldMap | None = None, *,
+               rubric: RubricArg = None,
+               rubric_mode: PrinciplesMode | str | None = None) -> list[BenchItem]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return load_records(parse_jsonl(text, str(path)), mapping)
+    return load_records(parse_jsonl(text, str(path)), mapping, rubric=rubric,
+                        rubric_mode=rubric_mode)
 
 
-def load_dataframe(df: Any, mapping: FieldMap | None = None) -> list[BenchItem]:
+def load_dataframe(df: Any, mapping: FieldMap | None = None, *, rubric: RubricArg = None,
+                   rubric_mode: PrinciplesMode | str | None = None) -> list[BenchItem]:
     """BenchItems from a pandas DataFrame (one row per item)."""
-    return load_records(df.to_dict(orient="records"), mapping)
+    return load_records(df.to_dict(orient="records"), mapping, rubric=rubric,
+                        rubric_mode=rubric_mode)
 
 
-def load_csv(path: str | os.PathLike[str], mapping: FieldMap | None = None) -> list[BenchItem]:
+def load_csv(path: str | os.PathLike[str], mapping: FieldMap | None = None, *,
+             rubric: RubricArg = None,
+             rubric_mode: PrinciplesMode | str | None = None) -> list[BenchItem]:
     import pandas as pd
 
     try:
@@ -407,15 +426,19 @@ def load_csv(path: str | os.PathLike[str], mapping: FieldMap | None = None) -> l
         raise DatasetError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
-    return load_dataframe(df, mapping)
+    return load_dataframe(df, mapping, rubric=rubric, rubric_mode=rubric_mode)
 
 
-def load_file(path: str | os.PathLike[str], mapping: FieldMap | None = None) -> list[BenchItem]:
-    """Dispatch on the suffix: .jsonl, .json (a list of objects), .csv, .parquet."""
+def load_file(path: str | os.PathLike[str], mapping: FieldMap | None = None, *,
+              rubric: RubricArg = None,
+              rubric_mode: PrinciplesMode | str | None = None) -> list[BenchItem]:
+    """Dispatch on the suffix: .jsonl, .json (a list of objects), .csv, .parquet. `rubric`
+    (a JSON/YAML file, a list of criteria or a Rubric) is applied to every item."""
     p = Path(path)
     suffix = p.suffix.lower()
+    extra: dict[str, Any] = {"rubric": rubric, "rubric_mode": rubric_mode}
     if suffix == ".jsonl":
-        return load_jsonl(p, mapping)
+        return load_jsonl(p, mapping, **extra)
     if suffix == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -426,9 +449,9 @@ def load_file(path: str | os.PathLike[str], mapping: FieldMap | None = None) -> 
             raise DatasetError(f"cannot read {p}: {exc}") from exc
         if not isinstance(data, list):
             raise DatasetError(f"{p}: expected a JSON list of objects")
-        return load_records(data, mapping)
+        return load_records(data, mapping, **extra)
     if suffix == ".csv":
-        return load_csv(p, mapping)
+        return load_csv(p, mapping, **extra)
     if suffix == ".parquet":
         import pandas as pd
 
@@ -436,5 +459,5 @@ def load_file(path: str | os.PathLike[str], mapping: FieldMap | None = None) -> 
             df = pd.read_parquet(p)
         except (OSError, ValueError, ImportError) as exc:
             raise DatasetError(f"cannot read {p}: {exc}") from exc
-        return load_dataframe(df, mapping)
+        return load_dataframe(df, mapping, **extra)
     raise DatasetError(f"{p}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet)")
