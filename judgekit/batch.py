@@ -50,8 +50,9 @@ class JudgeItem(BaseModel):
         if isinstance(value, Rubric):
             return {**data, "principles": value.principles,
                     "principles_mode": data.get("principles_mode") or value.mode}
-        if isinstance(value, list | tuple):
-            return {**data, "principles": [as_principle(v) for v in value]}
+        if isinstance(value, list | tuple):  # a rubric's mode is fixed unless given
+            return {**data, "principles": [as_principle(v) for v in value],
+                    "principles_mode": data.get("principles_mode") or PrinciplesMode.FIXED}
         return data
 
 

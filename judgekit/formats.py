@@ -114,6 +114,27 @@ class JudgingFormat(ABC):
             return self
         raise ValueError(f"the {self.name} format has no principles: a rubric does not apply")
 
+    def for_call(self, principles: RubricSpec | None = None,
+                 principles_mode: PrinciplesMode | str | None = None) -> JudgingFormat:
+        """This format for one call: itself, or with the call's rubric (or its own rubric in
+        another mode)."""
+        if principles is None and principles_mode is None:
+            return self
+        base = principles if principles is not None else self.rubric
+        if base is None:
+            raise ValueError("principles_mode needs principles")
+        return self.with_rubric(Rubric.of(base, principles_mode))
+
+    def verdict_metadata(self, reference: str | None = None) -> dict[str, object]:
+        """What a Verdict records of how it was judged: the format, and whether a reference
+        answer or a rubric (its mode) was used, so stored results can be told apart."""
+        out: dict[str, object] = {"format": self.name}
+        if reference is not None:
+            out["reference"] = True
+        if self.rubric is not None:
+            out["principles_mode"] = self.rubric.mode.value
+        return out
+
     @abstractmethod
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
         """Read one answer (shown order); raises ParseError."""

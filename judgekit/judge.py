@@ -16,7 +16,7 @@ from judgekit.config import GenerationConfig
 from judgekit.formats import GRMFormat, JudgingFormat
 from judgekit.meta import MetaResolver, MetaSpec, rate_samples
 from judgekit.prompts import GRM_TEMPLATE, FewShotExample, resolve_examples
-from judgekit.rubric import PrinciplesMode, Rubric, RubricSpec
+from judgekit.rubric import PrinciplesMode, RubricSpec
 from judgekit.runtime import run_sync
 from judgekit.sampler import Sampler, sampling_config, seed_for_item
 from judgekit.schema import AggregateRule, Judgement, Message, Usage, Verdict
@@ -85,7 +85,7 @@ class Judge:
         self.format: JudgingFormat = format or GRMFormat(
             aggregate=self.aggregate, examples=self.examples, template=template,
             template_dir=template_dir, system=system, max_criteria=max_criteria)
-        self.format = self.format_for(principles, principles_mode)
+        self.format = self.format.for_call(principles, principles_mode)
         self.meta = meta
         self.k_meta = k_meta
         self.voting = VotingMethod(voting)
@@ -117,24 +117,6 @@ class Judge:
     def sample_config(self, samples: int, item_seed: int) -> GenerationConfig:
         return sampling_config(self.config, samples, self.sampling_temperature, item_seed)
 
-    def format_for(self, principles: RubricSpec | None = None,
-                   principles_mode: PrinciplesMode | str | None = None) -> JudgingFormat:
-        """The judge's format, or the judge's format with a rubric (the given one, or the
-        judge's own in another mode)."""
-        if principles is None and principles_mode is None:
-            return self.format
-        base = principles if principles is not None else self.format.rubric
-        if base is None:
-            raise ValueError("principles_mode needs principles")
-        return self.format.with_rubric(Rubric.of(base, principles_mode))
-
-    def sampler_for(self, fmt: JudgingFormat) -> Sampler:
-        """The judge's sampler, or one like it for another format (a call's rubric)."""
-        if fmt is self.format:
-            return self.sampler
-        return Sampler(self.backend, fmt, structured=self.sampler.structured,
-                       max_reasks=self.sampler.max_reasks)
-
     async def ascore(self, query: str | Sequence[Message], responses: Sequence[str],
                      samples: int = 1, *, meta: MetaSpec = None, k_meta: int | None = None,
                      item_id: str | None = None, seed: int | None = None,
@@ -160,10 +142,10 @@ class Judge:
             raise ValueError("at least one response is needed")
         if samples < 1:
             raise ValueError("samples must be at least 1")
-        fmt = self.format_for(principles, principles_mode)
+        fmt = self.format.for_call(principles, principles_mode)
         start = time.perf_counter()
         item_seed = self.item_seed(query, responses, seed)
-        judgements = await self.sampler_for(fmt).sample(
+        judgements = await self.sampler.with_format(fmt).sample(
             query, responses, k=samples, seed=item_seed,
             config=self.sample_config(samples, item_seed), hint_best=hint_best,
             reference=reference)
@@ -196,7 +178,7 @@ class Judge:
             seed=item_seed, k_meta=used_k_meta, aggregate_rule=self.aggregate.value,
             model=self.model, meta_model=scorer.spec if scorer is not None else None,
             item_id=item_id, extra_usage=meta_usage, wall_time_s=time.perf_counter() - start,
-            metadata=_verdict_metadata(fmt, reference))
+            metadata=fmt.verdict_metadata(reference))
 
     def score(self, query: str | Sequence[Message], responses: Sequence[str], samples: int = 1,
               **kwargs: Any) -> Verdict:
@@ -250,13 +232,3 @@ class Judge:
     async def aclose(self) -> None:
         await self.backend.aclose()
 
-
-def _verdict_metadata(fmt: JudgingFormat, reference: str | None) -> dict[str, Any]:
-    """What a Verdict records of how it was judged: the format, and whether a reference answer
-    or a rubric (its mode) was used, so stored results can be told apart."""
-    out: dict[str, Any] = {"format": fmt.name}
-    if reference is not None:
-        out["reference"] = True
-    if fmt.rubric is not None:
-        out["principles_mode"] = fmt.rubric.mode.value
-    return out

@@ -17,6 +17,9 @@ it for every batch it is given. Inside an actor, the batch's items are judged by
 `Judge.ascore_many` on one event loop that lives as long as the actor, so a remote backend keeps
 its own concurrency (`concurrency` items in flight per actor) and its connections.
 
+Optional input columns: `reference` (a reference answer, or null) and `principles` (the item's
+own rubric as a JSON list of criteria, or null) with `principles_mode` ("fixed" or "seed").
+
 Output: the input columns plus one verdict row per item: `scores`, `best`, `tie`,
 `valid_samples`, `invalid_samples`, `prompt_tokens`, `completion_tokens`, `cost_usd`, `error`,
 and `verdict` (the whole Verdict as JSON, samples included).
@@ -28,6 +31,8 @@ runner as blocks finish, so `results.jsonl` is written (and resumed) as online.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,6 +69,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _optional(value: Any) -> Any:
+    """An optional cell as plain Python, None where it is empty (pandas gives NaN for nulls)."""
+    value = _plain(value)
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def verdict_row(verdict: Verdict) -> dict[str, Any]:
     """The verdict columns of one item."""
     return {"scores": list(verdict.scores), "best": verdict.best, "tie": verdict.tie,
@@ -76,7 +87,8 @@ def verdict_row(verdict: Verdict) -> dict[str, Any]:
 
 class JudgeActor:
     """One Judge per actor, built once; each call judges one batch (a pandas DataFrame with
-    columns query, responses and optionally id) and returns it with the verdict columns."""
+    columns query, responses and optionally id, reference, principles and principles_mode) and
+    returns it with the verdict columns."""
 
     def __init__(self, spec: dict[str, Any], samples: int = 1, meta: bool | str | None = None,
                  k_meta: int | None = None, concurrency: int | None = None) -> None:
@@ -93,8 +105,13 @@ class JudgeActor:
         for row in batch.to_dict("records"):
             query = _plain(row["query"])
             item_id = _plain(row.get("id"))
-            items.append(JudgeItem(id=None if item_id is None else str(item_id), query=query,
-                                   responses=[str(r) for r in _plain(row["responses"])]))
+            principles = _optional(row.get("principles"))
+            items.append(JudgeItem(
+                id=None if item_id is None else str(item_id), query=query,
+                responses=[str(r) for r in _plain(row["responses"])],
+                reference=_optional(row.get("reference")),
+                principles=json.loads(principles) if principles is not None else None,
+                principles_mode=_optional(row.get("principles_mode"))))
         verdicts = self.loop.run_until_complete(self.judge.ascore_many(
             items, self.samples, meta=self.meta, k_meta=self.k_meta,
             concurrency=self.concurrency, progress=False))
@@ -103,6 +120,20 @@ class JudgeActor:
         for col in VERDICT_COLUMNS:
             out[col] = [r[col] for r in rows]
         return out
+
+
+def _item_extras(item: JudgeItem, items: Sequence[JudgeItem]) -> dict[str, Any]:
+    """The reference and rubric columns of an item, present only when some item has one (a
+    rubric travels as JSON text: one Arrow type whatever the criteria)."""
+    out: dict[str, Any] = {}
+    if any(it.reference is not None for it in items):
+        out["reference"] = item.reference
+    if any(it.principles is not None for it in items):
+        out["principles"] = (None if item.principles is None else
+                             json.dumps([p.model_dump() for p in item.principles]))
+        out["principles_mode"] = None if item.principles_mode is None else \
+            item.principles_mode.value
+    return out
 
 
 def judge_dataset(dataset: Any, spec: JudgeSpec, samples: int = 1, *, workers: int = 2,
@@ -173,7 +204,8 @@ class RayScorer:
         mixed = len({isinstance(it.query, str) for it in parsed}) > 1
         rows = [{INDEX_COLUMN: n, "id": it.id,
                  "query": as_messages(it.query) if mixed else it.query,
-                 "responses": it.responses} for n, it in enumerate(parsed)]
+                 "responses": it.responses, **_item_extras(it, parsed)}
+                for n, it in enumerate(parsed)]
         judged = judge_dataset(ray.data.from_items(rows), self.spec, samples,
                                workers=self.workers, batch_size=self.batch_size,
                                num_cpus=self.num_cpus, num_gpus=self.num_gpus, meta=meta,

@@ -78,6 +78,12 @@ class Sampler:
         self.structured = structured
         self.max_reasks = max_reasks
 
+    def with_format(self, fmt: JudgingFormat) -> Sampler:
+        """This sampler, or one like it for another format (a call's rubric)."""
+        if fmt is self.format:
+            return self
+        return Sampler(self.backend, fmt, structured=self.structured, max_reasks=self.max_reasks)
+
     def prompts(self, query: str | Sequence[Message], responses: Sequence[str], k: int,
                 seed: int, hint_best: int | None = None,
                 reference: str | None = None) -> list[SamplePrompt]:

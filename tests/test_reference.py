@@ -240,3 +240,35 @@ def test_the_runner_passes_each_items_reference_and_the_loaders_rubric(
         == "6 * 7 = 42"
     assert "#### Reference Answer" not in second
     assert "1. Accuracy (Weight: 66.7%): the answer is right" in first
+
+
+def test_a_ray_actor_judges_rows_with_their_reference_and_rubric(
+        fault_server: FaultServer) -> None:
+    """JudgeActor (called directly: the code a Ray actor runs on each batch) reads the optional
+    reference and rubric columns that RayScorer writes."""
+    pd = pytest.importorskip("pandas")
+    from judgekit.batch import JudgeItem
+    from judgekit.judge_spec import JudgeSpec
+    from judgekit.ray import JudgeActor, _item_extras
+
+    items = [JudgeItem(id="a", query="jk-item-ra q", responses=RESPONSES, reference="51"),
+             JudgeItem(id="b", query="jk-item-rb q", responses=RESPONSES,
+                       principles=["Accuracy", "Clarity"])]
+    rows = [{"id": it.id, "query": it.query, "responses": it.responses,
+             **_item_extras(it, items)} for it in items]
+    assert rows[0]["principles"] is None and rows[1]["reference"] is None
+    assert json.loads(rows[1]["principles"])[1]["name"] == "Clarity"
+    assert _item_extras(items[0], items[:1]) == {"reference": "51"}
+    spec = JudgeSpec(model="openai:judge-test",
+                     options={"base_url": fault_server.openai_url, "api_key": "sk-test-x",
+                              "examples": False})
+    actor = JudgeActor(spec.model_dump(mode="json"))
+    try:
+        out = actor(pd.DataFrame(rows))
+    finally:
+        actor.loop.close()
+    metadata = [json.loads(v)["metadata"] for v in out["verdict"]]
+    assert metadata == [{"format": "grm", "reference": True},
+                        {"format": "grm", "principles_mode": "fixed"}]
+    assert "51\n</reference" in _prompts(fault_server, "ra")[0]
+    assert "2. Clarity (Weight: 50%)" in _prompts(fault_server, "rb")[0]

@@ -275,7 +275,9 @@ def test_fixed_grammar_accepts_the_asked_format_and_it_parses_back(compiler: Any
     rows = [([9, 8, 7], 8), ([2, 3, 4], 3), ([5, 5, 5], 5)][:n]
     text = _fixed_output(rows, NAMES)
     grammar = fmt.output_grammar(n)
-    assert grammar == rubric_output_grammar(n, NAMES)
+    # The response's analysis budget is shared by its criterion lines.
+    assert grammar == rubric_output_grammar(n, NAMES, analysis_chars=800 // 3)
+    assert "[^\\n]{1,40}" in fmt.output_grammar(n, max_tokens=64)
     assert accepts(compiler, grammar, text)
     parsed = fmt.parse(text, n)
     assert [list(c.principle_scores.values()) for c in parsed.critiques] == \
@@ -414,7 +416,7 @@ def test_batch_items_carry_their_own_rubric(fault_server: FaultServer) -> None:
 def test_the_embedded_model_writes_the_fixed_rubric_format() -> None:
     """The embedded model decodes under the fixed-rubric grammar: every criterion analysed by
     name, its criterion scores read, weighted with the rubric's weights."""
-    judge = Judge(None, principles=RUBRIC, aggregate="weighted", max_tokens=160)
+    judge = Judge(None, principles=RUBRIC, aggregate="weighted", max_tokens=128)
     assert judge.structured
     v = judge.score("What is 2+2?", ["4", "It is 5."])
     jd = v.samples[0]

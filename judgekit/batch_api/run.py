@@ -6,8 +6,9 @@ Files in the run directory:
 * ``batch.json``          the run (provider, model, samples, meta) and every provider job: its
                           tag, id, custom ids, round, last state, whether its results are local.
                           Rewritten atomically after every change.
-* ``batch_items.jsonl``   one line per item: its id, query, responses, seed, a digest of the
-                          prompts sent, and its requests (custom id, prompt, samples served).
+* ``batch_items.jsonl``   one line per item: its id, query, responses (reference answer and
+                          rubric, where it has them), seed, a digest of the prompts sent, and
+                          its requests (custom id, prompt, samples served).
                           Appended before any of the item's requests is submitted.
 * ``batch_results/<tag>.jsonl``  the raw result lines of a finished job, downloaded once.
 
@@ -62,9 +63,10 @@ from judgekit.config import GenerationConfig
 from judgekit.cost import Price
 from judgekit.errors import BackendError, CapabilityError, JudgekitError
 from judgekit.judge_spec import JudgeSpec
+from judgekit.rubric import PrinciplesMode
 from judgekit.runtime import run_sync
-from judgekit.sampler import SamplePrompt
-from judgekit.schema import Message, Verdict
+from judgekit.sampler import SamplePrompt, Sampler
+from judgekit.schema import Message, Principle, Verdict
 
 if TYPE_CHECKING:
     from judgekit.judge import Judge, MetaSpec
@@ -100,6 +102,9 @@ class ItemRecord(BaseModel):
     id: str | None = None
     query: str | list[Message]
     responses: list[str]
+    reference: str | None = None
+    principles: list[Principle] | None = Field(None, description="the item's own rubric")
+    principles_mode: PrinciplesMode | None = None
     seed: int
     digest: str = Field(description="sha256 over the prompts and configs submitted")
     requests: list[RequestRecord]
@@ -155,10 +160,20 @@ def _append_lines(path: Path, lines: Sequence[str]) -> None:
         os.fsync(fh.fileno())
 
 
+def _content(item: JudgeItem | ItemRecord) -> list[Any]:
+    """What makes an item the same item: query and responses, and its reference answer and
+    rubric where it has them (absent ones leave the content, and so old keys, as they were)."""
+    out: list[Any] = [item.query, item.responses]
+    if item.reference is not None or item.principles is not None:
+        out += [item.reference, None if item.principles is None else
+                [p.model_dump() for p in item.principles], item.principles_mode]
+    return out
+
+
 def item_key(item: JudgeItem) -> str:
     if item.id is not None:
         return item.id
-    blob = json.dumps([item.query, item.responses], ensure_ascii=False, sort_keys=True)
+    blob = json.dumps(_content(item), ensure_ascii=False, sort_keys=True)
     return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
@@ -243,7 +258,7 @@ class BatchRun:
             key = item_key(item)
             known = self.by_key.get(key)
             if known is not None:
-                if (known.query, known.responses) != (item.query, item.responses):
+                if _content(known) != _content(item):
                     raise BatchRunError(f"item {key!r} in {self.dir} has other content than the "
                                         "item given now: use another run directory")
                 out.append(known)
@@ -259,8 +274,7 @@ class BatchRun:
     def _new_record(self, judge: Judge, item: JudgeItem, key: str, index: int,
                     provider: BatchProvider) -> ItemRecord:
         seed = judge.item_seed(item.query, item.responses)
-        prompts, _config, digest = item_prompts(judge, item.query, item.responses,
-                                                self.state.samples, seed)
+        prompts, _config, digest = item_prompts(judge, item, self.state.samples, seed)
         requests: list[RequestRecord] = []
         for pi, p in enumerate(prompts):
             groups = [[j] for j in p.samples] if provider.one_sample_per_request else [p.samples]
@@ -268,8 +282,9 @@ class BatchRun:
                 requests.append(RequestRecord(custom_id=custom_id(index, p.permutation, served),
                                               prompt=pi, samples=served))
         return ItemRecord(index=index, key=key, id=item.id, query=item.query,
-                          responses=list(item.responses), seed=seed, digest=digest,
-                          requests=requests)
+                          responses=list(item.responses), reference=item.reference,
+                          principles=item.principles, principles_mode=item.principles_mode,
+                          seed=seed, digest=digest, requests=requests)
 
     # -- jobs -------------------------------------------------------------------------------------
     def submitted_ids(self) -> set[str]:
@@ -367,17 +382,25 @@ def _digest(prompts: Sequence[SamplePrompt], config: GenerationConfig) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def item_prompts(judge: Judge, query: str | list[Message], responses: Sequence[str],
-                 samples: int, seed: int) -> tuple[list[SamplePrompt], GenerationConfig, str]:
+def item_sampler(judge: Judge, item: JudgeItem | ItemRecord) -> Sampler:
+    """The judge's sampler, in the format of the item's own rubric when it has one."""
+    return judge.sampler.with_format(judge.format.for_call(item.principles,
+                                                           item.principles_mode))
+
+
+def item_prompts(judge: Judge, item: JudgeItem | ItemRecord, samples: int,
+                 seed: int) -> tuple[list[SamplePrompt], GenerationConfig, str]:
     """The prompts, request config and digest of an item, exactly as an online run builds them."""
-    prompts = judge.sampler.prompts(query, responses, samples, seed)
-    config = judge.sampler.request_config(judge.sample_config(samples, seed), len(responses))
+    sampler = item_sampler(judge, item)
+    prompts = sampler.prompts(item.query, item.responses, samples, seed,
+                              reference=item.reference)
+    config = sampler.request_config(judge.sample_config(samples, seed), len(item.responses))
     return prompts, config, _digest(prompts, config)
 
 
 def batch_request(judge: Judge, item: ItemRecord, req: RequestRecord,
                   samples: int) -> BatchRequest:
-    prompts, config, _ = item_prompts(judge, item.query, item.responses, samples, item.seed)
+    prompts, config, _ = item_prompts(judge, item, samples, item.seed)
     return BatchRequest(custom_id=req.custom_id, messages=prompts[req.prompt].messages,
                         n=len(req.samples), config=config)
 
@@ -497,8 +520,7 @@ class BatchHandle:
         judge = self.judge
         built = {}
         for rec in records:  # refuse a different judge before any online call is made
-            prompts, config, digest = item_prompts(judge, rec.query, rec.responses,
-                                                   state.samples, rec.seed)
+            prompts, config, digest = item_prompts(judge, rec, state.samples, rec.seed)
             if digest != rec.digest:
                 raise BatchRunError(f"item {rec.key!r}: this judge builds other prompts than "
                                     "the ones submitted (another template, examples, "
@@ -510,11 +532,13 @@ class BatchHandle:
             start = time.perf_counter()
             prompts, config = built[rec.key]
             shown, got = prompt_outcomes(prompts, rec, outcomes)
-            judgements = await judge.sampler.collect(shown, got, n_responses=len(rec.responses),
-                                                     config=config)
+            sampler = item_sampler(judge, rec)
+            judgements = await sampler.collect(shown, got, n_responses=len(rec.responses),
+                                               config=config)
             return await judge._verdict_from_samples(
                 rec.query, rec.responses, judgements, state.samples, meta=chosen_meta,
-                k_meta=used_k_meta, item_id=rec.id, item_seed=rec.seed, start=start)
+                k_meta=used_k_meta, item_id=rec.id, item_seed=rec.seed, start=start,
+                reference=rec.reference, fmt=sampler.format)
 
         # score_batch keys items by position; the record key travels as the id
         keyed = [JudgeItem(id=r.key, query=r.query, responses=r.responses) for r in records]
