@@ -143,3 +143,20 @@ def test_bench_rubric_does_not_apply_to_the_pairwise_baseline(
     assert main(["bench", "run", "llmbar", "--baseline", "pairwise", "--rubric", str(rubric),
                  "--limit", "1", "--no-progress"]) == 2
     assert "--rubric applies to the GRM judge only" in capsys.readouterr().err
+
+
+def test_the_cli_rubric_travels_as_plain_data(rubric: Path) -> None:
+    """`--rubric` reaches the Judge as JSON values, so a JudgeSpec (Ray actors, batch run
+    directories) can carry it, and the rebuilt judge has the same rubric."""
+    from judgekit.cli import build_parser
+    from judgekit.cli_args import rubric_options
+    from judgekit.judge_spec import JudgeSpec
+
+    args = build_parser().parse_args(["bench", "run", "llmbar", "--rubric", str(rubric),
+                                      "--rubric-mode", "seed"])
+    spec = JudgeSpec(model="openai:judge-test",
+                     options={"api_key": "sk-test-x", **rubric_options(args)})
+    rebuilt = JudgeSpec.model_validate_json(spec.model_dump_json()).build()
+    assert rebuilt.format.rubric is not None and rebuilt.format.rubric.mode.value == "seed"
+    assert [(p.name, p.weight) for p in rebuilt.format.rubric.principles] == [
+        ("Accuracy", 0.75), ("Clarity", 0.25)]
