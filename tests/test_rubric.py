@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.fault_server import FaultServer
 from support.grammar import accepts, grammar_compiler, random_walk
 
-from judgekit import GRMFormat, Judge, PairwiseFormat, Principle, RubricError
+from judgekit import GRMFormat, Judge, PairwiseFormat, ParseError, Principle, RubricError
 from judgekit.config import GenerationConfig
 from judgekit.formats import fence_tag, grm_messages
 from judgekit.parsing import grm_output_grammar, parse_grm, rubric_output_grammar
@@ -245,6 +247,20 @@ def test_a_missing_or_malformed_criterion_line_falls_back_to_the_written_score(l
     assert parsed.scores == pytest.approx([8.0, 2.5])
     assert [c.weighted_fallback for c in parsed.critiques] == [True, False]
     assert parsed.critiques[0].principle_scores == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("Criterion scores:Response 12-Accuracy\n,9 10\\boxed{}")),
+               max_size=300), st.integers(1, 3))
+def test_a_fixed_rubric_parse_raises_only_parse_error(text: str, n: int) -> None:
+    """The parser's contract holds with a rubric: a value, or ParseError, on any string."""
+    fmt = GRMFormat(principles=RUBRIC, aggregate="weighted")
+    try:
+        parsed = fmt.parse(text, n)
+    except ParseError:
+        return
+    assert len(parsed.scores) == n and all(1 <= x <= 10 for x in parsed.scores)
+    assert [p.name for p in parsed.principles] == ["Accuracy", "Clarity"]
 
 
 def test_seed_rubric_parses_what_the_judge_wrote() -> None:
