@@ -37,13 +37,20 @@ def budget_judge(server: FaultServer, **throttle: float) -> Judge:
     return judge
 
 
+# Arrival times at the server carry each call's connection set-up (a fresh connection per sync
+# call), which on a loaded 2-core machine can delay one request by a few tenths of a second
+# more than another. The slack stays below the gap, so requests sent without any spacing (all
+# at once) still fail the check.
+SLACK = 0.3
+
+
 def assert_spaced(stamps: list[float], burst: int, gap: float) -> None:
     """The i-th request (sorted) reaches the server no earlier than (i - burst + 1) gaps after
-    the first, give or take a connection set-up (each sync call opens a fresh connection)."""
+    the first, give or take a connection set-up (`SLACK`)."""
     stamps = sorted(stamps)
     for i, t in enumerate(stamps):
         earliest = max(0, i - burst + 1) * gap
-        assert t - stamps[0] >= earliest - 0.15, (i, [round(s - stamps[0], 3) for s in stamps])
+        assert t - stamps[0] >= earliest - SLACK, (i, [round(s - stamps[0], 3) for s in stamps])
 
 
 def test_six_sync_score_calls_share_one_request_budget(fault_server: FaultServer) -> None:
