@@ -310,7 +310,10 @@ class PairwiseFormat(JudgingFormat):
             f"{n_responses})"
 
 
-CHARS_PER_TOKEN = 3.5  # English prose in BPE vocabularies; a rough figure is enough here
+# Characters per token to budget with: English prose is about 4 in BPE vocabularies, but a
+# small model filling a grammar line writes fragments and punctuation that tokenize worse, and
+# a line cap is a worst case that must fit, so the budget assumes 2.5.
+CHARS_PER_TOKEN = 2.5
 
 
 def line_budget(n_responses: int, max_criteria: int, max_tokens: int | None) -> tuple[int, int]:
