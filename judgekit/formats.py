@@ -194,6 +194,10 @@ class GRMFormat(JudgingFormat):
     in the fixed form whatever the aggregate, the parser reads them in the rubric's order, and
     the few-shot examples, which teach self-written criteria, are left out);
     `principles_mode="seed"` lists them as the criteria the judge starts from.
+
+    `fixes=True` asks each response's analysis to end with 1 to `max_fixes` concrete suggested
+    fixes, one per 'Fix:' line, read into `Critique.fixes` (the debate and improve loop use
+    them); the final line stays the scores line.
     """
 
     name = "grm"
@@ -202,11 +206,16 @@ class GRMFormat(JudgingFormat):
                  examples: Sequence[FewShotExample] = (), template: str = GRM_TEMPLATE,
                  template_dir: str | Path | None = None, system: str | None = None,
                  max_criteria: int = 4, principles: RubricSpec | None = None,
-                 principles_mode: PrinciplesMode | str | None = None) -> None:
+                 principles_mode: PrinciplesMode | str | None = None, fixes: bool = False,
+                 max_fixes: int = 3) -> None:
         super().__init__(template=template, template_dir=template_dir, system=system)
         self.aggregate = AggregateRule(aggregate)
         self.examples = list(examples)
         self.max_criteria = max_criteria
+        if max_fixes < 1:
+            raise ValueError(f"max_fixes must be at least 1, got {max_fixes}")
+        self.fixes = fixes
+        self.max_fixes = max_fixes
         if principles is None and principles_mode is not None:
             raise ValueError("principles_mode needs principles")
         self.rubric = Rubric.of(principles, principles_mode) if principles is not None else None
@@ -231,7 +240,7 @@ class GRMFormat(JudgingFormat):
                       hint_best=hint_best, reference=reference,
                       principles=self.rubric.template_rows() if self.rubric else [],
                       principles_mode=self.rubric.mode.value if self.rubric else None,
-                      seed_extra=self._seed_extra())
+                      seed_extra=self._seed_extra(), fixes=self.fixes, max_fixes=self.max_fixes)
         return self._wrap(text)
 
     def _seed_extra(self) -> int:
@@ -242,7 +251,7 @@ class GRMFormat(JudgingFormat):
         return max(self.max_criteria, seeds + 1) - seeds
 
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
-        parsed = parse_grm(text, n_responses, self.fixed_rubric)
+        parsed = parse_grm(text, n_responses, self.fixed_rubric, fixes=self.fixes)
         critiques = parsed.critiques
         if self.aggregate is AggregateRule.WEIGHTED:
             scores, fallback = parsed.weighted_scores()
@@ -254,15 +263,21 @@ class GRMFormat(JudgingFormat):
 
     def output_grammar(self, n_responses: int, max_tokens: int | None = None) -> str | None:
         desc, analysis = line_budget(n_responses, self.max_criteria, max_tokens)
+        fixes = self.max_fixes if self.fixes else 0
+        fix_chars = 200
+        if fixes:
+            analysis, fix_chars = fix_budget(analysis, fixes, max_tokens)
         if self.rubric is not None and self.rubric.fixed:
             # One analysis line per criterion: the response's budget is shared among them.
             names = self.rubric.names()
             return rubric_output_grammar(n_responses, names,
-                                         analysis_chars=max(40, analysis // len(names)))
+                                         analysis_chars=max(40, analysis // len(names)),
+                                         fixes=fixes, fix_chars=fix_chars)
         return grm_output_grammar(n_responses, self.max_criteria,
                                   criterion_scores=self.aggregate is AggregateRule.WEIGHTED,
                                   name_chars=40, desc_chars=desc, analysis_chars=analysis,
-                                  seed_names=self.rubric.names() if self.rubric else ())
+                                  seed_names=self.rubric.names() if self.rubric else (),
+                                  fixes=fixes, fix_chars=fix_chars)
 
     def final_line_grammar(self, n_responses: int) -> str:
         return scores_line_grammar(n_responses)
@@ -275,6 +290,8 @@ class GRMFormat(JudgingFormat):
                                self.max_criteria, [e.model_dump() for e in self.examples]]
         if self.rubric is not None:  # absent without a rubric: old fingerprints stay valid
             material.append(self.rubric.model_dump(mode="json"))
+        if self.fixes:  # appended only when on, so existing fingerprints stay valid
+            material.append(["fixes", self.max_fixes])
         return json.dumps(material)
 
 
@@ -329,6 +346,16 @@ def line_budget(n_responses: int, max_criteria: int, max_tokens: int | None) -> 
     analysis = int(min(800, max(80, chars * 0.45 / n_responses)))
     desc = int(min(300, max(40, chars * 0.2 / max_criteria)))
     return desc, analysis
+
+
+def fix_budget(analysis_chars: int, max_fixes: int, max_tokens: int | None) -> tuple[int, int]:
+    """(analysis, fix) line caps when the answer also suggests fixes: under a token budget the
+    fixes take a third of the analyses' share (split over `max_fixes` lines), so the scores
+    line still fits; without one, the grammar's generous defaults."""
+    if max_tokens is None:
+        return analysis_chars, 200
+    fix = int(min(200, max(24, analysis_chars / 3 / max_fixes)))
+    return int(max(48, analysis_chars * 2 / 3)), fix
 
 
 def grm_messages(query: str | Sequence[Message], shown: Sequence[str], *,

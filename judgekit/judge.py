@@ -42,6 +42,8 @@ class Judge:
         tuples, dicts, or a `Rubric`; see `judgekit.rubric`): `"fixed"` (default) judges with
         exactly these criteria and weights, `"seed"` gives them as the criteria the judge
         starts from. Each call may pass its own.
+      fixes: the GRM format's suggested-fixes mode (each critique ends with 'Fix:' lines, read
+        into `Critique.fixes`; `judgekit.debate` and `judgekit.improve` need it).
       config, temperature, max_tokens: generation settings; one sample decodes greedily, several
         at `temperature` (default 0.5, the paper's).
       meta, k_meta: the meta judge (see `MetaSpec`) and how many samples meta-guided voting
@@ -67,7 +69,7 @@ class Judge:
         k_meta: int | None = None, voting: VotingMethod | str = VotingMethod.SUM,
         tie_rule: TieRule | str = TieRule.STRICT, seed: int = 0, concurrency: int = 4,
         max_reasks: int = 1, structured: bool | None = None, cache: CacheSpec = None,
-        **backend_kwargs: Any,
+        fixes: bool = False, **backend_kwargs: Any,
     ) -> None:
         if k_meta is not None and k_meta < 1:
             raise ValueError(f"k_meta must be at least 1, got {k_meta}")
@@ -84,7 +86,7 @@ class Judge:
         self.examples = resolve_examples(examples, template_dir)
         self.format: JudgingFormat = format or GRMFormat(
             aggregate=self.aggregate, examples=self.examples, template=template,
-            template_dir=template_dir, system=system, max_criteria=max_criteria)
+            template_dir=template_dir, system=system, max_criteria=max_criteria, fixes=fixes)
         self.format = self.format.for_call(principles, principles_mode)
         self.meta = meta
         self.k_meta = k_meta

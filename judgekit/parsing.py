@@ -289,11 +289,12 @@ def combine(principles: list[Principle], principle_scores: dict[str, float]) -> 
 
 
 def parse_grm(text: str, n_responses: int,
-              principles: list[Principle] | None = None) -> ParsedGRM:
+              principles: list[Principle] | None = None, *, fixes: bool = False) -> ParsedGRM:
     """Principles, critiques and scores from one GRM output, in shown order. Raises ParseError.
 
     `principles` are a fixed user rubric: the 'Criterion scores' lines are read against them,
-    in their order, and any criteria the output lists itself are ignored."""
+    in their order, and any criteria the output lists itself are ignored. `fixes` reads each
+    response's 'Fix:' lines into its critique (and out of its analysis)."""
     overall = parse_scores(text, n_responses)
     principles = (parse_principles(text) if principles is None
                   else [p.model_copy() for p in principles])
@@ -301,8 +302,9 @@ def parse_grm(text: str, n_responses: int,
     critiques: list[Critique] = []
     for block, score in zip(blocks, overall, strict=True):
         ps = criterion_scores(block, principles)
-        critiques.append(Critique(analysis=block, principle_scores=ps, overall=score,
-                                  weighted=combine(principles, ps)))
+        analysis, suggested = split_fixes(block) if fixes else (block, [])
+        critiques.append(Critique(analysis=analysis, principle_scores=ps, overall=score,
+                                  weighted=combine(principles, ps), fixes=suggested))
     return ParsedGRM(principles=principles, critiques=critiques, overall_scores=overall)
 
 
@@ -326,16 +328,20 @@ def ebnf_literal(text: str) -> str:
 
 def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_scores: bool = False,
                        name_chars: int = 40, desc_chars: int = 300,
-                       analysis_chars: int = 800, seed_names: Sequence[str] = ()) -> str:
+                       analysis_chars: int = 800, seed_names: Sequence[str] = (),
+                       fixes: int = 0, fix_chars: int = 200) -> str:
     """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, an
-    analysis per response (ending with its 'Criterion scores' line when `criterion_scores`), and
-    the final scores line. Line lengths allow realistic criteria and analyses (hundreds of
-    characters); the token budget, not the grammar, bounds the length.
+    analysis per response (ending with its 'Criterion scores' line when `criterion_scores`, then
+    1..`fixes` 'Fix:' lines when `fixes` > 0), and the final scores line. Line lengths allow
+    realistic criteria and analyses (hundreds of characters); the token budget, not the
+    grammar, bounds the length.
 
     `seed_names` (a seeded rubric) are the first criteria, their names fixed strings; the model
     may add its own after them up to `max_criteria` in all (at least one more is allowed)."""
     if max_criteria < 2:
         raise ValueError("max_criteria must be at least 2")
+    if fixes < 0 or fix_chars < 1:
+        raise ValueError("fixes must be at least 0 and fix_chars at least 1")
     scores = ' ", " '.join(["score"] * n_responses)
     tail = f'"Scores: \\\\boxed{{" {scores} "}}"'
     seeds = list(seed_names)
@@ -352,6 +358,8 @@ def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_sco
             if criterion_scores:
                 cs = ' ", " '.join(["score"] * c)
                 line += f' "{CRITERION_SCORES_LABEL}: " {cs} "\\n"'
+            if fixes:
+                line += " fixes"
             per_response.append(line)
         alternatives.append(f'("Specific Criteria:\\n" {crits} "Analysis:\\n" '
                             f'{" ".join(per_response)})')
@@ -363,27 +371,32 @@ def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_sco
         f'desc ::= [^\\n]{{1,{desc_chars}}} "\\n"\n'
         f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
         'score ::= [1-9] | "10"\n'
+        + (_fixes_grammar(fixes, fix_chars) if fixes else "")
     )
 
 
 def rubric_output_grammar(n_responses: int, names: Sequence[str], *,
-                          analysis_chars: int = 800) -> str:
+                          analysis_chars: int = 800, fixes: int = 0,
+                          fix_chars: int = 200) -> str:
     """EBNF for the GRM output under a fixed user rubric: no criteria section (the rubric is
     given), then per response a line of analysis for each criterion, named by its fixed name,
     and the response's 'Criterion scores' line (one score per criterion, rubric order), then
-    the final scores line. What it emits is what `parse_grm(..., principles=rubric)` reads."""
+    1..`fixes` 'Fix:' lines when `fixes` > 0, then the final scores line. What it emits is what
+    `parse_grm(..., principles=rubric)` reads."""
     if not names:
         raise ValueError("a fixed rubric needs at least one criterion")
     scores = ' ", " '.join(["score"] * n_responses)
     per_criterion = " ".join(f'"- " {ebnf_literal(name)} ": " analysis' for name in names)
     cs = ' ", " '.join(["score"] * len(names))
+    suggested = " fixes" if fixes else ""
     responses = " ".join(f'"Response {i}:\\n" {per_criterion} '
-                         f'"{CRITERION_SCORES_LABEL}: " {cs} "\\n"'
+                         f'"{CRITERION_SCORES_LABEL}: " {cs} "\\n"{suggested}'
                          for i in range(1, n_responses + 1))
     return (
         f'root ::= "Analysis:\\n" {responses} "Scores: \\\\boxed{{" {scores} "}}"\n'
         f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
         'score ::= [1-9] | "10"\n'
+        + (_fixes_grammar(fixes, fix_chars) if fixes else "")
     )
 
 
@@ -406,3 +419,39 @@ def parse_rating(text: str) -> float:
     """A single 1-10 rating from the final line (the meta judge's rating mode). Raises
     ParseError."""
     return parse_scores(text, 1)[0]
+
+
+# -- Suggested fixes (GRMFormat(fixes=True)) ----------------------------------------------------
+# Same rule as everywhere above: only fixed-form lines count. A fix is a line 'Fix: <text>' in
+# a response's analysis.
+FIX_LABEL = "Fix"
+_FIX_LINE = re.compile(r"(?i)^[ \t>*_-]*\**fix(?:\s*\d{1,2})?\**\s*:\s*\**[ \t]*(?P<text>[^\n]*?)"
+                       r"[ \t*]*$")
+_NO_FIX = re.compile(r"(?i)^(?:none|n/?a|no fix(?:es)?(?: needed)?|nothing)[ .!]*$")
+
+
+def split_fixes(block: str) -> tuple[str, list[str]]:
+    """One response's analysis without its 'Fix:' lines, and the fixes those lines state, in
+    order (exact repeats and 'Fix: none' dropped)."""
+    kept: list[str] = []
+    fixes: list[str] = []
+    for line in block.splitlines():
+        m = _FIX_LINE.match(line) if len(line) <= 2000 else None
+        if m is None:
+            kept.append(line)
+            continue
+        text = m.group("text").strip()
+        if text and not _NO_FIX.match(text) and text not in fixes:
+            fixes.append(text)
+    return "\n".join(kept).strip(), fixes
+
+
+def _fixes_grammar(max_fixes: int, fix_chars: int) -> str:
+    """Rules for 1..max_fixes 'Fix:' lines (nested options: no repetition operator on rules)."""
+    body = "fix"
+    for _ in range(max_fixes - 1):
+        body = f"fix ({body})?"
+    # A fix starts with a visible character, so no fix the grammar allows reads as empty.
+    rest = f" [^\\n]{{0,{fix_chars - 1}}}" if fix_chars > 1 else ""
+    return (f"fixes ::= {body}\n"
+            f'fix ::= "{FIX_LABEL}: " [^\\n \\t]{rest} "\\n"\n')
