@@ -421,13 +421,20 @@ def parse_rating(text: str) -> float:
     return parse_scores(text, 1)[0]
 
 
-# -- Suggested fixes (GRMFormat(fixes=True)) ----------------------------------------------------
+# -- Suggested fixes (GRMFormat(fixes=True)) and debate reviews (judgekit.debate) ---------------
 # Same rule as everywhere above: only fixed-form lines count. A fix is a line 'Fix: <text>' in
-# a response's analysis.
+# a response's analysis; a review answers each fix on its own line 'F<id>: accept|reject -
+# <reason>' and ends, like every judgement, with the final scores line.
 FIX_LABEL = "Fix"
 _FIX_LINE = re.compile(r"(?i)^[ \t>*_-]*\**fix(?:\s*\d{1,2})?\**\s*:\s*\**[ \t]*(?P<text>[^\n]*?)"
                        r"[ \t*]*$")
 _NO_FIX = re.compile(r"(?i)^(?:none|n/?a|no fix(?:es)?(?: needed)?|nothing)[ .!]*$")
+_REVIEW_LINE = re.compile(
+    r"(?i)^[ \t>*_-]*\**(?P<id>F\d{1,4})\**\s*[:.)=]\s*\**(?P<verdict>accept|reject)(?:ed|s)?\**"
+    r"[ \t]*(?:[-–—:,;.][ \t]*(?P<reason>[^\n]*?))?[ \t*]*$")
+_SCORE_CHANGE_LINE = re.compile(r"(?i)^[ \t>*_-]*\**score\s+change\**\s*:\s*\**[ \t]*"
+                                r"(?P<why>[^\n]*?)[ \t*]*$")
+_NO_CHANGE = re.compile(r"(?i)^(?:none|no change|unchanged|n/?a)[ .!]*$")
 
 
 def split_fixes(block: str) -> tuple[str, list[str]]:
@@ -455,3 +462,59 @@ def _fixes_grammar(max_fixes: int, fix_chars: int) -> str:
     rest = f" [^\\n]{{0,{fix_chars - 1}}}" if fix_chars > 1 else ""
     return (f"fixes ::= {body}\n"
             f'fix ::= "{FIX_LABEL}: " [^\\n \\t]{rest} "\\n"\n')
+
+
+@dataclass
+class ParsedReview:
+    """One judge's review in a debate round: accept/reject with a reason per fix id, why its
+    scores changed (None for no reason given or 'none'), and its scores (shown order)."""
+
+    answers: dict[str, tuple[bool, str]]
+    score_change: str | None
+    scores: list[float]
+
+
+def parse_review(text: str, n_responses: int, fix_ids: list[str]) -> ParsedReview:
+    """A debate review, strictly: every fix in `fix_ids` answered (accept or reject, once; the
+    same answer repeated is one answer, contradictory answers are refused) and the final scores
+    line. Lines about fixes that were not asked are ignored. Raises ParseError."""
+    scores = parse_scores(text, n_responses)
+    wanted = {f.upper() for f in fix_ids}
+    answers: dict[str, tuple[bool, str]] = {}
+    why: str | None = None
+    for line in text.splitlines():
+        if len(line) > 2000:
+            continue
+        m = _REVIEW_LINE.match(line)
+        if m is not None:
+            fid = m.group("id").upper()
+            if fid not in wanted:
+                continue
+            accept = m.group("verdict").lower() == "accept"
+            if fid in answers and answers[fid][0] != accept:
+                raise ParseError(f"fix {fid} is both accepted and rejected", raw=text,
+                                 n_responses=n_responses)
+            answers.setdefault(fid, (accept, (m.group("reason") or "").strip()))
+            continue
+        c = _SCORE_CHANGE_LINE.match(line)
+        if c is not None:
+            stated = c.group("why").strip()
+            why = None if not stated or _NO_CHANGE.match(stated) else stated
+    missing = [f for f in fix_ids if f.upper() not in answers]
+    if missing:
+        raise ParseError(f"no accept/reject answer for {', '.join(missing)} (expected one line "
+                         "per fix like 'F1: accept - <reason>')", raw=text,
+                         n_responses=n_responses)
+    return ParsedReview(answers={f: answers[f.upper()] for f in fix_ids}, score_change=why,
+                        scores=scores)
+
+
+def review_grammar(n_responses: int, fix_ids: list[str], reason_chars: int = 300) -> str:
+    """EBNF for a whole debate review: one 'F<id>: accept|reject - <reason>' line per fix in
+    order, a 'Score change:' line, then the final scores line."""
+    answers = " ".join(f'"{f}: " verdict " - " reason' for f in fix_ids)
+    scores = ' ", " '.join(["score"] * n_responses)
+    return (f'root ::= {answers} "Score change: " reason "Scores: \\\\boxed{{" {scores} "}}"\n'
+            'verdict ::= "accept" | "reject"\n'
+            f'reason ::= [^\\n]{{1,{reason_chars}}} "\\n"\n'
+            'score ::= [1-9] | "10"\n')

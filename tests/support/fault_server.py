@@ -19,7 +19,8 @@ of the list (or for unscheduled keys, `default_schedule`) requests succeed. Faul
   ctx-vllm / ctx-llamacpp / ctx-sglang   the context-length 400 as those servers word it
 
 The answer is judge-like text whose scores depend on content: a response containing GOOD scores 9,
-any other 2, so the best response is the same whatever order the judge shows them in.
+any other 2, so the best response is the same whatever order the judge shows them in. A scripted
+fake model can answer instead (`reply`: the request body -> the text, or (text, finish_reason)).
 Stdlib only (ThreadingHTTPServer), so a connection can really be dropped.
 """
 
@@ -116,6 +117,7 @@ class FaultServer:
     slow_seconds: float = 0.2
     max_choices: int | None = None
     text: Callable[[list[str] | None], str] = judge_text
+    reply: Callable[[dict[str, Any]], str | tuple[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -195,6 +197,15 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):  # content blocks
         return "".join(b.get("text", "") for b in content if isinstance(b, dict))
     return ""
+
+
+def _answer(server: FaultServer, body: dict[str, Any], responses: list[str] | None
+            ) -> tuple[str, str]:
+    """The text of one choice and its finish reason ("stop", or "length" for a cut-off)."""
+    if server.reply is None:
+        return server.text(responses), "stop"
+    out = server.reply(body)
+    return out if isinstance(out, tuple) else (out, "stop")
 
 
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
@@ -337,10 +348,10 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             completion_tokens = 0
             count = n if server.max_choices is None else min(n, server.max_choices)
             for i in range(count):
-                text = server.text(responses)
+                text, finish = _answer(server, body, responses)
                 completion_tokens += max(1, len(text) // 4)
                 choice: dict[str, Any] = {
-                    "index": i, "finish_reason": "stop",
+                    "index": i, "finish_reason": finish,
                     "message": {"role": "assistant", "content": text}, "logprobs": None}
                 if body.get("logprobs"):
                     top_n = int(body.get("top_logprobs") or 0)
@@ -363,12 +374,13 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def _anthropic_ok(self, body: dict[str, Any], responses: list[str] | None,
                           prompt_tokens: int) -> None:
-            text = server.text(responses)
+            text, finish = _answer(server, body, responses)
             self._json(200, {
                 "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
                 "model": body.get("model", "claude-test"),
                 "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn", "stop_sequence": None,
+                "stop_reason": "max_tokens" if finish == "length" else "end_turn",
+                "stop_sequence": None,
                 "usage": {"input_tokens": prompt_tokens,
                           "output_tokens": max(1, len(text) // 4)},
             })
