@@ -6,6 +6,7 @@ from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.batch import JudgeItem, verdicts_frame
 from judgekit.cache import CachedBackend, ResponseCache
 from judgekit.config import GenerationConfig
+from judgekit.debate import DebateResult
 from judgekit.errors import (
     APITimeoutError,
     AuthenticationError,
@@ -28,6 +29,7 @@ from judgekit.errors import (
     TransientBackendError,
 )
 from judgekit.formats import GRMFormat, JudgingFormat, PairwiseFormat
+from judgekit.improve import ImproveLoop, ImproveTrace, aimprove, aimprove_many, improve, improve_many
 from judgekit.judge import Judge
 from judgekit.meta import MetaJudge, MetaScorer, SequenceClassifierMetaScorer
 from judgekit.retry import RetryPolicy
@@ -59,9 +61,12 @@ __all__ = [
     "CircuitOpenError",
     "ContextLengthError",
     "Critique",
+    "DebateResult",
     "FatalBackendError",
     "GRMFormat",
     "GenerationConfig",
+    "ImproveLoop",
+    "ImproveTrace",
     "Judge",
     "JudgeItem",
     "JudgekitError",
@@ -92,6 +97,10 @@ __all__ = [
     "Verdict",
     "VotingMethod",
     "__version__",
+    "aimprove",
+    "aimprove_many",
+    "improve",
+    "improve_many",
     "load_rubric",
     "resolve_backend",
     "verdicts_frame",

@@ -1,4 +1,4 @@
-"""`judgekit` command line: judge, bench and train. Bad arguments exit with code 2 and one line."""
+"""`judgekit` command line: judge, bench, train and improve. Bad arguments exit with code 2 and one line."""
 
 from __future__ import annotations
 
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_train_parser(sub)
+    from judgekit.improve_cli import add_improve_parser
+
+    add_improve_parser(sub)
     return parser
 
 

@@ -215,7 +215,8 @@ class ReviewFormat(JudgingFormat):
 # --------------------------------------------------------------------------------------------
 # The debate
 # --------------------------------------------------------------------------------------------
-def _check_judges(judges: Sequence[Judge]) -> None:
+def check_judges(judges: Sequence[Judge]) -> None:
+    """ValueError unless there is a judge and every judge's format suggests fixes."""
     if not judges:
         raise ValueError("a debate needs at least one judge")
     for i, judge in enumerate(judges):
@@ -266,7 +267,7 @@ async def adebate(query: str | Sequence[Message], responses: Sequence[str],
         raise ValueError("at least one response is needed")
     if rounds < 0:
         raise ValueError(f"rounds must be at least 0, got {rounds}")
-    _check_judges(judges)
+    check_judges(judges)
     n = len(responses)
     labels = [judge_label(i) for i in range(len(judges))]
     openings = list(await asyncio.gather(*(j.ascore(query, responses, 1, reference=reference)
@@ -393,6 +394,7 @@ __all__ = [
     "MindChange",
     "ReviewFormat",
     "adebate",
+    "check_judges",
     "debate",
     "judge_label",
 ]

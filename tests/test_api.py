@@ -22,6 +22,9 @@ EXPECTED = {
     "CacheError", "CircuitOpenError", "RunAbortedError", "ServerUnreachableError",
     # issue 13: user rubrics
     "Rubric", "RubricError", "load_rubric",
+    # issue 14: debate and the improve loop
+    "DebateResult", "ImproveLoop", "ImproveTrace", "aimprove", "aimprove_many", "improve",
+    "improve_many",
 }
 
 
