@@ -86,16 +86,17 @@ class Revision(BaseModel):
 
 class PairwiseCheck(BaseModel):
     """The previous version (response 0) against the revision (response 1): every judge's
-    Verdict with k samples in balanced orders, and the vote over all their samples."""
+    Verdict with k samples in balanced orders, and one vote over the samples each judge's own
+    vote used (all its valid samples, or those its meta judge kept)."""
 
     verdicts: list[Verdict]
-    scores: list[float | None] = Field(description="the pooled vote (sum over every valid "
-                                       "sample by default)")
-    mean_scores: list[float | None] = Field(description="mean score per sample, on the 1-10 "
-                                            "scale")
+    scores: list[float | None] = Field(description="the pooled vote (a sum by default)")
+    mean_scores: list[float | None] = Field(description="mean score per used sample, on the "
+                                            "1-10 scale")
     best: int | None = None
     tie: bool = False
     valid_samples: int = 0
+    used_samples: int = 0
     won: bool = Field(False, description="the revision is the single best")
     usage: Usage = Field(default_factory=Usage)
 
@@ -246,24 +247,29 @@ async def apairwise(judges: Sequence[Judge], query: str | Sequence[Message], pre
                     voting: VotingMethod | str = VotingMethod.SUM,
                     reference: str | None = None) -> PairwiseCheck:
     """Every judge scores [previous, revised] with `samples` (even) samples in balanced
-    orders; the pooled vote decides, and a tie is not a win."""
+    orders; one vote over the samples each judge's Verdict used (a judge with a meta judge
+    keeps its meta-guided selection) decides, and a tie is not a win."""
     if samples < 2 or samples % 2:
         raise ValueError(f"the pairwise check needs an even number of samples (>= 2) so both "
                          f"orders are shown equally often, got {samples}")
     verdicts = list(await asyncio.gather(*(j.ascore(query, [previous, revised], samples,
                                                    reference=reference) for j in judges)))
+    # `kept` is what each judge's own aggregate used (its meta keep rule where it has one);
+    # the pooled vote itself is the one voting rule again, over those samples.
     pooled: list[Judgement] = []
     for v in verdicts:
         for s in v.samples:
-            pooled.append(s.model_copy(update={"sample_index": len(pooled)}))
+            if s.kept and s.valid:
+                pooled.append(s.model_copy(update={"sample_index": len(pooled)}))
     result = aggregate(pooled, 2, voting=voting, tie_rule=TieRule.STRICT)
-    valid = [s for s in pooled if s.valid and s.scores is not None]
     means: list[float | None] = [
-        sum(s.scores[i] for s in valid if s.scores is not None) / len(valid) if valid else None
-        for i in range(2)]
+        sum(s.scores[i] for s in pooled if s.scores is not None) / len(pooled) if pooled
+        else None for i in range(2)]
     return PairwiseCheck(verdicts=verdicts, scores=result.scores, mean_scores=means,
-                         best=result.best, tie=result.tie, valid_samples=result.valid_samples,
-                         won=result.best == 1, usage=Usage.total(v.usage for v in verdicts))
+                         best=result.best, tie=result.tie,
+                         valid_samples=sum(v.valid_samples for v in verdicts),
+                         used_samples=result.used_samples, won=result.best == 1,
+                         usage=Usage.total(v.usage for v in verdicts))
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +382,7 @@ class ImproveLoop:
                                            reference=reference)
             rnd.kept = rnd.pairwise.won
             if not rnd.kept:
-                rnd.stop = "revision_lost" if rnd.pairwise.valid_samples else "no_verdict"
+                rnd.stop = "revision_lost" if rnd.pairwise.used_samples else "no_verdict"
         rnd.usage = debate.usage + (rnd.revision.usage if rnd.revision else Usage()) + \
             (rnd.pairwise.usage if rnd.pairwise else Usage())
         return rnd

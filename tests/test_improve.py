@@ -15,7 +15,7 @@ import pytest
 from support.fault_server import FaultServer
 from support.scripted_judges import quality, scripted_reply
 
-from judgekit import Judge, SampleStatus
+from judgekit import Judge, MetaJudge, SampleStatus
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.improve import (
     ImproveLoop,
@@ -81,7 +81,7 @@ async def test_revisions_are_kept_while_they_win_until_no_fix_is_accepted(
     check = first.pairwise
     assert check is not None and check.won and check.best == 1
     assert [[s.permutation for s in v.samples] for v in check.verdicts] == [[[0, 1], [1, 0]]] * 2
-    assert check.valid_samples == 4
+    assert check.valid_samples == check.used_samples == 4
     assert check.scores == [2 * 3 + 2 * 1, 2 * 7 + 2 * 5]  # A: 3 vs 7; B (harsher): 1 vs 5
     assert check.mean_scores == [2.0, 6.0]
     # The later rounds judge the kept version; round 3 has nothing left to accept.
@@ -106,6 +106,24 @@ async def test_a_reference_answer_goes_to_the_judges_not_the_reviser(
               if r.body.get("model") in ("judge-a", "judge-b")]
     assert len(judged) == 2 + 2 + 4 and all(reference in p for p in judged)
     assert all(reference not in p for p in reviser_prompts(server))
+
+
+async def test_a_judge_with_a_meta_judge_votes_with_the_samples_it_kept(
+        server: FaultServer) -> None:
+    """Meta-guided voting inside the pairwise check: judge B keeps the one sample its meta
+    judge rates sound (k_meta=1), judge A all of its samples; one vote over those."""
+    loop = make_loop(server, rounds=1)
+    meta = MetaJudge(OpenAIBackend("meta-picky", base_url=server.openai_url, api_key="k"))
+    loop.judges[1] = Judge("openai:judge-b", fixes=True, examples=False,
+                           base_url=server.openai_url, api_key="k", k_meta=1, meta=meta)
+    trace = await loop.arun(QUERY, RESPONSE)
+    check = trace.rounds[0].pairwise
+    assert check is not None
+    b = check.verdicts[1]
+    assert b.k_meta == 1 and [s.kept for s in b.samples] == [True, False]
+    assert [s.meta_score for s in b.samples] == [1.0, 0.0]
+    assert (check.valid_samples, check.used_samples) == (4, 3)
+    assert check.scores == [2 * 3 + 1, 2 * 7 + 5] and check.won
 
 
 async def test_the_loop_stops_at_the_target_score(server: FaultServer) -> None:

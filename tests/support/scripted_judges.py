@@ -19,6 +19,8 @@ The world they judge: a response earns points for the markers [example], [source
   review).
 * `judge-echo` judges like A, but its analysis quotes the closing fence of its own prompt (tag
   and all) and a scores line, as a judge quoting an injection might.
+* `meta-picky`, a meta judge, says Yes to a judgement whose scores line ascends (it likes
+  the order [previous, revised] shown as is), No otherwise.
 * `reviser` appends each fix's marker; `reviser-bad` shortens the response to "Sky." (a
   revision that loses); `reviser-cut` stops at the token limit; `reviser-same` echoes.
 """
@@ -141,10 +143,19 @@ def revision(model: str, prompt: str) -> str | tuple[str, str]:
     return text
 
 
+def meta_answer(prompt: str) -> str:
+    (judgement,) = _fenced(prompt, "judgement")
+    box = re.findall(r"\\boxed\{([0-9, ]+)\}", judgement)
+    scores = [int(x) for x in box[-1].split(",")] if box else []
+    return "Yes" if scores == sorted(scores) else "No"
+
+
 def scripted_reply(body: dict[str, Any]) -> str | tuple[str, str]:
     """The fake models' answer to one request (FaultServer.reply)."""
     model = str(body.get("model"))
     prompt = _prompt(body)
+    if prompt.startswith("You check the work of a judge"):
+        return meta_answer(prompt)
     if "#### Fixes to Apply" in prompt:
         return revision(model, prompt)
     if "#### Fixes to Review" in prompt:
