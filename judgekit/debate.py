@@ -20,7 +20,8 @@ argue with suggested fixes; this is that step, built from judgekit's own parts):
    there is no one to review, and its fixes stand. The final scores are a vote, through
    `judgekit.aggregate.aggregate` (the one voting rule), over each judge's last valid sample:
    its last readable review, else its opening judgement. Who changed their mind, from which
-   scores to which and why, is recorded in `DebateResult.mind_changes`.
+   scores to which and why, is recorded in `DebateResult.mind_changes`. A review's scores are
+   the judge's final line (its overall scores, whatever its aggregate rule).
 """
 
 from __future__ import annotations
@@ -230,6 +231,27 @@ def _first_valid(verdict: Verdict) -> Judgement | None:
     return next((s for s in verdict.samples if s.valid), None)
 
 
+def _positions_and_fixes(openings: list[Verdict]) -> tuple[
+        dict[int, Judgement], list[Fix], dict[int, dict[tuple[int, int], str]]]:
+    """Each judge's position (its first valid sample; a judge without one sits out), every
+    fix with its id in judge order, and per judge the id of its k-th fix for response i."""
+    samples: dict[int, Judgement] = {}
+    fixes: list[Fix] = []
+    fix_ids: dict[int, dict[tuple[int, int], str]] = {}
+    for j, verdict in enumerate(openings):
+        sample = _first_valid(verdict)
+        if sample is None or sample.scores is None:
+            continue
+        samples[j] = sample
+        fix_ids[j] = {}
+        for i, c in enumerate(sample.critiques):
+            for k, text in enumerate(c.fixes):
+                fix = Fix(id=f"F{len(fixes) + 1}", judge=j, response=i, text=text)
+                fixes.append(fix)
+                fix_ids[j][(i, k)] = fix.id
+    return samples, fixes, fix_ids
+
+
 def _percent(weight: float) -> int:
     return round(weight * 100)
 
@@ -274,21 +296,7 @@ async def adebate(query: str | Sequence[Message], responses: Sequence[str],
                                            for j in judges)))
     usage = Usage.total(v.usage for v in openings)
 
-    # Positions and fix ids, in judge order.
-    samples: dict[int, Judgement] = {}
-    fixes: list[Fix] = []
-    fix_ids: dict[int, dict[tuple[int, int], str]] = {}
-    for j, verdict in enumerate(openings):
-        sample = _first_valid(verdict)
-        if sample is None or sample.scores is None:
-            continue
-        samples[j] = sample
-        fix_ids[j] = {}
-        for i, c in enumerate(sample.critiques):
-            for k, text in enumerate(c.fixes):
-                fix = Fix(id=f"F{len(fixes) + 1}", judge=j, response=i, text=text)
-                fixes.append(fix)
-                fix_ids[j][(i, k)] = fix.id
+    samples, fixes, fix_ids = _positions_and_fixes(openings)
     scores: dict[int, list[float]] = {j: list(s.scores or []) for j, s in samples.items()}
     last: dict[int, Judgement] = dict(samples)
     answers: dict[str, dict[int, bool]] = {f.id: {} for f in fixes}
