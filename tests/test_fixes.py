@@ -121,7 +121,7 @@ def test_fixes_follow_their_response_through_the_sampler() -> None:
     """The judge shows the responses in both orders; each critique's fixes land on the response
     they were written for, in the caller's order."""
 
-    class ByContent(Backend):
+    class ByContentFake(Backend):
         """A judge fake answering from the fenced responses it is shown (no model needed)."""
 
         @property
@@ -139,7 +139,7 @@ def test_fixes_follow_their_response_through_the_sampler() -> None:
                                                             finish_reason="stop")] * n,
                                     usage=Usage(calls=1))
 
-    v = Judge(ByContent(), fixes=True, examples=False).score(QUERY, RESPONSES, samples=2)
+    v = Judge(ByContentFake(), fixes=True, examples=False).score(QUERY, RESPONSES, samples=2)
     assert [jd.permutation for jd in v.samples] == [[0, 1], [1, 0]]
     for jd in v.samples:
         assert jd.status is SampleStatus.OK
