@@ -4,7 +4,8 @@
                   each run's stored samples (j = 1..k), plus one point per run when several runs
                   of the same setup differ in k;
 * `plot_subsets`  per-subset accuracy bars, one bar per run;
-* `plot_rmbench`  the RM-Bench 3x3 style matrix of one run.
+* `plot_rmbench`  the RM-Bench 3x3 style matrix of one run;
+* `plot_bias`     the bias probes: position, length, agreement among the k samples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from judgekit.bench import metrics as m
-from judgekit.bench.report import BenchRun, _runs
+from judgekit.bench.report import BenchRun, _runs, reverse_twins, run_lengths
 
 
 def _pyplot() -> Any:
@@ -169,6 +170,104 @@ def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "ra
     return out
 
 
+def _no_data(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], title: str,
+          chance: float | None = None) -> bool:
+    """Grouped bars (percent): one group per run, one bar per series; False when empty."""
+    if not any(v is not None for vals in series.values() for v in vals):
+        _no_data(ax, title)
+        return False
+    width = 0.8 / max(len(series), 1)
+    for i, (name, vals) in enumerate(series.items()):
+        xs = [g + i * width for g in range(len(groups))]
+        ax.bar(xs, [100 * v if v is not None else 0.0 for v in vals], width=width, label=name)
+    ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))])
+    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=7)
+    if chance is not None:
+        ax.axhline(100 * chance, ls="--", lw=1, color="grey")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    return True
+
+
+def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
+              seed: int | None = None) -> Path | None:
+    """Four panels: position (consistency across orders within a run and against a --reverse
+    twin, first-position win rate; dashed: 50%), length (score margin against length margin,
+    with the correlation), accuracy where the longer response is wrong / right, and agreement
+    among the k samples. None (no file) when no panel has data."""
+    rs = _runs(runs)
+    if not rs:
+        return None
+    plt = _pyplot()
+    labels = [r.label for r in rs]
+    twin_of = {id(a): b for a, b in reverse_twins(rs)}
+    lengths = {id(r): run_lengths(r) for r in rs}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    drawn = False
+
+    first = [m.first_position_wins(r.records) for r in rs]
+    twin = [m.paired_position_consistency(r.records, twin_of[id(r)].records)["consistency"]
+            if id(r) in twin_of else None for r in rs]
+    drawn |= _bars(axes[0][0], labels, {
+        "consistency across orders (within run)":
+            [m.position_consistency(r.records)["consistency"] for r in rs],
+        "consistency with --reverse twin": twin,
+        "first-position win rate": [f["first_position_win_rate"] for f in first],
+    }, "Position", chance=0.5)
+
+    ax = axes[0][1]
+    any_points = False
+    for r in rs:
+        pts = m.length_points(r.records, lengths[id(r)])
+        if not pts:
+            continue
+        corr = m.length_bias(r.records, lengths[id(r)])["correlation"]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.6,
+                   label=f"{r.label} (r={'n/a' if corr is None else f'{corr:.2f}'})")
+        any_points = True
+    if any_points:
+        ax.axhline(0, lw=0.8, color="grey")
+        ax.axvline(0, lw=0.8, color="grey")
+        ax.set_xlabel("length margin (chars, response 1 - response 2)")
+        ax.set_ylabel("score margin (mean 1-10)")
+        ax.set_title("Length: score margin vs length margin", fontsize=9)
+        ax.legend(fontsize=6)
+        drawn = True
+    else:
+        _no_data(ax, "Length: score margin vs length margin")
+
+    lb = [m.length_bias(r.records, lengths[id(r)], "random", r.seed if seed is None else seed)
+          for r in rs]
+    drawn |= _bars(axes[1][0], labels, {
+        "accuracy, longer response wrong": [x["acc_longer_wrong"] for x in lb],
+        "accuracy, longer response right": [x["acc_longer_right"] for x in lb],
+        "longer response wins": [x["longer_win_rate"] for x in lb],
+    }, "Length: accuracy by which response is longer (random tie-break)", chance=0.5)
+
+    agree = [m.sample_agreement(r.records) for r in rs]
+    drawn |= _bars(axes[1][1], labels, {
+        "mean agreement of sample pairs": [a["agreement"] for a in agree],
+        "items with unanimous samples": [a["unanimous_rate"] for a in agree],
+    }, "Agreement among the k samples")
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str],
                 seed: int | None = None) -> list[Path]:
     """All plots that apply to these runs, as PNG files in `out_dir`; returns their paths."""
@@ -178,6 +277,7 @@ def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str],
     made: list[Path | None] = [
         plot_scaling(rs, out / "scaling.png", seed=seed),
         plot_subsets(rs, out / "subsets.png", seed=seed),
+        plot_bias(rs, out / "bias.png", seed=seed),
     ]
     for i, r in enumerate(rs):
         if any("chosen_style" in rec.metadata for rec in r.records):

@@ -305,6 +305,84 @@ def paired_frame(runs: Sequence[Any]) -> Any:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def run_lengths(run: BenchRun) -> dict[str, list[int]]:
+    """Response lengths (characters, dataset order) by item id, for the length probe: {} when
+    the records carry their own (`judgekit bench bias` runs) or the run's dataset is not a
+    registered one that loads here."""
+    if all(m.LENGTHS_KEY in r.metadata for r in run.records):
+        return {}
+    from judgekit.bench.datasets import DatasetError, dataset_names, load_dataset
+
+    if run.info.dataset not in dataset_names():
+        return {}
+    try:
+        items = load_dataset(run.info.dataset, subset=run.info.subset)
+    except (DatasetError, OSError, ValueError):
+        return {}
+    return {it.id: [len(r) for r in it.responses] for it in items}
+
+
+def reverse_twins(runs: Sequence[BenchRun]) -> list[tuple[BenchRun, BenchRun]]:
+    """(run, its --reverse twin) pairs: same dataset, subset, judge, model and k."""
+    def key(r: BenchRun) -> tuple[Any, ...]:
+        return (r.info.dataset, r.info.subset, r.info.baseline, r.model, r.k)
+
+    return [(a, b) for a in runs for b in runs
+            if not a.info.reverse and b.info.reverse and key(a) == key(b)]
+
+
+def bias_summary(records: Sequence[ResultRecord], lengths: dict[str, list[int]] | None = None,
+                 seed: int = 0) -> dict[str, Any]:
+    """The bias probes of a set of records (percentages; the length accuracies use the paper's
+    random tie-break). See `metrics.first_position_wins`, `length_bias`, `sample_agreement`."""
+    pos = m.position_consistency(records)
+    first = m.first_position_wins(records)
+    length = m.length_bias(records, lengths, m.TieRule.RANDOM, seed)
+    agree = m.sample_agreement(records)
+    return {
+        "position_consistency": _pct(pos["consistency"]),
+        "first_position_win_rate": _pct(first["first_position_win_rate"]),
+        "first_position_chance": _pct(first["chance"]),
+        "gold_shown_first": _pct(first["gold_shown_first"]),
+        "tied_samples": first["ties"],
+        "longer_win_rate": _pct(length["longer_win_rate"]),
+        "length_score_corr": _rnd(length["correlation"], 3),
+        "acc_longer_wrong": _pct(length["acc_longer_wrong"]),
+        "n_longer_wrong": length["n_longer_wrong"],
+        "acc_longer_right": _pct(length["acc_longer_right"]),
+        "n_longer_right": length["n_longer_right"],
+        "sample_agreement": _pct(agree["agreement"]),
+        "unanimous_items": _pct(agree["unanimous_rate"]),
+    }
+
+
+def bias_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+    """Bias probes per run (columns), plus one column per run and --reverse twin pooled ("both
+    orders": every item seen in both orders, so positions are balanced) with the share of items
+    where the two orders prefer the same response (`reverse_consistency`). Rows are metrics."""
+    import pandas as pd
+
+    rs = _runs(runs)
+    lengths = {id(r): run_lengths(r) for r in rs}
+    cols: dict[str, dict[str, Any]] = {}
+    for r in rs:
+        cols[r.label] = bias_summary(r.records, lengths[id(r)], r.seed if seed is None else seed)
+    for a, b in reverse_twins(rs):
+        pooled = bias_summary([*a.records, *b.records], {**lengths[id(a)], **lengths[id(b)]},
+                              a.seed if seed is None else seed)
+        paired = m.paired_position_consistency(a.records, b.records)
+        cols[f"{a.label} + {b.label}"] = {"reverse_consistency": _pct(paired["consistency"]),
+                                          **pooled}
+    frame = pd.DataFrame(cols)
+    if frame.empty:
+        return frame
+    counts = {"tied_samples", "n_longer_wrong", "n_longer_right"}
+    measured = [i for i in frame.index if i not in counts and i != "first_position_chance"]
+    if frame.loc[measured].isna().all().all():
+        return pd.DataFrame()
+    return frame
+
+
 def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any]:
     """Every table of the report, by section name."""
     rs = _runs(runs)
@@ -314,6 +392,7 @@ def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any
         "benchmark": benchmark_frame(rs, seed),
         "scaling": scaling_frame(rs, "random", seed),
         "paired": paired_frame(rs),
+        "bias": bias_frame(rs, seed),
     }
     return {k: v for k, v in frames.items() if not v.empty}
 
@@ -329,6 +408,10 @@ SECTION_TITLES = {
     "benchmark": "Benchmark metrics (%, the paper's tie rule) next to published numbers",
     "scaling": "Accuracy vs k, recomputed from stored samples (%, paper's tie rule)",
     "paired": "Position consistency between a run and its --reverse twin (%)",
+    "bias": "Bias probes (%): position (consistency across orders, first-position win rate vs "
+            "chance), length (longer response's win rate, score-length correlation, accuracy "
+            "where the longer response is wrong / right, random tie-break), agreement among "
+            "the k samples",
 }
 
 
