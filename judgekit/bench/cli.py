@@ -197,21 +197,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
 
 
-def with_lengths(items: Sequence[Any]) -> list[Any]:
-    """Items whose metadata records each response's length in characters (dataset order), so
-    the runs carry what the length probe needs."""
-    from judgekit.bench.metrics import LENGTHS_KEY
-
-    return [it.model_copy(update={"metadata": {**it.metadata,
-                                               LENGTHS_KEY: [len(r) for r in it.responses]}})
-            for it in items]
-
-
 def cmd_bias(args: argparse.Namespace) -> int:
     """Swap and length probes: the same items judged in the given order (OUT/forward) and in
     reverse (OUT/reverse, the runner's --reverse), then the bias table and plot."""
+    from judgekit.bench.bias import arun_bias, bias_dirs
     from judgekit.bench.report import bias_frame, load_runs
-    from judgekit.bench.runner import BenchRunError, aclose_judge, arun
+    from judgekit.bench.runner import BenchRunError, aclose_judge
 
     prog = "judgekit bench bias"
     problem = _check_run_args(args)
@@ -221,7 +212,6 @@ def cmd_bias(args: argparse.Namespace) -> int:
         items, name = _dataset(args, load_registered=True)
     except (DatasetError, ValueError) as exc:
         return _usage_error(prog, str(exc))
-    items = with_lengths(items)
     out = Path(args.out) if args.out else Path(f"{_default_out(args, args.dataset)}-bias")
     judge = _judge(args, prog)
     if isinstance(judge, int):
@@ -229,8 +219,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
 
     async def go() -> list[Any]:
         try:
-            return [await arun(items, judge, out_dir=out / part, reverse=part == "reverse",
-                               **_run_kwargs(args, name)) for part in ("forward", "reverse")]
+            return await arun_bias(items, judge, out_dir=out, **_run_kwargs(args, name))
         finally:
             await aclose_judge(judge)
 
@@ -243,7 +232,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
         return 130
     for result in results:
         print(result)
-    runs = load_runs([out / "forward", out / "reverse"])
+    runs = load_runs(bias_dirs(out))
     _print_frame(bias_frame(runs, seed=args.seed), args.format)
     from judgekit.bench.plots import plot_bias
 
