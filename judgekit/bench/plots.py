@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from judgekit.bench import metrics as m
-from judgekit.bench.report import BenchRun, _runs, reverse_twins, run_lengths
+from judgekit.bench.report import BenchRun, _runs, bias_groups
 
 
 def _pyplot() -> Any:
@@ -191,7 +191,8 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], tit
     ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=7)
     if chance is not None:
         ax.axhline(100 * chance, ls="--", lw=1, color="grey")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 125)  # room for the legend above the bars
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("%")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6)
@@ -199,40 +200,39 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], tit
 
 
 def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
-              seed: int | None = None) -> Path | None:
-    """Four panels: position (consistency across orders within a run and against a --reverse
-    twin, first-position win rate; dashed: 50%), length (score margin against length margin,
-    with the correlation), accuracy where the longer response is wrong / right, and agreement
-    among the k samples. None (no file) when no panel has data."""
-    rs = _runs(runs)
-    if not rs:
+              seed: int | None = None, dpi: int = 110) -> Path | None:
+    """Four panels, one bar group per run and per run pooled with its --reverse twin: position
+    (consistency across orders within the records and between the twins, first-position win
+    rate; dashed: 50%), length (score margin against length margin per run, with the
+    correlation), accuracy where the longer response is wrong / right, and agreement among the
+    k samples. None (no file) when no panel has data."""
+    groups = bias_groups(runs, seed)
+    if not groups:
         return None
     plt = _pyplot()
-    labels = [r.label for r in rs]
-    twin_of = {id(a): b for a, b in reverse_twins(rs)}
-    lengths = {id(r): run_lengths(r) for r in rs}
+    labels = [g.label.replace(" + ", " +\n") for g in groups]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     drawn = False
 
-    first = [m.first_position_wins(r.records) for r in rs]
-    twin = [m.paired_position_consistency(r.records, twin_of[id(r)].records)["consistency"]
-            if id(r) in twin_of else None for r in rs]
+    first = [m.first_position_wins(g.records) for g in groups]
     drawn |= _bars(axes[0][0], labels, {
-        "consistency across orders (within run)":
-            [m.position_consistency(r.records)["consistency"] for r in rs],
-        "consistency with --reverse twin": twin,
+        "consistency across orders (within)":
+            [m.position_consistency(g.records)["consistency"] for g in groups],
+        "consistency with the --reverse twin":
+            [m.paired_position_consistency(*[t.records for t in g.twin])["consistency"]
+             if g.twin is not None else None for g in groups],
         "first-position win rate": [f["first_position_win_rate"] for f in first],
     }, "Position", chance=0.5)
 
     ax = axes[0][1]
     any_points = False
-    for r in rs:
-        pts = m.length_points(r.records, lengths[id(r)])
+    for g in groups:
+        pts = m.length_points(g.records, g.lengths) if g.twin is None else []
         if not pts:
             continue
-        corr = m.length_bias(r.records, lengths[id(r)])["correlation"]
+        corr = m.length_bias(g.records, g.lengths)["correlation"]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.6,
-                   label=f"{r.label} (r={'n/a' if corr is None else f'{corr:.2f}'})")
+                   label=f"{g.label} (r={'n/a' if corr is None else f'{corr:.2f}'})")
         any_points = True
     if any_points:
         ax.axhline(0, lw=0.8, color="grey")
@@ -245,15 +245,14 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
     else:
         _no_data(ax, "Length: score margin vs length margin")
 
-    lb = [m.length_bias(r.records, lengths[id(r)], "random", r.seed if seed is None else seed)
-          for r in rs]
+    lb = [m.length_bias(g.records, g.lengths, "random", g.seed) for g in groups]
     drawn |= _bars(axes[1][0], labels, {
         "accuracy, longer response wrong": [x["acc_longer_wrong"] for x in lb],
         "accuracy, longer response right": [x["acc_longer_right"] for x in lb],
         "longer response wins": [x["longer_win_rate"] for x in lb],
     }, "Length: accuracy by which response is longer (random tie-break)", chance=0.5)
 
-    agree = [m.sample_agreement(r.records) for r in rs]
+    agree = [m.sample_agreement(g.records) for g in groups]
     drawn |= _bars(axes[1][1], labels, {
         "mean agreement of sample pairs": [a["agreement"] for a in agree],
         "items with unanimous samples": [a["unanimous_rate"] for a in agree],
@@ -263,7 +262,7 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
         return None
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 

@@ -356,23 +356,44 @@ def bias_summary(records: Sequence[ResultRecord], lengths: dict[str, list[int]] 
     }
 
 
-def bias_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
-    """Bias probes per run (columns), plus one column per run and --reverse twin pooled ("both
-    orders": every item seen in both orders, so positions are balanced) with the share of items
-    where the two orders prefer the same response (`reverse_consistency`). Rows are metrics."""
-    import pandas as pd
+@dataclass
+class BiasGroup:
+    """Records the bias probes are computed over: one run, or a run pooled with its --reverse
+    twin (`twin` set: every item seen in both orders, so positions are balanced)."""
 
+    label: str
+    records: list[ResultRecord]
+    lengths: dict[str, list[int]]
+    seed: int
+    twin: tuple[BenchRun, BenchRun] | None = None
+
+
+def bias_groups(runs: Sequence[Any], seed: int | None = None) -> list[BiasGroup]:
+    """One group per run, then one per run and --reverse twin pooled."""
     rs = _runs(runs)
     lengths = {id(r): run_lengths(r) for r in rs}
-    cols: dict[str, dict[str, Any]] = {}
-    for r in rs:
-        cols[r.label] = bias_summary(r.records, lengths[id(r)], r.seed if seed is None else seed)
+    groups = [BiasGroup(r.label, r.records, lengths[id(r)], r.seed if seed is None else seed)
+              for r in rs]
     for a, b in reverse_twins(rs):
-        pooled = bias_summary([*a.records, *b.records], {**lengths[id(a)], **lengths[id(b)]},
-                              a.seed if seed is None else seed)
-        paired = m.paired_position_consistency(a.records, b.records)
-        cols[f"{a.label} + {b.label}"] = {"reverse_consistency": _pct(paired["consistency"]),
-                                          **pooled}
+        groups.append(BiasGroup(f"{a.label} + {b.label}", [*a.records, *b.records],
+                                {**lengths[id(a)], **lengths[id(b)]},
+                                a.seed if seed is None else seed, twin=(a, b)))
+    return groups
+
+
+def bias_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+    """Bias probes per run (columns), plus one column per run and --reverse twin pooled, with
+    the share of items where the two orders prefer the same response (`reverse_consistency`).
+    Rows are metrics; an empty frame when nothing was measured."""
+    import pandas as pd
+
+    cols: dict[str, dict[str, Any]] = {}
+    for g in bias_groups(runs, seed):
+        row = bias_summary(g.records, g.lengths, g.seed)
+        if g.twin is not None:
+            paired = m.paired_position_consistency(g.twin[0].records, g.twin[1].records)
+            row = {"reverse_consistency": _pct(paired["consistency"]), **row}
+        cols[g.label] = row
     frame = pd.DataFrame(cols)
     if frame.empty:
         return frame
