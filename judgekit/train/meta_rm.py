@@ -75,8 +75,12 @@ class MetaData(BaseModel):
 # --------------------------------------------------------------------------------------------
 # Reading stored samples
 # --------------------------------------------------------------------------------------------
-def _texts_from_file(path: Path) -> dict[str, tuple[Any, list[str]]]:
-    out: dict[str, tuple[Any, list[str]]] = {}
+Texts = dict[str, tuple[Any, list[str]]]
+"""Query and responses by item id."""
+
+
+def _texts_from_file(path: Path) -> Texts:
+    out: Texts = {}
     for n, row in enumerate(read_items_file(path)):
         try:
             out[str(row["id"])] = (row["query"], list(row["responses"]))
@@ -86,7 +90,7 @@ def _texts_from_file(path: Path) -> dict[str, tuple[Any, list[str]]]:
 
 
 def _texts_from_dataset(dataset: str, subset: str | None,
-                        data_dir: Path | None) -> dict[str, tuple[Any, list[str]]]:
+                        data_dir: Path | None) -> Texts:
     from judgekit.bench.datasets import DatasetError, dataset_names, load_dataset
 
     if dataset not in dataset_names():
@@ -99,15 +103,15 @@ def _texts_from_dataset(dataset: str, subset: str | None,
     return {it.id: (it.query, list(it.responses)) for it in items}
 
 
-class _Texts:
+class _ItemTexts:
     """Queries and responses by item id, loaded once per (source) key."""
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self._cache: dict[tuple[Any, ...], dict[str, tuple[Any, list[str]]]] = {}
+        self._cache: dict[tuple[Any, ...], Texts] = {}
 
     def get(self, dataset: str | None, subset: str | None, data_dir: Path | None,
-            items_file: Path | None) -> dict[str, tuple[Any, list[str]]]:
+            items_file: Path | None) -> Texts:
         """The override from the config wins over what the run recorded."""
         if self.cfg.items_file is not None or self.cfg.dataset is not None:
             dataset, subset, items_file = self.cfg.dataset, self.cfg.subset, self.cfg.items_file
@@ -124,8 +128,7 @@ class _Texts:
         return self._cache[key]
 
 
-def _lookup(texts: dict[str, tuple[Any, list[str]]], item_id: str, where: Path) -> tuple[Any,
-                                                                                         list[str]]:
+def _lookup(texts: Texts, item_id: str, where: Path) -> tuple[Any, list[str]]:
     try:
         return texts[item_id]
     except KeyError:
@@ -133,14 +136,14 @@ def _lookup(texts: dict[str, tuple[Any, list[str]]], item_id: str, where: Path) 
                              "dataset or items_file it was sampled from") from None
 
 
-def read_bench_run(path: Path, texts: _Texts, data: MetaData) -> None:
+def read_bench_run(path: Path, texts: _ItemTexts, data: MetaData) -> None:
     """Items of a bench run directory (results.jsonl + run.json) into `data`."""
     from judgekit.bench.items import LabelKind
-    from judgekit.bench.runner import read_results, read_run_info
+    from judgekit.bench.runner import BenchRunError, read_results, read_run_info
 
     try:
         info = read_run_info(path)
-    except Exception as exc:  # BenchRunError: not a run directory
+    except BenchRunError as exc:
         raise TrainDataError(str(exc)) from exc
     source = texts.get(info.dataset, info.subset, None, None)
     for rec in read_results(path):
@@ -164,7 +167,7 @@ def read_bench_run(path: Path, texts: _Texts, data: MetaData) -> None:
                                    source=str(path)))
 
 
-def read_rft_samples(path: Path, texts: _Texts, data: MetaData, *,
+def read_rft_samples(path: Path, texts: _ItemTexts, data: MetaData, *,
                      include_hinted: bool = False) -> None:
     """Items of an RFT output directory (samples.jsonl + summary.json) into `data`."""
     from judgekit.train.rft import SAMPLES_FILE, SUMMARY_FILE
@@ -209,7 +212,7 @@ def read_sources(paths: Iterable[Path], cfg: Any) -> MetaData:
     from judgekit.bench.runner import RUN_FILE
     from judgekit.train.rft import SAMPLES_FILE
 
-    texts = _Texts(cfg)
+    texts = _ItemTexts(cfg)
     data = MetaData()
     for raw in paths:
         path = Path(raw)
