@@ -1,4 +1,5 @@
-"""PNG plots of stored runs (matplotlib, Agg backend; never calls a model).
+"""PNG plots of stored runs (matplotlib figures without pyplot, so no global backend changes;
+never calls a model).
 
 * `plot_scaling`  accuracy vs k: plain voting and meta-guided voting, recomputed over prefixes of
                   each run's stored samples (j = 1..k), plus one point per run when several runs
@@ -19,13 +20,13 @@ from judgekit.bench import metrics as m
 from judgekit.bench.report import BenchRun, _runs, bias_groups
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tuple[Any, Any]:
+    """A figure and its axes from matplotlib's object API: no pyplot, so no global backend is
+    switched and a notebook's inline plotting keeps working after a plot is written."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=nrows * ncols == 1)
 
 
 def _meta_ratio(run: BenchRun) -> float:
@@ -39,8 +40,7 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
                  seed: int | None = None) -> Path | None:
     """Accuracy vs k; None (no file) when no run has k > 1 and no two runs differ in k."""
     rs = _runs(runs)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure((7, 4.5))
     drawn = False
     for r in rs:
         if r.k < 2:
@@ -77,7 +77,6 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
                 label=f"{ds} {model}{' meta' if meta else ''}: separate runs")
         drawn = True
     if not drawn:
-        plt.close(fig)
         return None
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples voted)")
@@ -88,7 +87,6 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     out = Path(path)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -101,7 +99,6 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     """Grouped bars of accuracy per subset (subset paths are cut to a coarser level when there
     are more than `max_groups`)."""
     rs = _runs(runs)
-    plt = _pyplot()
     per_run: list[dict[str, float]] = []
     all_subsets: set[str] = set()
     for r in rs:
@@ -124,7 +121,7 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
         return None
     names = sorted(all_subsets)
     width = 0.8 / max(len(rs), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) * max(1, len(rs)) + 2), 4.5))
+    fig, ax = _figure((max(6.0, 0.45 * len(names) * max(1, len(rs)) + 2), 4.5))
     for i, (r, accs) in enumerate(zip(rs, per_run, strict=True)):
         xs = [n + i * width for n in range(len(names))]
         ax.bar(xs, [accs.get(name, 0.0) for name in names], width=width, label=r.label)
@@ -137,7 +134,6 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -147,10 +143,9 @@ def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "ra
     res = m.rmbench_matrix(run.records, rule, run.seed if seed is None else seed)
     if not res["n"]:
         return None
-    plt = _pyplot()
     styles = ["concise", "detailed", "markdown"]
     grid = [[(100 * v if v is not None else float("nan")) for v in row] for row in res["matrix"]]
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    fig, ax = _figure((4.8, 4.2))
     im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
     for i in range(3):
         for j in range(3):
@@ -166,7 +161,6 @@ def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "ra
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -209,9 +203,8 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
     groups = bias_groups(runs, seed)
     if not groups:
         return None
-    plt = _pyplot()
     labels = [g.label.replace(" + ", " +\n") for g in groups]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    fig, axes = _figure((10, 7.5), 2, 2)
     drawn = False
 
     first = [m.first_position_wins(g.records) for g in groups]
@@ -258,12 +251,10 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
         "items with unanimous samples": [a["unanimous_rate"] for a in agree],
     }, "Agreement among the k samples")
     if not drawn:
-        plt.close(fig)
         return None
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=dpi)
-    plt.close(fig)
     return out
 
 

@@ -212,3 +212,18 @@ def test_cli_bias_on_an_own_file_and_bad_arguments(tmp_path: Path,
     assert _main(["bench", "bias", "llmbar", "--meta", "--baseline", "pairwise"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("judgekit bench bias: error:" in line for line in err)
+
+
+def test_plots_leave_the_pyplot_backend_alone(tmp_path: Path) -> None:
+    """A notebook's inline plotting keeps working after judgekit writes a plot."""
+    import matplotlib
+
+    fwd = tmp_path / "fwd"
+    run(_items(4), ScriptedJudgeStandIn(prefers_longer), out_dir=fwd, dataset_name="mine")
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        assert plot_bias([fwd], tmp_path / "bias.png") is not None
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
