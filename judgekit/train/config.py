@@ -178,9 +178,9 @@ class MetaStageConfig(_Stage, _Trainer):
     include_hinted: bool = Field(False, description="train on hinted RFT samples too (the "
                                  "paper uses the non-hinted ones: a hint is absent at inference)")
     learning_rate: float = Field(1e-5, gt=0, description="paper: 1e-5")
-    max_length: int = Field(4096, ge=16, description="tokens per input; longer inputs lose "
-                            "their start (the judgement at the end is kept), in training and "
-                            "when the saved directory scores")
+    max_length: int = Field(4096, ge=16, description="tokens per input; a longer input loses "
+                            "its start and keeps the judgement at its end, as the classifier "
+                            "scorer truncates (its default limit is 4096 too)")
     k_meta: int | None = Field(None, ge=1, description="samples kept in the held-out "
                                "meta-guided vote (None: half of each item's k, the paper's)")
     binary_threshold: float = Field(5.5, ge=1, le=10, description="single-response items: "
