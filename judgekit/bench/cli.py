@@ -112,8 +112,8 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
 def _dataset(args: argparse.Namespace, *, load_registered: bool = False) -> tuple[Any, str]:
     """(what `arun` takes, the dataset's name): a registered name (its data is found and read
     before a judge is built; loads are cached), or the items of an own file. With
-    `load_registered`, a registered dataset comes back as all its items. Raises DatasetError or
-    ValueError with a one-line message."""
+    `load_registered`, a registered dataset comes back as its selected items (`arun` selects
+    them again, which keeps them). Raises DatasetError or ValueError with a one-line message."""
     from judgekit.bench.generic import load_file
 
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
@@ -124,9 +124,11 @@ def _dataset(args: argparse.Namespace, *, load_registered: bool = False) -> tupl
     if args.dataset not in dataset_names():
         raise DatasetError(f"unknown dataset {args.dataset!r} "
                            f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
-    items = load_dataset(args.dataset, subset=None if load_registered else args.subset,
-                         data_dir=args.data_dir)
-    return (items if load_registered else args.dataset), args.dataset
+    if not load_registered:
+        load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
+        return args.dataset, args.dataset
+    return load_dataset(args.dataset, subset=args.subset, limit=args.limit,
+                        data_dir=args.data_dir, stratify=args.stratify), args.dataset
 
 
 def _judge(args: argparse.Namespace, prog: str) -> Any:
