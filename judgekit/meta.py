@@ -160,12 +160,38 @@ class MetaJudge(MetaScorer):
                           usage=Usage.total(o[1] for o in outcomes))
 
 
+def meta_rm_text(tokenizer: Any, query: str | Sequence[Message], shown: Sequence[str],
+                 judgement: str) -> str:
+    """The paper's plain meta RM template: the query and the responses (in the order the
+    judgement saw them) as a user turn ("Please score the responses."), the judgement as the
+    assistant turn, in the tokenizer's chat template. Inference (`SequenceClassifierMetaScorer`)
+    and training (`judgekit.train.meta_rm`) both build their input here, so they cannot drift."""
+    context = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in as_messages(query))
+    blocks = "".join(f"[The Begin of Response {i}]\n{r}\n[The End of Response {i}]\n"
+                     for i, r in enumerate(shown, 1))
+    user = (f"Please score the responses.\n#### Conversation Context ####\n{context}\n"
+            f"#### Responses to be Scored ####\n{blocks}")
+    msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": judgement}]
+    if getattr(tokenizer, "chat_template", None):
+        text: str = tokenizer.apply_chat_template(msgs, tokenize=False)
+        return text
+    return f"{user}\nResponse: {judgement}"
+
+
+def meta_rm_input(tokenizer: Any, query: str | Sequence[Message], responses: Sequence[str],
+                  judgement: Judgement) -> str:
+    """`meta_rm_text` for one sampled judgement: responses put in its shown order."""
+    perm = judgement.permutation
+    shown = [responses[i] for i in perm] if perm else list(responses)
+    return meta_rm_text(tokenizer, query, shown, judgement.raw_text)
+
+
 class SequenceClassifierMetaScorer(MetaScorer):
     """The paper's kind of meta RM: a local sequence-classification model; its logit is the score.
 
-    Input follows the paper's plain meta template: the query and responses as a user turn
-    ("Please score the responses."), the judgement as the assistant turn, in the model's chat
-    template.
+    Input follows the paper's plain meta template (`meta_rm_text`): the query and responses as a
+    user turn ("Please score the responses."), the judgement as the assistant turn, in the
+    model's chat template. `judgekit train meta` trains such a directory from stored samples.
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | None = None,
@@ -187,24 +213,14 @@ class SequenceClassifierMetaScorer(MetaScorer):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        # The judgement being rated ends the input: an over-long input loses its start instead
+        # (`judgekit train meta` truncates its training inputs the same way).
+        self._tokenizer.truncation_side = "left"
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir,
                                                                    local_files_only=True)
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model = model.to(device).eval()
         self.device = device
-
-    def _text(self, query: str | Sequence[Message], shown: list[str], judgement: str) -> str:
-        context = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in as_messages(query))
-        blocks = "".join(f"[The Begin of Response {i}]\n{r}\n[The End of Response {i}]\n"
-                         for i, r in enumerate(shown, 1))
-        user = (f"Please score the responses.\n#### Conversation Context ####\n{context}\n"
-                f"#### Responses to be Scored ####\n{blocks}")
-        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": judgement}]
-        tok = self._tokenizer
-        if getattr(tok, "chat_template", None):
-            text: str = tok.apply_chat_template(msgs, tokenize=False)
-            return text
-        return f"{user}\nResponse: {judgement}"
 
     def score_sync(self, query: str | Sequence[Message], responses: Sequence[str],
                    judgements: Sequence[Judgement]) -> list[float | None]:
@@ -216,9 +232,9 @@ class SequenceClassifierMetaScorer(MetaScorer):
             if not jd.valid:
                 out.append(None)
                 continue
-            shown = [responses[i] for i in jd.permutation] if jd.permutation else list(responses)
-            enc = self._tokenizer(self._text(query, shown, jd.raw_text), return_tensors="pt",
-                                  truncation=True, max_length=self.max_length).to(self.device)
+            enc = self._tokenizer(meta_rm_input(self._tokenizer, query, responses, jd),
+                                  return_tensors="pt", truncation=True,
+                                  max_length=self.max_length).to(self.device)
             with torch.inference_mode():
                 logits = self._model(**enc).logits
             out.append(float(logits[0, -1] if logits.shape[-1] > 1 else logits[0, 0]))

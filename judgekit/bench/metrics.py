@@ -13,7 +13,7 @@ of every quality metric and counted separately; parse failures are kept (they ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -522,3 +522,150 @@ def scaling_curve(records: Iterable[ResultRecord], ks: Sequence[int] | None = No
             correct += pick_best(scores, rule, seed, rec.item_id) == rec.label.best_index
         points.append((j, Accuracy(n, correct)))
     return points
+
+
+# --------------------------------------------------------------------------------------------
+# Bias probes: position, length, agreement among the k samples
+# --------------------------------------------------------------------------------------------
+LENGTHS_KEY = "response_chars"
+"""Item metadata key holding each response's length in characters, in the dataset's order
+(`judgekit bench bias` stores it, so its runs carry their own lengths)."""
+
+
+def first_position_wins(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """How often a sample's single best response is the one it was shown first.
+
+    Over valid samples of multi-response items; a sample whose top score is shared picks nothing
+    and is counted in `ties`. An order-blind judge wins from the first position at `chance`
+    (the mean of 1/n) when the gold response is shown first as often as by chance
+    (`gold_shown_first`: balanced permutations at k >= 2, or a run pooled with its --reverse
+    twin); a higher rate is a first-position bias, a lower one a last-position bias."""
+    samples = decided = first = ties = gold_n = gold_first = 0
+    chance: list[float] = []
+    for rec in usable(records):
+        if rec.n_responses < 2 or rec.verdict is None:
+            continue
+        gold = rec.label.best_index
+        for s in rec.verdict.samples:
+            if not s.valid or s.scores is None:
+                continue
+            samples += 1
+            shown_first = s.permutation[0] if s.permutation else 0
+            if gold is not None:
+                gold_n += 1
+                gold_first += gold == shown_first
+            pick = _preference(s.scores)
+            if not isinstance(pick, int):
+                ties += 1
+                continue
+            decided += 1
+            first += pick == shown_first
+            chance.append(1.0 / rec.n_responses)
+    return {"samples": samples, "decided": decided, "ties": ties, "first_wins": first,
+            "first_position_win_rate": first / decided if decided else None,
+            "chance": _mean(chance), "gold_shown_first": gold_first / gold_n if gold_n else None}
+
+
+def record_lengths(rec: ResultRecord,
+                   lengths: Mapping[str, Sequence[int]] | None = None) -> list[int] | None:
+    """The record's response lengths in the order the judge saw them: from `lengths` (by item
+    id, dataset order) or the record's own `response_chars` metadata, remapped through
+    `rec.order` for a --reverse run; None when unknown or of the wrong size."""
+    raw = (lengths or {}).get(rec.item_id) or rec.metadata.get(LENGTHS_KEY)
+    if raw is None or len(raw) != rec.n_responses:
+        return None
+    values = [int(x) for x in raw]
+    return [values[i] for i in rec.order] if rec.order is not None else values
+
+
+def length_bias(records: Iterable[ResultRecord], lengths: Mapping[str, Sequence[int]] | None = None,
+                rule: TieRule | str = TieRule.RANDOM, seed: int = 0) -> dict[str, Any]:
+    """Does the judge prefer the longer of two responses?
+
+    Over two-response items with known lengths (characters; see `record_lengths`):
+
+    * `correlation`: between the score margin (mean 1-10 score of response 0 minus response 1)
+      and the length margin (its length minus the other's), computed with both orders of every
+      pair, so it does not depend on which response is listed first (that is the uncentered
+      correlation sum(dx*ds) / sqrt(sum dx^2 * sum ds^2));
+    * `longer_win_rate`: among pairs of unequal length where the voted scores differ, the share
+      where the longer response scored higher;
+    * `acc_longer_wrong` / `acc_longer_right`: accuracy (tie rule `rule`) on pairs whose gold
+      best is the shorter / the longer response. A length-biased judge does worse on the first.
+    """
+    sxy = sxx = syy = 0.0
+    n_corr = decided = longer_wins = 0
+    wrong = right = Accuracy(0, 0)
+    for rec in usable(records):
+        lens = record_lengths(rec, lengths) if rec.n_responses == 2 else None
+        if lens is None:
+            continue
+        dx = float(lens[0] - lens[1])
+        a, b = mean_score(rec, 0), mean_score(rec, 1)
+        if a is not None and b is not None:
+            ds = a - b
+            n_corr += 1
+            sxy += dx * ds
+            sxx += dx * dx
+            syy += ds * ds
+            if dx and ds:
+                decided += 1
+                longer_wins += (dx > 0) == (ds > 0)
+        ok = item_correct(rec, rule, seed)
+        if ok is None or not dx:
+            continue
+        longer = 0 if dx > 0 else 1
+        if rec.label.best_index == longer:
+            right += Accuracy(1, ok)
+        else:
+            wrong += Accuracy(1, ok)
+    corr = sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+    return {"pairs": n_corr, "correlation": corr, "decided": decided,
+            "longer_win_rate": longer_wins / decided if decided else None,
+            "n_longer_wrong": wrong.n, "acc_longer_wrong": wrong.value,
+            "n_longer_right": right.n, "acc_longer_right": right.value}
+
+
+def _sample_verdict(scores: Sequence[float], n_responses: int) -> Hashable:
+    """What one sample says: its single best response (or "tie"); for a single response, which
+    side of `NEUTRAL_SCORE` its score lands on."""
+    if n_responses == 1:
+        s = scores[0]
+        return "good" if s > NEUTRAL_SCORE else "bad" if s < NEUTRAL_SCORE else "neutral"
+    return _preference(scores)
+
+
+def sample_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Agreement among an item's k samples, over items with at least two valid samples.
+
+    An item's agreement is the share of its pairs of valid samples that say the same (same
+    single best response, or both a tie; single responses: the same side of 5.5); `agreement`
+    is the mean over items, `unanimous_rate` the share of items whose samples all agree.
+    `per_item` lists the items' rates (for a histogram)."""
+    rates: list[float] = []
+    unanimous = 0
+    for rec in usable(records):
+        if rec.verdict is None:
+            continue
+        says = [_sample_verdict(s.scores, rec.n_responses) for s in rec.verdict.samples
+                if s.valid and s.scores is not None]
+        if len(says) < 2:
+            continue
+        pairs = [(a, b) for i, a in enumerate(says) for b in says[i + 1:]]
+        rates.append(sum(a == b for a, b in pairs) / len(pairs))
+        unanimous += len(set(says)) == 1
+    return {"items": len(rates), "agreement": _mean(rates),
+            "unanimous_rate": unanimous / len(rates) if rates else None, "per_item": rates}
+
+
+def length_points(records: Iterable[ResultRecord],
+                  lengths: Mapping[str, Sequence[int]] | None = None) -> list[tuple[float, float]]:
+    """(length margin, score margin) of each two-response item, both of response 0 minus
+    response 1 (the points behind `length_bias`'s correlation, for a scatter plot)."""
+    out: list[tuple[float, float]] = []
+    for rec in usable(records):
+        lens = record_lengths(rec, lengths) if rec.n_responses == 2 else None
+        a, b = mean_score(rec, 0), mean_score(rec, 1)
+        if lens is not None and a is not None and b is not None:
+            out.append((float(lens[0] - lens[1]), a - b))
+    return out

@@ -1,4 +1,4 @@
-"""`judgekit train rft|sft|grpo`: every config field is a flag, flags override `--config`.
+"""`judgekit train rft|sft|grpo|meta`: every config field is a flag, flags override `--config`.
 
 The flags are generated from the pydantic configs, so the CLI, YAML files and the Python API
 cannot drift apart. Bad arguments (unknown flags, values that do not validate, a missing dataset
@@ -26,6 +26,7 @@ from judgekit.errors import JudgekitError
 from judgekit.train.config import (
     ConfigError,
     GRPOStageConfig,
+    MetaStageConfig,
     RFTConfig,
     SFTStageConfig,
     load_config,
@@ -57,6 +58,29 @@ def _describe_training(stage: str, runner: Callable[[Any], dict[str, Any]]) -> C
     return describe
 
 
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _describe_meta(cfg: Any) -> str:
+    from judgekit.train.meta_rm import run_meta
+
+    s = run_meta(cfg)
+    d, h = s["data"], s["heldout"]
+    auc = h.get("roc_auc")
+    line = (f"meta: {d['train_samples']} samples from {d['train_items']} items "
+            f"({_pct(d['train_positive_rate'])} correct), {s['global_steps']} steps"
+            + (f", train loss {s['train_loss']:.4f}" if isinstance(s.get("train_loss"), float)
+               else "")
+            + f"; held out {h.get('samples', 0)} samples of {d['heldout_items']} items: ROC-AUC "
+            + ("n/a" if auc is None else f"{auc:.3f}"))
+    if h.get("items"):
+        line += (f", accuracy voting {_pct(h['voting_random'])} -> meta-guided "
+                 f"{_pct(h['meta_random'])} (random tie-break; strict {_pct(h['voting_strict'])}"
+                 f" -> {_pct(h['meta_strict'])})")
+    return line + f" -> {s['model_dir']} (use meta={s['meta_spec']!r})"
+
+
 def _run_sft(cfg: Any) -> dict[str, Any]:
     from judgekit.train.sft import run_sft
 
@@ -76,6 +100,9 @@ STAGES: dict[str, tuple[type[BaseModel], Callable[[Any], str], str]] = {
             "fine-tune on RFT data (TRL SFTTrainer, full or LoRA)"),
     "grpo": (GRPOStageConfig, _describe_training("grpo", _run_grpo),
              "rule-based GRPO: reward +1 when the scores pick the labelled best, else -1"),
+    "meta": (MetaStageConfig, _describe_meta,
+             "meta RM: a classifier of stored judgements (correct or not), for meta-guided "
+             "voting as meta='classifier:DIR'"),
 }
 
 
@@ -124,21 +151,26 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
             continue
+        nargs = None
+        if typing.get_origin(kind) is list:  # e.g. --samples-from DIR [DIR ...]
+            (kind,) = typing.get_args(kind)
+            nargs = "+"
         choices = None
         if typing.get_origin(kind) is typing.Literal:
             choices = list(typing.get_args(kind))
             kind = str
         parser.add_argument(flag, dest=name, type=_converter(kind, optional, flag), default=None,
-                            choices=choices, metavar=name.upper(), help=help_text)
+                            choices=choices, metavar=name.upper(), help=help_text, nargs=nargs)
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `train` with its `rft`, `sft` and `grpo` subcommands on a subparsers action."""
+    """Register `train` with its `rft`, `sft`, `grpo` and `meta` subcommands."""
     train: argparse.ArgumentParser = subparsers.add_parser(
-        "train", help="SPCT training: RFT data, SFT, rule-based GRPO",
+        "train", help="SPCT training: RFT data, SFT, rule-based GRPO, meta RM",
         description="SPCT training of a GRM: `rft` builds rejective fine-tuning data, `sft` "
-                    "fine-tunes on it, `grpo` runs rule-based online RL. See docs/training.md.")
-    stages = train.add_subparsers(dest="train_stage", metavar="{rft,sft,grpo}",
+                    "fine-tunes on it, `grpo` runs rule-based online RL, `meta` trains a meta RM "
+                    "on stored samples. See docs/training.md.")
+    stages = train.add_subparsers(dest="train_stage", metavar="{rft,sft,grpo,meta}",
                                   parser_class=OneLineErrorParser)
     stages.required = True
     for name, (cls, _, help_text) in STAGES.items():
@@ -171,7 +203,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
     explicit_none: dict[str, Any] = {}
     for name in cls.model_fields:
         value = getattr(args, name, None)
-        if value == _NONE:
+        if value == _NONE or (isinstance(value, list) and _NONE in value):
             explicit_none[name] = None
         elif value is not None:
             overrides[name] = value
