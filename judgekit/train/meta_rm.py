@@ -274,7 +274,9 @@ def voting_comparison(items: Sequence[MetaItem], *, k_meta: int | None = None,
                       rule: BinaryRule | None = None, seed: int = 0) -> dict[str, Any]:
     """Accuracy of plain voting and of meta-guided voting over items whose samples carry meta
     scores, both through `aggregate` (strict: a tie is wrong; random: the paper's seeded
-    tie-break, as bench reports compute it). `k_meta=None` keeps half of each item's samples."""
+    tie-break, as bench reports compute it). `k_meta=None` keeps half of each item's samples.
+    `items` counts votes: one per item and source (an item judged in a run and in its --reverse
+    twin votes twice)."""
     rule = rule or BinaryRule()
     out: dict[str, Any] = {"items": len(items)}
     for tie_rule in (TieRule.STRICT, TieRule.RANDOM):
