@@ -11,6 +11,12 @@ marker lines that carry a per-prompt tag (`fence_tag`), derived from a hash of t
 same item renders the same prompt (caches stay valid) while a response cannot contain the tag of
 the prompt it appears in. The parser reads scores only from the judge's final line
 (`judgekit.parsing`).
+
+Structured output: a format also gives the JSON schema of its answer (`output_schema`) and reads
+an answer written under it (`parse_structured`) into the same `ParsedJudgement`
+(`judgekit.structured`). Prompt caching: every template writes its static part (instructions,
+criteria, examples) first, byte-identical across items, and the item from the line
+`ITEM_MARKER` on; `static_prefix_chars` tells backends with explicit caching where to cut.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from judgekit.errors import ParseError
 from judgekit.parsing import (
+    ParsedGRM,
     best_line_grammar,
     grm_output_grammar,
     parse_best_index,
@@ -40,9 +48,17 @@ from judgekit.prompts import (
     template_source,
 )
 from judgekit.schema import AggregateRule, Critique, Message, Principle
+from judgekit.structured import (
+    choice_schema,
+    grm_output_schema,
+    read_choice_json,
+    read_grm_json,
+)
 
 CHOSEN_SCORE = 10.0
 OTHER_SCORE = 1.0
+ITEM_MARKER = "#### Conversation (tag="
+"""Where the item-dependent part of a built-in prompt starts; everything before it is static."""
 
 
 def fence_tag(query: str | Sequence[Message], responses: Sequence[str]) -> str:
@@ -97,6 +113,22 @@ class JudgingFormat(ABC):
     def output_grammar(self, n_responses: int) -> str | None:
         """EBNF for the whole answer, for backends that decode under a grammar (None: free)."""
         return None
+
+    def output_schema(self, n_responses: int) -> dict[str, Any] | None:
+        """JSON schema of the whole answer, for backends that enforce one (None: none)."""
+        return None
+
+    def parse_structured(self, text: str, n_responses: int) -> ParsedJudgement:
+        """Read an answer written under `output_schema` (shown order); raises ParseError."""
+        raise ParseError(f"the {self.name} format has no structured answer", raw=text,
+                         n_responses=n_responses)
+
+    def static_prefix_chars(self, messages: Sequence[Message]) -> int | None:
+        """Length of the static prefix of the first user message (the part before
+        `ITEM_MARKER`), or None when the prompt has none (a custom template without it)."""
+        first = next((m["content"] for m in messages if m.get("role") == "user"), "")
+        cut = first.find(ITEM_MARKER)
+        return cut if cut > 0 else None
 
     @abstractmethod
     def final_line_grammar(self, n_responses: int) -> str:
@@ -164,7 +196,10 @@ class GRMFormat(JudgingFormat):
         return self._wrap(text)
 
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
-        parsed = parse_grm(text, n_responses)
+        return self._scored(parse_grm(text, n_responses))
+
+    def _scored(self, parsed: ParsedGRM) -> ParsedJudgement:
+        """The scores under the aggregate rule, whichever way the answer was read."""
         critiques = parsed.critiques
         if self.aggregate is AggregateRule.WEIGHTED:
             scores, fallback = parsed.weighted_scores()
@@ -177,6 +212,15 @@ class GRMFormat(JudgingFormat):
     def output_grammar(self, n_responses: int) -> str | None:
         return grm_output_grammar(n_responses, self.max_criteria,
                                   criterion_scores=self.aggregate is AggregateRule.WEIGHTED)
+
+    def output_schema(self, n_responses: int) -> dict[str, Any] | None:
+        return grm_output_schema(n_responses, self.max_criteria,
+                                 criterion_scores=self.aggregate is AggregateRule.WEIGHTED)
+
+    def parse_structured(self, text: str, n_responses: int) -> ParsedJudgement:
+        principles, critiques, overall = read_grm_json(text, n_responses)
+        return self._scored(ParsedGRM(principles=principles, critiques=critiques,
+                                      overall_scores=overall))
 
     def final_line_grammar(self, n_responses: int) -> str:
         return scores_line_grammar(n_responses)
@@ -213,6 +257,13 @@ class PairwiseFormat(JudgingFormat):
         chosen = parse_best_index(text, n_responses)
         return ParsedJudgement(scores=choice_scores(chosen, n_responses))
 
+    def output_schema(self, n_responses: int) -> dict[str, Any] | None:
+        return choice_schema(n_responses)
+
+    def parse_structured(self, text: str, n_responses: int) -> ParsedJudgement:
+        return ParsedJudgement(scores=choice_scores(read_choice_json(text, n_responses),
+                                                    n_responses))
+
     def final_line_grammar(self, n_responses: int) -> str:
         return best_line_grammar(n_responses)
 
@@ -239,6 +290,7 @@ def choice_scores(chosen: int, n: int) -> list[float]:
 
 
 __all__ = [
+    "ITEM_MARKER",
     "GRMFormat",
     "JudgingFormat",
     "PairwiseFormat",
