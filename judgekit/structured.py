@@ -28,11 +28,12 @@ model should write them: criteria, then the analyses, then the scores.
 
 from __future__ import annotations
 
+import json
 import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from judgekit.errors import CapabilityError, ParseError
 from judgekit.parsing import check_scores, combine
@@ -43,8 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from judgekit.formats import JudgingFormat
 
 SCORE_VALUES = list(range(1, 11))
-NAME_CHARS, DESC_CHARS, ANALYSIS_CHARS, REASON_CHARS = 60, 300, 800, 600
-"""Length bounds of the schema's strings (the output grammar's line lengths)."""
+NAME_CHARS, DESC_CHARS, ANALYSIS_CHARS, REASON_CHARS, RATING_REASON_CHARS = 60, 300, 800, 600, 300
+"""Length bounds of the schemas' strings (the output grammar's line lengths; a meta rating's
+reason fits its 160-token budget)."""
 
 
 class StructuredMode(StrEnum):
@@ -139,7 +141,7 @@ def yes_no_schema() -> dict[str, Any]:
 
 def rating_schema() -> dict[str, Any]:
     """The meta judge's rating: a short reason, then a 1-10 rating."""
-    return _object({"reason": _text(REASON_CHARS, "a short reason"),
+    return _object({"reason": _text(RATING_REASON_CHARS, "a short reason"),
                     "rating": _score("1 (wrong) to 10 (fully sound)")}, title="rating")
 
 
@@ -148,48 +150,61 @@ YES_NO_GRAMMAR = 'root ::= "Yes" | "No"\n'
 
 
 # -- reading -------------------------------------------------------------------------------------
+_STRICT = ConfigDict(strict=True)  # a score is a number: never a boolean or a numeric string
 class _Criterion(BaseModel):
+    model_config = _STRICT
     name: str
     weight: float
     description: str = ""
 
 
 class _Analysis(BaseModel):
+    model_config = _STRICT
     analysis: str = ""
     criterion_scores: list[float] | None = None
 
 
 class _GRMAnswer(BaseModel):
+    model_config = _STRICT
     criteria: list[_Criterion] = []
     analysis: list[_Analysis] = []
     scores: list[float]
 
 
 class _ChoiceAnswer(BaseModel):
+    model_config = _STRICT
     reasoning: str = ""
     best: int
 
 
 class _RatingAnswer(BaseModel):
+    model_config = _STRICT
     reason: str = ""
     rating: float
 
 
 class _YesNoAnswer(BaseModel):
+    model_config = _STRICT
     answer: str
 
 
 def _load(model: type[BaseModel], text: str, n: int | None) -> Any:
+    """`text` as JSON validated by `model`. Control characters inside strings are accepted
+    (`strict=False`): some servers' grammars let a raw newline into a string, and the meaning is
+    unambiguous."""
     try:
-        return model.model_validate_json(text.strip())
+        data = json.loads(text, strict=False)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"not a JSON answer ({type(exc).__name__}: {exc})", raw=text,
+                         n_responses=n) from None
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {"msg": str(exc)}
         where = ".".join(str(p) for p in first.get("loc", ()))
         what = f"{where}: {first['msg']}" if where else str(first["msg"])
         raise ParseError(f"not a JSON answer under the schema ({what})", raw=text,
                          n_responses=n) from None
-    except (ValueError, RecursionError) as exc:  # pragma: no cover - pydantic wraps these
-        raise ParseError(f"not a JSON answer: {exc}", raw=text, n_responses=n) from None
 
 
 def _principles(criteria: list[_Criterion]) -> list[Principle]:
