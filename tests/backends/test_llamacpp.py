@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.server, pytest.mark.model]
 
 QUERY = "What is the capital of France?"
 RESPONSES = ["The capital of France is Paris.", "France has no capital city."]
-CONFIG = GenerationConfig(max_tokens=700, timeout=600.0)
+CONFIG = GenerationConfig(max_tokens=1024, timeout=600.0)
 
 
 def test_auto_detection_names_llamacpp(llamacpp_server: LlamaServer) -> None:

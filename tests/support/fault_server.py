@@ -352,6 +352,8 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                             "name": body["tool_choice"]["name"], "input": answer}]
                 stop = "tool_use"
             read, written = server.prompt_cache.anthropic(body)
+            if body.get("tools"):  # tool definitions are billed as input, ahead of the prompt
+                prompt_tokens += len(json.dumps(body["tools"])) // 4
             self._json(200, {
                 "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
                 "model": body.get("model", "claude-test"),
