@@ -242,3 +242,14 @@ def test_bench_report_shows_the_cached_share(fault_server: FaultServer, tmp_path
     share = summary.loc["r", "cached_prompt_share"]
     assert 0 < share < 100
     assert "cached_prompt_share" in report.render_report([tmp_path / "r"])
+
+
+def test_pairwise_baseline_writes_its_choice_under_a_schema(fault_server: FaultServer) -> None:
+    from judgekit.bench.baseline import PairwiseBaselineJudge
+
+    j = PairwiseBaselineJudge(openai(fault_server, server_flavour="openai"), config=CFG)
+    verdict = j.score(QUERY.format("pw"), RESPONSES, samples=2)
+    assert verdict.best == 0 and all(s.structured and s.status is SampleStatus.OK
+                                     for s in verdict.samples)
+    names = {r.body["response_format"]["json_schema"]["name"] for r in fault_server.records}
+    assert names == {"best_response"}
