@@ -271,3 +271,21 @@ def test_a_custom_template_without_the_marker_has_no_static_prefix(tmp_path: Pat
     (tmp_path / "plain.jinja").write_text("Score: {{ responses }}")
     fmt = GRMFormat(template="plain.jinja", template_dir=tmp_path)
     assert fmt.static_prefix_chars(fmt.messages(QUERY, RESPONSES, tag="t")) is None
+
+
+def test_response_cache_keys_count_the_schema_but_not_the_prefix_marker() -> None:
+    from judgekit.cache import cache_key
+
+    msgs = [{"role": "user", "content": "q"}]
+    plain = GenerationConfig()
+    key = cache_key("openai:m", msgs, plain, 0)
+    assert cache_key("openai:m", msgs, plain.with_(cache_prefix_chars=5), 0) == key
+    assert cache_key("openai:m", msgs, plain.with_(json_schema=yes_no_schema()), 0) != key
+    # A key made before the schema field existed: the same parameters without it.
+    import hashlib
+
+    params = plain.model_dump(mode="json", exclude={"timeout", "json_schema",
+                                                    "cache_prefix_chars"})
+    blob = json.dumps({"v": 1, "spec": "openai:m", "messages": msgs, "params": params,
+                       "sample": 0}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert hashlib.sha256(blob.encode("utf-8")).hexdigest() == key
