@@ -22,6 +22,7 @@ OpenAI's automatic caching of the same prompts.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shlex
@@ -57,9 +58,8 @@ class Row:
     seconds: float = 0.0
     completion_tokens: int = 0
     prompt_tokens: int = 0
-    correct: int = 0
 
-    def add(self, verdict: Verdict, seconds: float, label: int) -> None:
+    def add(self, verdict: Verdict, seconds: float) -> None:
         self.items += 1
         self.samples += len(verdict.samples)
         self.ok += sum(s.status is SampleStatus.OK for s in verdict.samples)
@@ -67,7 +67,6 @@ class Row:
         self.seconds += seconds
         self.completion_tokens += verdict.usage.completion_tokens
         self.prompt_tokens += verdict.usage.prompt_tokens
-        self.correct += verdict.best == label - 1
 
     def cells(self) -> list[str]:
         parsed = self.ok + self.forced
@@ -75,8 +74,7 @@ class Row:
                 f"{parsed}/{self.samples} ({self.forced} forced)",
                 f"{self.completion_tokens / max(self.seconds, 1e-9):.1f}",
                 f"{self.prompt_tokens / max(self.items, 1):.0f}",
-                f"{self.completion_tokens / max(self.items, 1):.0f}",
-                f"{self.correct}/{self.items}"]
+                f"{self.completion_tokens / max(self.items, 1):.0f}"]
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -89,26 +87,26 @@ def load_items(n: int, offset: int = 0) -> list[dict[str, Any]]:
     return data[offset: offset + n]
 
 
-def judge_items(judge: Judge, items: list[dict[str, Any]], engine: str) -> Row:
+async def judge_items(judge: Judge, items: list[dict[str, Any]], engine: str) -> Row:
     row = Row(engine)
     for item in items:
         start = time.perf_counter()
-        verdict = judge.score(item["input"], [item["output_1"], item["output_2"]])
-        row.add(verdict, time.perf_counter() - start, int(item["label"]))
+        verdict = await judge.ascore(item["input"], [item["output_1"], item["output_2"]])
+        row.add(verdict, time.perf_counter() - start)
         print(f"  {engine}: item {row.items}/{len(items)} {row.seconds:.1f}s "
               f"{[s.status.value for s in verdict.samples]}", file=sys.stderr, flush=True)
     return row
 
 
-def part_engines(args: argparse.Namespace) -> list[Row]:
+async def part_engines(args: argparse.Namespace) -> list[Row]:
     from support.llamacpp_server import start_llamacpp_server
 
     items = load_items(args.items)
     config = GenerationConfig(max_tokens=args.max_tokens, timeout=1800.0)
     rows = []
     local = Judge(config=config, examples=args.examples)  # the embedded model, in-process
-    local.score("warm-up", ["a", "b"], samples=1)  # load the model outside the timing
-    rows.append(judge_items(local, items, "transformers in-process, output grammar"))
+    await local.ascore("warm-up", ["a", "b"])  # load the model outside the timing
+    rows.append(await judge_items(local, items, "transformers in-process, output grammar"))
     server = None
     url = args.llama_url
     if url is None:
@@ -119,8 +117,9 @@ def part_engines(args: argparse.Namespace) -> list[Row]:
                                  (False, "llama.cpp server, free text")):
             judge = Judge(f"openai:{server.model if server else 'smollm2'}", base_url=url,
                           config=config, examples=args.examples, structured=structured)
-            judge.score("warm-up", ["a", "b"], samples=1)
-            rows.append(judge_items(judge, items, name))
+            await judge.ascore("warm-up", ["a", "b"])
+            rows.append(await judge_items(judge, items, name))
+            await judge.aclose()
     finally:
         if server is not None:
             server.stop()
@@ -134,7 +133,7 @@ class NoStaticPrefix(GRMFormat):
         return None
 
 
-def part_caching(args: argparse.Namespace) -> list[list[str]]:
+async def part_caching(args: argparse.Namespace) -> list[list[str]]:
     from support.fault_server import FaultServer
 
     items = load_items(args.cache_items)
@@ -154,9 +153,10 @@ def part_caching(args: argparse.Namespace) -> list[list[str]]:
                                         api_key="sk-bench", server_flavour="openai")
             backend.local = False  # price it as the provider's API
             judge = Judge(backend, format=fmt, config=GenerationConfig(max_tokens=512))
-            verdicts = judge.score_many(
+            verdicts = await judge.ascore_many(
                 [{"query": it["input"], "responses": [it["output_1"], it["output_2"]]}
                  for it in items], samples=1, concurrency=1, progress=False)
+            await judge.aclose()
         u = Usage.total(v.usage for v in verdicts)
         uncached = call_cost(backend.model, u.prompt_tokens, u.completion_tokens)
         plain = u.prompt_tokens - u.cached_prompt_tokens - u.cache_write_tokens
@@ -166,6 +166,25 @@ def part_caching(args: argparse.Namespace) -> list[list[str]]:
                     f"${u.cost_usd:.4f}" if u.cost_usd is not None else "-",
                     f"${uncached:.4f}" if uncached is not None else "-"])
     return out
+
+
+async def run(args: argparse.Namespace, argv: list[str]) -> None:
+    load = os.getloadavg()
+    print(f"CPU count {os.cpu_count()}, load average {load[0]:.1f} {load[1]:.1f} "
+          f"{load[2]:.1f}; reproduce: python {shlex.join([sys.argv[0], *argv])}")
+    if not args.skip_engines:
+        rows = await part_engines(args)
+        load = os.getloadavg()
+        print(f"\nPart 1: {args.items} LLMBar Natural pairs, one greedy sample each, "
+              f"max_tokens={args.max_tokens}, examples={'yes' if args.examples else 'no'}; "
+              f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
+        print(table(["engine", "s/judgement", "parsed", "completion tok/s",
+                     "prompt tok/item", "completion tok/item"], [r.cells() for r in rows]))
+    rows2 = await part_caching(args)
+    print(f"\nPart 2: {args.cache_items} items against the protocol server (4 chars/token; "
+          "cost at list prices)\n")
+    print(table(["provider", "caching", "items", "prompt tokens", "cache reads", "cache writes",
+                 "uncached", "cached share", "cost", "cost if nothing cached"], rows2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,21 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-url", help="a running llama.cpp server (default: start one)")
     parser.add_argument("--skip-engines", action="store_true", help="part 2 only")
     args = parser.parse_args(argv)
-    load = os.getloadavg()
-    print(f"CPU count {os.cpu_count()}, load average {load[0]:.1f} {load[1]:.1f} "
-          f"{load[2]:.1f}; reproduce: python {shlex.join([sys.argv[0], *(argv or sys.argv[1:])])}")
-    if not args.skip_engines:
-        rows = part_engines(args)
-        print(f"\nPart 1: {args.items} LLMBar Natural pairs, one greedy sample each, "
-              f"max_tokens={args.max_tokens}, examples={'yes' if args.examples else 'no'}\n")
-        print(table(["engine", "s/judgement", "parsed", "completion tok/s",
-                     "prompt tok/item", "completion tok/item", "right"],
-                    [r.cells() for r in rows]))
-    rows2 = part_caching(args)
-    print(f"\nPart 2: {args.cache_items} items against the protocol server (4 chars/token; "
-          "cost at list prices)\n")
-    print(table(["provider", "caching", "items", "prompt tokens", "cache reads", "cache writes",
-                 "uncached", "cached share", "cost", "cost if nothing cached"], rows2))
+    asyncio.run(run(args, list(argv) if argv is not None else sys.argv[1:]))
     return 0
 
 
