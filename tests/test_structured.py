@@ -161,6 +161,41 @@ def test_aggregate_rule_applies_to_structured_answers() -> None:
     assert [c.weighted_fallback for c in partial.critiques] == [False, True]
 
 
+def test_a_fixed_rubric_is_scored_by_field_and_its_criteria_are_not_asked_for() -> None:
+    rubric = [{"name": "Accuracy", "weight": 3}, {"name": "Tone", "weight": 1}]
+    fmt = GRMFormat(aggregate="weighted", principles=rubric)
+    schema = fmt.output_schema(2)
+    assert schema is not None and "criteria" not in schema["properties"]
+    per = schema["properties"]["analysis"]["items"]["properties"]["criterion_scores"]
+    assert per["minItems"] == per["maxItems"] == 2  # one score per rubric criterion
+    # Criteria the answer lists anyway are ignored: the rubric's are the ones scored.
+    parsed = fmt.parse_structured(_grm_answer([8, 3], [[10, 2], [2, 6]]), 2)
+    assert [(p.name, p.weight) for p in parsed.principles] == [("Accuracy", 0.75), ("Tone", 0.25)]
+    assert parsed.scores == [pytest.approx(8.0), pytest.approx(3.0)]
+    assert parsed.critiques[0].principle_scores == {"Accuracy": 10.0, "Tone": 2.0}
+
+
+def test_a_seeded_rubric_leaves_room_for_the_judges_own_criteria() -> None:
+    seeds = [{"name": n, "weight": 1} for n in ("Aa", "Bb", "Cc", "Dd")]
+    schema = GRMFormat(principles=seeds, principles_mode="seed").output_schema(2)
+    assert schema is not None and schema["properties"]["criteria"]["maxItems"] == 5
+
+
+def test_suggested_fixes_are_read_from_their_field_only_when_asked_for() -> None:
+    fmt = GRMFormat(fixes=True, max_fixes=2)
+    schema = fmt.output_schema(2)
+    assert schema is not None
+    fixes = schema["properties"]["analysis"]["items"]["properties"]["fixes"]
+    assert fixes["maxItems"] == 2
+    answer = json.loads(_grm_answer([8, 3]))
+    answer["analysis"][1]["fixes"] = ["Say Paris.", "  "]
+    parsed = fmt.parse_structured(json.dumps(answer), 2)
+    assert [c.fixes for c in parsed.critiques] == [[], ["Say Paris."]]
+    assert GRMFormat().parse_structured(json.dumps(answer), 2).critiques[1].fixes == []
+    assert "fixes" not in GRMFormat().output_schema(2)["properties"]["analysis"]["items"][
+        "properties"]
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "not a JSON answer"),
     ("Scores: \\boxed{8, 3}", "not a JSON answer"),
