@@ -18,18 +18,11 @@ then `llama_cpp.server`'s own `main()`; everything else is `python -m llama_cpp.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from support.transformers_server import free_port
+from support.server_process import ServerProcess, free_port, launch
 
 MODEL_ALIAS = "smollm2"
 
@@ -68,37 +61,8 @@ def llamacpp_server_missing() -> str | None:
     return None
 
 
-@dataclass
-class LlamaServer:
-    process: subprocess.Popen[bytes]
-    port: int
-    gguf: Path
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def model(self) -> str:
-        return MODEL_ALIAS
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        with contextlib.suppress(OSError):
-            self.log_path.unlink()
+LlamaServer = ServerProcess
+"""A running llama.cpp server (its `model` is the alias it serves the GGUF under)."""
 
 
 def start_llamacpp_server(gguf: Path, *, n_ctx: int = 4096,
@@ -109,25 +73,5 @@ def start_llamacpp_server(gguf: Path, *, n_ctx: int = 4096,
             "--port", str(port), "--n_ctx", str(n_ctx), "--verbose", "False"]
     command = ([sys.executable, "-c", _LAUNCH_WITHOUT_EXTRA_BUFFERS, *args] if cpu_has_amx()
                else [sys.executable, "-m", "llama_cpp.server", *args])
-    fd, log_name = tempfile.mkstemp(prefix="llamacpp-server-", suffix=".log")
-    log = os.fdopen(fd, "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
-    log.close()
-    served = LlamaServer(process, port, gguf, Path(log_name))
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = served.log_tail()
-            served.stop()
-            raise RuntimeError(f"llama.cpp's server exited early:\n{tail}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
-                if r.status == 200:
-                    return served
-        except OSError:
-            pass
-        time.sleep(0.5)
-    tail = served.log_tail()
-    served.stop()
-    raise TimeoutError(f"llama.cpp's server not ready after {ready_timeout:.0f}s:\n{tail}")
+    return launch(command, port=port, model=MODEL_ALIAS, ready_path="/v1/models",
+                  name="llama.cpp's server", ready_timeout=ready_timeout)
