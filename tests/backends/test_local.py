@@ -1,0 +1,298 @@
+"""The local transformers backend: the fast engine's pieces (prefix cache, int4 re-pack, thread
+tuner, sampling, streaming materialisation) and, on the real embedded model (`model` marker),
+exactness against the uncached and `generate` paths and the context-length refusal."""
+
+from __future__ import annotations
+
+import json
+import struct
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from judgekit.backends.base import GenerationResult
+from judgekit.backends.local import TransformersBackend, context_window
+from judgekit.backends.local_engine import (
+    DecodeEngine,
+    DecodeParams,
+    Int4Linear,
+    PrefixCache,
+    ThreadTuner,
+    _int4_grid,
+    common_prefix,
+    kv_bytes,
+)
+from judgekit.config import GenerationConfig
+from judgekit.embedded import SafetensorsStreamWriter
+from judgekit.errors import ContextLengthError
+from judgekit.schema import Message
+
+# -- pieces, no model ---------------------------------------------------------------------------
+
+
+def _kv(tokens: int, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.full((1, 1, tokens, 4), float(i)), torch.full((1, 1, tokens, 4), float(-i)))
+            for i in range(layers)]
+
+
+def test_prefix_cache_finds_the_longest_common_prefix_and_evicts_by_bytes() -> None:
+    cache = PrefixCache(max_bytes=kv_bytes(_kv(10)) * 2)
+    cache.put([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], _kv(10))
+    cache.put([1, 2, 3, 9, 9], _kv(5))
+    n, kv = cache.longest([1, 2, 3, 4, 5, 0])
+    assert n == 5 and kv is not None and kv[0][0].shape[2] == 10
+    assert cache.longest([7, 7])[0] == 0
+    cache.put([5] * 10, _kv(10))  # over budget: the least recently used entry goes
+    assert len(cache) == 2 and cache.longest([1, 2, 3, 9])[0] == 3
+    assert cache.bytes <= cache.max_bytes
+    assert common_prefix([1, 2, 3], (1, 2, 4)) == 2 and common_prefix([], [1]) == 0
+
+
+def _q4_weight(out_f: int, in_f: int, levels: int = 15, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, levels + 1, (out_f, in_f // 32, 32), generator=g).float()
+    q[..., 0], q[..., 1] = 0, levels  # every group spans its levels, as GGUF Q4 blocks do
+    step = torch.rand((out_f, in_f // 32, 1), generator=g) * 0.02 + 1e-3
+    mn = torch.randn((out_f, in_f // 32, 1), generator=g) * 0.05
+    return (mn + q * step).reshape(out_f, in_f)
+
+
+@pytest.mark.parametrize("levels", [15, 11])
+def test_weights_on_a_4bit_grid_are_repacked_losslessly(levels: int) -> None:
+    w = _q4_weight(64, 128, levels)
+    grid = _int4_grid(w)
+    assert grid is not None
+    q, step, mn = grid
+    rebuilt = (mn.repeat_interleave(32, dim=1) + q.float() * step.repeat_interleave(32, dim=1))
+    assert torch.allclose(rebuilt, w, atol=1e-6)
+    x = torch.randn(3, 128)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = Int4Linear(q, step, mn, None, dtype)(x.to(dtype)).float()
+        ref = x @ w.t()
+        assert (out - ref).norm() / ref.norm() < 1e-2  # only bf16 rounding of scale and zero
+
+
+def test_ordinary_weights_are_never_quantised() -> None:
+    assert _int4_grid(torch.randn(64, 128)) is None
+    assert _int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
+
+
+def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
+    saved = torch.get_num_threads()
+    tuner = ThreadTuner()
+    tuner.start()
+    tuner.best, tuner.other = 2, 1  # as on a 2-core machine
+    cost = {2: 0.050, 1: 0.020}  # a loaded machine: one thread wins
+    for _ in range(200):
+        n = tuner.before_step()
+        tuner.after_step(n, cost[n])
+    assert tuner.best == 1
+    cost = {2: 0.010, 1: 0.020}  # the neighbour left
+    for _ in range(400):
+        n = tuner.before_step()
+        tuner.after_step(n, cost[n])
+    assert tuner.best == 2
+    probes_before, period = tuner._step, tuner._period
+    assert period > ThreadTuner.BASE_PERIOD  # losing probes made probing rarer
+    tuner.finish()
+    assert torch.get_num_threads() == saved and probes_before > 0
+    fixed = ThreadTuner(1)
+    fixed.start()
+    assert fixed.before_step() == 1 and fixed.other is None
+    fixed.finish()
+
+
+def test_sampling_never_picks_a_masked_token() -> None:
+    logits = torch.full((4, 50), float("-inf"))
+    logits[:, 7] = 0.0
+    logits[:, 30] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    for top_p in (1.0, 0.5):
+        params = DecodeParams(max_new_tokens=1, temperature=1.0, top_p=top_p)
+        seen = {int(t) for _ in range(200) for t in DecodeEngine._choose(logits, params, gen)}
+        assert seen <= {7, 30} and (top_p < 1.0 or seen == {7, 30})
+    assert DecodeEngine._choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
+
+
+def test_streamed_safetensors_load_back(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.torch import load_file
+
+    path = tmp_path / "model.safetensors"
+    tensors = {"a.weight": torch.randn(3, 5), "b.bias": np.arange(7, dtype=np.float32)}
+    with SafetensorsStreamWriter(path, n_tensors=2) as writer:
+        for name, value in tensors.items():
+            writer.add(name, value)
+    loaded = load_file(str(path))
+    assert torch.equal(loaded["a.weight"], tensors["a.weight"])
+    assert loaded["b.bias"].tolist() == list(range(7))
+    raw = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    assert header_len % 8 == 0 and json.loads(raw[8:8 + header_len])["__metadata__"] == {
+        "format": "pt"}
+
+
+def test_context_window_reads_the_config() -> None:
+    class Config:
+        max_position_embeddings = 2048
+
+    class NoLimit:
+        pass
+
+    class Tok:
+        model_max_length = 512
+
+    assert context_window(Config()) == 2048
+    assert context_window(NoLimit(), Tok()) == 512
+    assert context_window(NoLimit()) is None
+
+
+# -- the real embedded model ---------------------------------------------------------------------
+
+SYSTEM = ("You judge answers to questions. Read the question and both responses, decide which "
+          "response is more helpful, accurate and specific, and say why in one short line. ") * 6
+GRAMMAR = 'root ::= "Better: Response " [12] "\\nReason: " [a-z ]{1,24} "\\n"'
+SCORES = 'root ::= "Scores: " [1-9] ", " [1-9]'
+
+
+def _messages(query: str, a: str, b: str) -> list[Message]:
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Question: {query}\nResponse 1: {a}\nResponse 2: {b}"}]
+
+
+ITEM_A = ("Give me one tip for learning a new language.", "Practise fifteen minutes every day.",
+          "Languages are hard.")
+ITEM_B = ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are tasty.")
+
+
+def _requests(item: tuple[str, str, str]) -> list[tuple[list[Message], int]]:
+    q, a, b = item
+    return [(_messages(q, a, b), 2), (_messages(q, b, a), 2)]
+
+
+def _texts(results: list[Any]) -> list[list[str]]:
+    assert all(isinstance(r, GenerationResult) for r in results)
+    return [[c.text for c in r.completions] for r in results]
+
+
+@pytest.fixture(scope="module")
+def fast() -> Iterator[TransformersBackend]:
+    backend = TransformersBackend.from_spec("embedded")
+    backend.tokenizer  # noqa: B018 - load
+    yield backend
+
+
+@pytest.mark.model
+def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) -> None:
+    config = GenerationConfig(temperature=0.0, max_tokens=16, grammar=GRAMMAR)
+    engine = fast.engine
+    assert engine is not None and fast.weights_summary["int4"] > 0
+    engine.use_prefix_cache = False
+    engine.cache.clear()
+    uncached = {name: _texts(fast.generate_many_sync(_requests(item), config))
+                for name, item in (("a", ITEM_A), ("b", ITEM_B))}
+    assert len(engine.cache) == 0
+    engine.use_prefix_cache = True
+    assert _texts(fast.generate_many_sync(_requests(ITEM_A), config)) == uncached["a"]
+    entry = next(iter(engine.cache._entries.values()))
+    before = [(k.clone(), v.clone()) for k, v in entry]
+    reused = engine.stats.reused_tokens
+    assert _texts(fast.generate_many_sync(_requests(ITEM_A), config)) == uncached["a"]
+    assert _texts(fast.generate_many_sync(_requests(ITEM_B), config)) == uncached["b"]
+    assert engine.stats.reused_tokens - reused > 2 * len(SYSTEM) // 8  # the system prompt
+    assert all(torch.equal(k, k0) and torch.equal(v, v0)
+               for (k, v), (k0, v0) in zip(entry, before, strict=True))  # never written to
+    assert all(t.startswith("Better: Response ") for r in uncached.values() for row in r
+               for t in row)
+
+
+@pytest.mark.model
+def test_fp32_engine_matches_generate(fast: TransformersBackend) -> None:
+    """The fast engine in fp32 with the prefix cache gives generate's greedy tokens, its
+    log-probabilities and its forced scores line."""
+    engine = TransformersBackend.from_spec("embedded", dtype="float32", int4=False)
+    old = TransformersBackend.from_spec("embedded", fast=False)
+    config = GenerationConfig(temperature=0.0, max_tokens=12, grammar=GRAMMAR)
+    assert _texts(engine.generate_many_sync(_requests(ITEM_A), config)) == _texts(
+        old.generate_many_sync(_requests(ITEM_A), config))
+    lp_config = GenerationConfig(temperature=0.0, max_tokens=2, logprobs=True, top_logprobs=3)
+    messages = _messages(*ITEM_B)
+    new_lp = engine.generate_sync(messages, lp_config).completions[0].logprobs
+    old_lp = old.generate_sync(messages, lp_config).completions[0].logprobs
+    assert new_lp and old_lp and len(new_lp) == len(old_lp)
+    for a, b in zip(new_lp, old_lp, strict=True):
+        assert a.token == b.token and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        assert a.top.keys() == b.top.keys()
+    prefixes = ["Better: Response 1\nReason: it is specific", "Better: Response 2"]
+    reused = engine.engine.stats.reused_tokens
+    forced = engine.complete_under_grammar_sync(_messages(*ITEM_A), prefixes, SCORES, config)
+    assert engine.engine.stats.reused_tokens > reused  # the prompt came from the cache
+    reference = old.complete_under_grammar_sync(_messages(*ITEM_A), prefixes, SCORES, config)
+    assert [c.text for c in forced.completions] == [c.text for c in reference.completions]
+    assert all(c.text.startswith("Scores: ") and c.finish_reason == "forced"
+               for c in forced.completions)
+
+
+@pytest.mark.model
+def test_a_prompt_longer_than_the_context_is_refused_before_generating(
+        fast: TransformersBackend) -> None:
+    from judgekit import Judge, SampleStatus
+
+    window = fast.context_length()
+    assert window == fast.model.config.max_position_embeddings == 8192
+    long_query = "Summarise this text. " + "lorem ipsum dolor sit amet " * 1700
+    messages: list[Message] = [{"role": "user", "content": long_query}]
+    assert len(fast.tokenizer(long_query)["input_ids"]) > window
+    engine = fast.engine
+    prefilled = engine.stats.prefilled_tokens
+    config = GenerationConfig(temperature=0.0, max_tokens=4)
+    with pytest.raises(ContextLengthError, match="8192"):
+        fast.generate_sync(messages, config)
+    short: list[Message] = [{"role": "user", "content": "Say hi."}]
+    outcomes = fast.generate_many_sync([(messages, 1), (short, 1)], config)
+    assert isinstance(outcomes[0], ContextLengthError) and not outcomes[0].retryable
+    assert isinstance(outcomes[1], GenerationResult)
+    assert engine.stats.prefilled_tokens - prefilled < 100  # only the short prompt ran
+    # a prompt that fits, but not with max_tokens on top
+    fits = "lorem ipsum dolor sit amet " * 760
+    n = len(fast.tokenizer(fits)["input_ids"])
+    assert n < window
+    with pytest.raises(ContextLengthError, match="max_tokens"):
+        fast.generate_sync([{"role": "user", "content": fits}],
+                           GenerationConfig(max_tokens=window - n + 50))
+    verdict = Judge(fast, max_tokens=64).score(long_query, ["a", "b"])
+    assert verdict.best is None and verdict.error and "ContextLengthError" in verdict.error
+    assert all(s.status is SampleStatus.API_ERROR and s.attempts == 1 for s in verdict.samples)
+
+
+@pytest.mark.model
+def test_materialising_streams_the_weights_one_chunk_at_a_time(tmp_path: Path) -> None:
+    """The GGUF's weights go to safetensors without a second copy in memory: numpy's peak
+    allocation while streaming is a small fraction of the weights, and the values are exactly
+    those transformers' own GGUF loader produced for the shipped directory."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    from judgekit.embedded import _stream_gguf_weights, embedded_gguf_path, embedded_model_dir
+
+    reference = embedded_model_dir()
+    config = AutoConfig.from_pretrained(str(reference))
+    out = tmp_path / "model.safetensors"
+    tracemalloc.start()
+    try:
+        _stream_gguf_weights(embedded_gguf_path(), config, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    weights = out.stat().st_size
+    assert peak < weights / 8, (peak, weights)
+    with safe_open(str(out), "pt") as new, safe_open(str(reference / "model.safetensors"),
+                                                     "pt") as ref:
+        assert set(new.keys()) == set(ref.keys())
+        for name in sorted(ref.keys()):
+            assert torch.equal(new.get_tensor(name), ref.get_tensor(name)), name
+    assert config.architectures == ["LlamaForCausalLM"]
