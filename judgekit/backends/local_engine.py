@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,12 +115,31 @@ def _int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return q_all.reshape(out_f, in_f), step_all, mn_all
 
 
+_PHASE = threading.local()
+
+
+@contextmanager
+def prefill_phase() -> Iterator[None]:
+    """Inside, Int4Linear layers use their bf16 copy (this thread only). The phase, not the
+    row count, picks the kernel, so a prompt token gets the same arithmetic whether it was
+    prefilled with the whole prompt or alone after a cached prefix."""
+    _PHASE.prefill = True
+    try:
+        yield
+    finally:
+        _PHASE.prefill = False
+
+
 class Int4Linear(nn.Module):
-    """A linear layer whose weight was on a 4-bit grid, run by torch's int4 weight-only CPU
-    kernel (`_weight_int4pack_mm_for_cpu`: w = (q - 8) * scale + zero per group of 32)."""
+    """A linear layer whose weight was on a 4-bit grid. Decoding (a few rows) runs torch's int4
+    weight-only CPU kernel (`_weight_int4pack_mm_for_cpu`: w = (q - 8) * scale + zero per group
+    of 32), which reads 1/4 of the bytes of bf16; that kernel is ~7x slower than a bf16 matmul
+    for a prefill of hundreds of rows (measured: 6.2 ms against 0.9 ms for 300 x 576 x 1536),
+    so prefill (`prefill_phase`) uses a bf16 copy of the same weight (AMX/AVX512-BF16)."""
 
     packed: torch.Tensor
     scales_zeros: torch.Tensor
+    dense: torch.Tensor
 
     def __init__(self, q: torch.Tensor, step: torch.Tensor, mn: torch.Tensor,
                  bias: torch.Tensor | None, dtype: torch.dtype) -> None:
@@ -128,12 +149,18 @@ class Int4Linear(nn.Module):
         packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
         zero = mn + 8 * step
         scales_zeros = torch.stack([step, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
+        groups = self.in_features // INT4_GROUP
+        dense = (mn.unsqueeze(-1) + q.reshape(self.out_features, groups, INT4_GROUP).float()
+                 * step.unsqueeze(-1)).reshape(self.out_features, self.in_features)
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scales_zeros", scales_zeros, persistent=False)
+        self.register_buffer("dense", dense.to(dtype), persistent=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype),
                                                            requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(_PHASE, "prefill", False):
+            return nn.functional.linear(x, self.dense, self.bias)
         shape = x.shape
         out = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.packed,
                                                 INT4_GROUP, self.scales_zeros)
@@ -145,6 +172,18 @@ def optimize_model(model: Any, dtype: torch.dtype, *, int4: bool) -> dict[str, i
     """Cast the model to `dtype` and, with `int4`, re-pack every linear layer whose weights lie
     exactly on a 4-bit grid (lossless up to the bf16 rounding of the group scale and zero, the
     same order as bf16 weights). Returns counts for the record."""
+    saved = torch.get_num_threads()
+    # One thread: these are many small elementwise ops, and with more threads than free cores
+    # each op waits on an OpenMP barrier (measured on the shared 2-core machine: 24 ms on 1
+    # thread against 1,000 ms on 2 for one 1536 x 576 matrix).
+    torch.set_num_threads(1)
+    try:
+        return _optimize(model, dtype, int4)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _optimize(model: Any, dtype: torch.dtype, int4: bool) -> dict[str, int]:
     counts = {"int4": 0, "dense": 0}
     if int4 and dtype in (torch.bfloat16, torch.float32):
         tied = {id(p) for p in model.get_input_embeddings().parameters()}
@@ -335,6 +374,8 @@ class EngineStats:
     decode_tokens: int = 0
     decode_s: float = 0.0
     prefill_s: float = 0.0
+    grammar_s: float = 0.0
+    """Time in the xgrammar matchers (mask fill, token accept), part of decode_s."""
 
 
 def engine_supported(model: Any) -> str | None:
@@ -362,8 +403,9 @@ class ThreadTuner:
     (this 2-core machine is shared), every kernel waits at an OpenMP barrier for a descheduled
     thread: measured here, 2 threads ran the same step 1.5x faster than 1 thread on an idle
     machine and 2-5x slower than 1 thread under a neighbour's load. The best count changes
-    minute to minute, so it is measured: every `period` steps the other candidate (1 thread or
-    torch's default) runs a few steps, and the faster median wins. A probe that loses doubles
+    minute to minute, so it is measured: decoding starts on 1 thread (the safe choice), every
+    `period` steps the other candidate (torch's default) runs a few steps, and the faster median
+    wins; prefill uses the current winner. A probe that loses doubles
     the period, so a clearly worse setting costs little. An int fixes the count instead.
     The caller's thread count is restored after each call."""
 
@@ -386,9 +428,9 @@ class ThreadTuner:
     def start(self) -> None:
         """Once per engine call, in the calling thread (OpenMP settings are per thread)."""
         self._saved = torch.get_num_threads()
-        if self.best is None:
-            self.best = self._saved
-            self.other = 1 if self._saved > 1 else None
+        if self.best is None:  # start on 1 thread: the default costs up to 40x when contended
+            self.best = 1
+            self.other = self._saved if self._saved > 1 else None
         self._set(self.best)
 
     def finish(self) -> None:
@@ -461,7 +503,8 @@ class DecodeEngine:
         cache = make_cache(kv, capacity)
         tokens = torch.tensor([list(ids)], dtype=torch.long)
         positions = torch.arange(start, start + len(ids)).unsqueeze(0)
-        logits = self._forward(tokens, cache, positions, None)
+        with prefill_phase():
+            logits = self._forward(tokens, cache, positions, None)
         self.stats.reused_tokens += start
         self.stats.prefilled_tokens += len(ids)
         return cache, logits
@@ -592,9 +635,11 @@ class DecodeEngine:
                 import xgrammar as xgr
 
                 assert bitmask is not None
+                t_g = time.perf_counter()
                 for b, r in enumerate(active):
                     matchers[r].fill_next_token_bitmask(bitmask, b)
                 xgr.apply_token_bitmask_inplace(logits, bitmask[:len(active)])
+                self.stats.grammar_s += time.perf_counter() - t_g
             tokens = self._choose(logits, params, generator)
             token_list = tokens.tolist()
             raw_lp = torch.log_softmax(raw, dim=-1) if params.logprobs else None
@@ -611,8 +656,10 @@ class DecodeEngine:
                     row.logprobs.append((tok, float(raw_lp[b, tok]), top))
                 done = tok in self.eos_ids
                 if matchers and not done:
+                    t_g = time.perf_counter()
                     matchers[r].accept_token(tok)
                     done = matchers[r].is_terminated()
+                    self.stats.grammar_s += time.perf_counter() - t_g
                 if not done and params.stop:
                     text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
                     done = any(s in text for s in params.stop)

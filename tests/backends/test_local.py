@@ -85,17 +85,23 @@ def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
     saved = torch.get_num_threads()
     tuner = ThreadTuner()
     tuner.start()
-    tuner.best, tuner.other = 2, 1  # as on a 2-core machine
-    cost = {2: 0.050, 1: 0.020}  # a loaded machine: one thread wins
+    assert tuner.best == 1  # starts safe
+    tuner.other = 2  # as on a 2-core machine
+    cost = {2: 0.010, 1: 0.020}  # an idle machine: two threads win
+    for _ in range(200):
+        n = tuner.before_step()
+        tuner.after_step(n, cost[n])
+    assert tuner.best == 2
+    cost = {2: 0.050, 1: 0.020}  # a neighbour's load arrives: one thread wins
     for _ in range(200):
         n = tuner.before_step()
         tuner.after_step(n, cost[n])
     assert tuner.best == 1
-    cost = {2: 0.010, 1: 0.020}  # the neighbour left
+    cost = {2: 0.080, 1: 0.020}
     for _ in range(400):
         n = tuner.before_step()
         tuner.after_step(n, cost[n])
-    assert tuner.best == 2
+    assert tuner.best == 1
     probes_before, period = tuner._step, tuner._period
     assert period > ThreadTuner.BASE_PERIOD  # losing probes made probing rarer
     tuner.finish()

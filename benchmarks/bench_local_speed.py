@@ -1,0 +1,318 @@
+"""Speed of the local backend: the previous path (`fast=False`: fp32 `generate`, no prefix cache)
+against the fast engine, in one run, plus llama.cpp's server on the same GGUF as the reference.
+
+Every measurement runs in its own subprocess (so cold start and peak RSS are that path's alone),
+and the old and new runs of each task alternate, so both see the same load on a shared machine:
+
+  * readme:  the README example (`Judge().score` on the language-tip query, 2 responses), cold
+             (process start to verdict: imports, model load, first judgement) and warm (the same
+             call again; then a different query, which reuses only the shared prompt prefix);
+  * decode:  tokens/s of greedy decoding after a short prompt, one row and k rows
+             ((time for N tokens - time for 1 token) / (N - 1));
+  * llmbar:  LLMBar Natural, the first --items items at k=--k samples, `Judge().score_many`:
+             items per minute, plus the quality figures (valid samples, accuracy, ties);
+  * llama.cpp: `python -m llama_cpp.server` on the embedded GGUF, decode tokens/s the same way
+             (skipped with a note when llama_cpp is not importable).
+
+    python benchmarks/bench_local_speed.py                 # 20 LLMBar items at k=4
+    python benchmarks/bench_local_speed.py --items 5       # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+T_START = time.perf_counter()
+
+QUERY = "Give me one tip for learning a new language."
+RESPONSES = ["Practise a little every day: fifteen minutes of daily review beats one long weekly "
+             "session.", "Languages are hard."]
+OTHER_QUERY = "How do I keep basil alive on a windowsill?"
+OTHER_RESPONSES = ["Water it when the top of the soil is dry and pinch off the flower buds.",
+                   "Basil is a plant."]
+DECODE_PROMPT = "Write a long story about a dragon who learns to bake bread."
+
+PATHS: dict[str, dict[str, Any]] = {"old": {"fast": False}, "new": {}}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def _emit(**row: Any) -> None:
+    row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    print("RESULT " + json.dumps(row), flush=True)
+
+
+# -- workers (one task, one path, one process) ---------------------------------------------------
+def worker_readme(path: str) -> None:
+    from judgekit import Judge
+
+    judge = Judge(**PATHS[path])
+    t0 = time.perf_counter()
+    v = judge.score(QUERY, RESPONSES)
+    cold = time.perf_counter() - T_START
+    first = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    w = judge.score(QUERY, RESPONSES)
+    warm = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    o = judge.score(OTHER_QUERY, OTHER_RESPONSES)
+    other = time.perf_counter() - t2
+    backend: Any = judge.backend
+    _emit(task="readme", path=path, cold_s=round(cold, 2), first_call_s=round(first, 2),
+          load_s=round(backend.load_seconds or 0.0, 2), warm_s=round(warm, 2),
+          warm_other_item_s=round(other, 2), scores=v.scores, warm_scores=w.scores,
+          other_scores=o.scores, status=v.samples[0].status.value,
+          prompt_tokens=v.usage.prompt_tokens, completion_tokens=v.usage.completion_tokens,
+          weights=backend.weights_summary)
+
+
+def worker_decode(path: str, tokens: int, rows: int) -> None:
+    """Steady-state decoding: the time between the first and the last decode step of one call
+    (prefill excluded), for 1 row (greedy) and `rows` rows (sampled), best of 2."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from judgekit.backends.local import TransformersBackend
+    from judgekit.config import GenerationConfig
+
+    backend = TransformersBackend.from_spec("embedded", **PATHS[path])
+    messages = [{"role": "user", "content": DECODE_PROMPT}]
+    backend.generate_sync(messages, GenerationConfig(max_tokens=4))  # load and warm up
+    engine = backend._engine
+    stamps: list[float] = []
+    if engine is None:  # the generate path: a stopping criterion stamps every step
+        class Stamp(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                import torch
+
+                stamps.append(time.perf_counter())
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+        model = backend._model
+        generate = model.generate
+        model.generate = lambda **kw: generate(**kw, stopping_criteria=StoppingCriteriaList(
+            [Stamp()]))
+    out: dict[str, Any] = {}
+    for n, temperature in ((1, 0.0), (rows, 0.5)):
+        best = 0.0
+        for _ in range(2):
+            stamps.clear()
+            cfg = GenerationConfig(max_tokens=tokens, temperature=temperature, seed=1)
+            if engine is not None:
+                steps, seconds = engine.stats.decode_steps, engine.stats.decode_s
+            backend.generate_sync(messages, cfg, n=n)
+            if engine is not None:
+                steps, seconds = (engine.stats.decode_steps - steps,
+                                  engine.stats.decode_s - seconds)
+            else:
+                steps, seconds = len(stamps) - 1, stamps[-1] - stamps[0]
+            best = max(best, n * steps / seconds)
+        out[f"rows{n}"] = {"tokens": tokens, "tok_s": round(best, 1)}
+    _emit(task="decode", path=path, **out,
+          threads=getattr(getattr(engine, "threads", None), "best", None))
+
+
+def worker_llmbar(path: str, items: int, k: int) -> None:
+    from judgekit import Judge
+    from judgekit.bench.datasets import load_dataset
+
+    data = load_dataset("llmbar", subset="llmbar-natural", limit=items)
+    judge = Judge(**PATHS[path])
+    getattr(judge.backend, "tokenizer", None)  # load the model outside the timed part
+    t = time.perf_counter()
+    verdicts = judge.score_many([{"id": it.id, "query": it.query, "responses": it.responses}
+                                 for it in data], samples=k, progress=False)
+    seconds = time.perf_counter() - t
+    samples = [s for v in verdicts for s in v.samples]
+    correct = sum(1 for v, it in zip(verdicts, data, strict=True)
+                  if v.best is not None and v.best == it.label.best_index)
+    _emit(task="llmbar", path=path, items=len(data), k=k, seconds=round(seconds, 1),
+          items_per_min=round(60 * len(data) / seconds, 2),
+          valid_samples=sum(1 for s in samples if s.valid), samples=len(samples),
+          forced=sum(1 for s in samples if s.status.value == "forced"),
+          accuracy=round(correct / len(data), 3), ties=sum(1 for v in verdicts if v.tie),
+          errors=sum(1 for v in verdicts if v.error),
+          completion_tokens=sum(v.usage.completion_tokens for v in verdicts),
+          scores=[v.scores for v in verdicts])
+
+
+def worker_llamacpp(tokens: int) -> None:
+    from transformers import AutoTokenizer
+
+    from judgekit.embedded import embedded_gguf_path, embedded_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    prompt = tok.apply_chat_template([{"role": "user", "content": DECODE_PROMPT}],
+                                     tokenize=False, add_generation_prompt=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()),
+         "--port", str(port), "--n_ctx", "2048", "--n_batch", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("llama_cpp.server did not start") from None
+                time.sleep(1)
+
+        def decode_rate(n: int) -> float:
+            """Tokens/s between the first and the last streamed token (prefill excluded)."""
+            body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0.0,
+                               "stream": True}).encode()
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            stamps: list[float] = []
+            with urllib.request.urlopen(req, timeout=600) as resp:
+                for line in resp:
+                    if line.startswith(b"data: {"):
+                        stamps.append(time.perf_counter())
+            return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+        decode_rate(4)
+        best = max(decode_rate(tokens) for _ in range(2))
+        _emit(task="llamacpp", path="llama.cpp",
+              rows1={"tokens": tokens, "tok_s": round(best, 1)},
+              note="n_batch 1: this llama-cpp-python build segfaults on multi-token batches; "
+                   "it only slows llama.cpp's prefill, not its decoding")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# -- the orchestrator ---------------------------------------------------------------------------
+def run_worker(args: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-X", "utf8", __file__, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            row: dict[str, Any] = json.loads(line[len("RESULT "):])
+            print("  " + json.dumps(row), flush=True)
+            return row
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    print(f"  worker {' '.join(args)} failed: {' | '.join(tail)}", flush=True)
+    return {"failed": True, "error": " | ".join(tail)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20, help="LLMBar Natural items (default 20)")
+    parser.add_argument("--k", type=int, default=4, help="samples per item (default 4)")
+    parser.add_argument("--decode-tokens", type=int, default=96)
+    parser.add_argument("--decode-rows", type=int, default=4)
+    parser.add_argument("--paths", default="old,new", help="which paths to run (old,new)")
+    parser.add_argument("--tasks", default="readme,decode,llamacpp,llmbar")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="new", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker == "readme":
+        worker_readme(args.path)
+        return 0
+    if args.worker == "decode":
+        worker_decode(args.path, args.decode_tokens, args.decode_rows)
+        return 0
+    if args.worker == "llmbar":
+        worker_llmbar(args.path, args.items, args.k)
+        return 0
+    if args.worker == "llamacpp":
+        worker_llamacpp(args.decode_tokens)
+        return 0
+
+    from judgekit.embedded import embedded_model_dir
+
+    embedded_model_dir()  # materialise once, outside every timing
+    paths = [p for p in args.paths.split(",") if p]
+    tasks = [t for t in args.tasks.split(",") if t]
+    load = os.getloadavg()
+    print(f"CPU count {os.cpu_count()}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
+          flush=True)
+    rows: list[dict[str, Any]] = []
+    common = ["--items", str(args.items), "--k", str(args.k), "--decode-tokens",
+              str(args.decode_tokens), "--decode-rows", str(args.decode_rows)]
+    for task in tasks:
+        if task == "llamacpp":
+            try:
+                import llama_cpp  # noqa: F401
+            except ImportError:
+                print("llama.cpp: llama_cpp is not importable; reference skipped "
+                      "(pip install 'llama-cpp-python[server]')", flush=True)
+                continue
+            print("llama.cpp", flush=True)
+            rows.append(run_worker(["--worker", "llamacpp", *common]))
+            continue
+        # alternate the order per task so neither path always runs first
+        order = paths if len(rows) % 2 == 0 else list(reversed(paths))
+        for path in order:
+            print(f"{task} / {path}", flush=True)
+            rows.append(run_worker(["--worker", task, "--path", path, *common]))
+    report(rows)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1)
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(f"reproduce: python {shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}")
+    return 0
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    def get(task: str, path: str) -> dict[str, Any]:
+        return next((r for r in rows if r.get("task") == task and r.get("path") == path), {})
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.1f}x" if a and b else "n/a"
+
+    print()
+    old, new = get("readme", "old"), get("readme", "new")
+    if old or new:
+        print(f"README example   cold {old.get('cold_s')} s -> {new.get('cold_s')} s "
+              f"({ratio(old.get('cold_s'), new.get('cold_s'))}); warm {old.get('warm_s')} s -> "
+              f"{new.get('warm_s')} s ({ratio(old.get('warm_s'), new.get('warm_s'))}, target "
+              f">= 4x); another item warm {old.get('warm_other_item_s')} s -> "
+              f"{new.get('warm_other_item_s')} s "
+              f"({ratio(old.get('warm_other_item_s'), new.get('warm_other_item_s'))})")
+    old, new, ref = get("decode", "old"), get("decode", "new"), get("llamacpp", "llama.cpp")
+    if old or new:
+        o1, n1 = old.get("rows1", {}).get("tok_s"), new.get("rows1", {}).get("tok_s")
+        r1 = ref.get("rows1", {}).get("tok_s")
+        key = next((k for k in new if k.startswith("rows") and k != "rows1"), "")
+        ok, nk = old.get(key, {}).get("tok_s"), new.get(key, {}).get("tok_s")
+        print(f"decode tok/s     1 row {o1} -> {n1} ({ratio(n1, o1)}); {key} {ok} -> {nk} "
+              f"({ratio(nk, ok)}); llama.cpp 1 row {r1 or 'n/a'} "
+              f"(new / llama.cpp {f'{n1 / r1:.2f}' if n1 and r1 else 'n/a'}, target >= 0.5)")
+    old, new = get("llmbar", "old"), get("llmbar", "new")
+    if old or new:
+        print(f"LLMBar items/min {old.get('items_per_min')} -> {new.get('items_per_min')} "
+              f"({ratio(new.get('items_per_min'), old.get('items_per_min'))}, target >= 4x) "
+              f"on {new.get('items') or old.get('items')} items at k={new.get('k') or old.get('k')}")
+        for name, r in (("old", old), ("new", new)):
+            if r:
+                print(f"  {name}: valid {r['valid_samples']}/{r['samples']} (forced "
+                      f"{r['forced']}), accuracy {r['accuracy']}, ties {r['ties']}, errors "
+                      f"{r['errors']}, completion tokens {r['completion_tokens']}")
+    peaks = {f"{r.get('task')}/{r.get('path')}": r.get("peak_rss_mb") for r in rows
+             if "peak_rss_mb" in r}
+    print(f"peak RSS MB      {peaks} (target < 2048 for the embedded model)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
