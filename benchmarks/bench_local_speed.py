@@ -214,6 +214,9 @@ def run_worker(args: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20, help="LLMBar Natural items (default 20)")
+    parser.add_argument("--old-items", type=int, default=None,
+                        help="run the old path on only the first N items (it is slow); the new "
+                        "path then also runs on those N, for the ratio, besides --items")
     parser.add_argument("--k", type=int, default=4, help="samples per item (default 4)")
     parser.add_argument("--decode-tokens", type=int, default=96)
     parser.add_argument("--decode-rows", type=int, default=4)
@@ -261,9 +264,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         # alternate the order per task so neither path always runs first
         order = paths if len(rows) % 2 == 0 else list(reversed(paths))
+        reduced = task == "llmbar" and args.old_items and args.old_items < args.items
         for path in order:
             print(f"{task} / {path}", flush=True)
-            rows.append(run_worker(["--worker", task, "--path", path, *common]))
+            extra = ["--items", str(args.old_items)] if reduced else []
+            rows.append(run_worker(["--worker", task, "--path", path, *common, *extra]))
+        if reduced and "new" in paths:
+            print(f"{task} / new, all {args.items} items", flush=True)
+            row = run_worker(["--worker", task, "--path", "new", *common])
+            row["path"] = "new-all"
+            rows.append(row)
     report(rows)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
@@ -299,6 +309,11 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(f"decode tok/s     1 row {o1} -> {n1} ({ratio(n1, o1)}); {key} {ok} -> {nk} "
               f"({ratio(nk, ok)}); llama.cpp 1 row {r1 or 'n/a'} "
               f"(new / llama.cpp {f'{n1 / r1:.2f}' if n1 and r1 else 'n/a'}, target >= 0.5)")
+    full = get("llmbar", "new-all")
+    if full:
+        print(f"LLMBar, new path, all {full['items']} items at k={full['k']}: "
+              f"{full['items_per_min']} items/min, valid {full['valid_samples']}/"
+              f"{full['samples']}, accuracy {full['accuracy']}, ties {full['ties']}")
     old, new = get("llmbar", "old"), get("llmbar", "new")
     if old or new:
         print(f"LLMBar items/min {old.get('items_per_min')} -> {new.get('items_per_min')} "

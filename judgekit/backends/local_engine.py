@@ -396,22 +396,82 @@ def engine_supported(model: Any) -> str | None:
     return None
 
 
+CASCADE_MIN_PREFIX = 32
+"""Shorter shared prefixes are copied into every row instead (one attention call is cheaper)."""
+
+CASCADE_ATTENTION = "judgekit_cascade"
+
+
+def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                      scaling: float | None = None, jk_prefix: KV | None = None,
+                      **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention for decode steps whose rows share a prompt prefix (registered with
+    transformers' AttentionInterface; without `jk_prefix` it is plain sdpa).
+
+    The rows' queries read the shared prefix's keys/values once, as one batch-1 attention
+    (k rows of a ~1,000-token prompt would otherwise read the same ~20 MB k times per step),
+    then their own keys/values; the two partial results are merged by their log-sum-exp, the
+    split-softmax identity flash-decoding uses. Query length 1 per row (decode)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if jk_prefix is None or query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    prefix_k, prefix_v = jk_prefix[module.layer_idx]
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    q = query.reshape(rows, kv_heads, group, dim)  # the heads sharing a kv head, as queries
+    shared_q = q.transpose(0, 1).reshape(1, kv_heads, rows * group, dim)
+    o1, lse1 = flash(shared_q, prefix_k, prefix_v, 0.0, False, scale=scaling)
+    o1 = o1.reshape(kv_heads, rows, group, dim).transpose(0, 1)
+    lse1 = lse1.reshape(kv_heads, rows, group).transpose(0, 1)
+    o2, lse2 = flash(q, key, value, 0.0, False, attn_mask=attention_mask, scale=scaling)
+    lse = torch.logaddexp(lse1, lse2)
+    out = (o1.float() * torch.exp(lse1 - lse).unsqueeze(-1)
+           + o2.float() * torch.exp(lse2 - lse).unsqueeze(-1)).to(query.dtype)
+    return out.reshape(rows, 1, heads, dim), None
+
+
+def install_cascade_attention(model: Any) -> bool:
+    """Route the model's attention through `cascade_attention` (sdpa models on CPU only)."""
+    if getattr(model.config, "_attn_implementation", None) == CASCADE_ATTENTION:
+        return True
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(CASCADE_ATTENTION, cascade_attention)
+        AttentionMaskInterface.register(CASCADE_ATTENTION, sdpa_mask)
+        model.set_attn_implementation(CASCADE_ATTENTION)
+    except Exception:  # an older or newer transformers: plain attention
+        return False
+    return bool(model.config._attn_implementation == CASCADE_ATTENTION)
+
+
 class ThreadTuner:
     """Picks the torch thread count while decoding, by measuring.
 
     A decode step of a small model is ~400 small kernels. With more threads than free cores
     (this 2-core machine is shared), every kernel waits at an OpenMP barrier for a descheduled
     thread: measured here, 2 threads ran the same step 1.5x faster than 1 thread on an idle
-    machine and 2-5x slower than 1 thread under a neighbour's load. The best count changes
-    minute to minute, so it is measured: decoding starts on 1 thread (the safe choice), every
-    `period` steps the other candidate (torch's default) runs a few steps, and the faster median
-    wins; prefill uses the current winner. A probe that loses doubles
-    the period, so a clearly worse setting costs little. An int fixes the count instead.
-    The caller's thread count is restored after each call."""
+    machine and 2-5x slower than 1 thread under a neighbour's load (one elementwise pass over a
+    1536 x 576 matrix: 24 ms on 1 thread, 1,000 ms on 2). The best count changes minute to
+    minute, so it is measured: decoding starts on 1 thread (the safe choice); now and then the
+    other candidate (torch's default) runs a few steps, and the faster median wins. A probe that
+    loses doubles the wait before the next one (up to `MAX_PERIOD` steps), so a much worse
+    setting costs little; when the current choice slows down by half, the other is tried at
+    once. Prefill uses the current winner. An int fixes the count instead. The caller's thread
+    count is restored after each call."""
 
     PROBE = 3
     BASE_PERIOD = 32
-    MAX_PERIOD = 512
+    MAX_PERIOD = 256
+    WINDOW = 5
 
     def __init__(self, threads: int | None = None) -> None:
         self.fixed = threads
@@ -422,13 +482,14 @@ class ThreadTuner:
         self._step = 0
         self._recent: list[float] = []
         self._probe: list[float] = []
+        self._reference: float | None = None
         self._saved = 0
         self._current = 0
 
     def start(self) -> None:
         """Once per engine call, in the calling thread (OpenMP settings are per thread)."""
         self._saved = torch.get_num_threads()
-        if self.best is None:  # start on 1 thread: the default costs up to 40x when contended
+        if self.best is None:
             self.best = 1
             self.other = self._saved if self._saved > 1 else None
         self._set(self.best)
@@ -447,24 +508,33 @@ class ThreadTuner:
         self._set(n)
         return n
 
+    @staticmethod
+    def _median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2] if values else float("inf")
+
     def after_step(self, threads: int, seconds: float) -> None:
         self._step += 1
         if self.other is None:
             return
         if threads == self.best:
-            self._recent = [*self._recent[-(self.PROBE - 1):], seconds]
+            self._recent = [*self._recent[-(self.WINDOW - 1):], seconds]
+            recent = self._median(self._recent)
+            if (len(self._recent) == self.WINDOW and self._reference is not None
+                    and recent > 1.5 * self._reference and self._next_probe > self._step):
+                self._period, self._next_probe = self.BASE_PERIOD, self._step  # conditions changed
             return
         self._probe.append(seconds)
         if len(self._probe) < self.PROBE:
             return
-        probe = sorted(self._probe)[len(self._probe) // 2]
-        recent = sorted(self._recent)[len(self._recent) // 2] if self._recent else float("inf")
+        probe, recent = self._median(self._probe), self._median(self._recent)
         if probe < 0.9 * recent:
             self.best, self.other = self.other, self.best
-            self._period = self.BASE_PERIOD
+            self._period, self._reference = self.BASE_PERIOD, probe
+            self._recent = list(self._probe)
         else:
             self._period = min(2 * self._period, self.MAX_PERIOD)
-        self._probe, self._recent = [], []
+            self._reference = recent
+        self._probe = []
         self._next_probe = self._step + self._period
 
 
@@ -486,12 +556,13 @@ class DecodeEngine:
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.stats = EngineStats()
+        self.cascade = install_cascade_attention(model)
 
     # -- forward ------------------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
-                 mask: torch.Tensor | None) -> torch.Tensor:
+                 mask: torch.Tensor | None, **extra: Any) -> torch.Tensor:
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask,
-                         use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+                         use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}, **extra)
         return out.logits[:, -1, :].float()
 
     def _extend(self, kv: KV | None, start: int, ids: Sequence[int],
@@ -562,39 +633,48 @@ class DecodeEngine:
         self.threads.start()
         try:
             t0 = time.perf_counter()
-            shared, base = 0, None
-            if len(prompts) > 1 and self.use_prefix_cache:  # the shared prefix, prefilled once
-                shared = min(len(p) for p in prompts) - 1
-                for ids in prompts[1:]:
-                    shared = min(shared, common_prefix(prompts[0], ids))
-                if shared > 0:
-                    base = self._shared_kv(prompts[0][:shared])
+            # The prefix every prompt of the call shares (for one prompt: all but its last
+            # token). It is prefilled once when several prompts share it, and read once per
+            # decode step by every row (cascade attention), whether or not it was cached.
+            shared = min(len(p) for p in prompts) - 1
+            for ids in prompts[1:]:
+                shared = min(shared, common_prefix(prompts[0], ids))
+            base = None
+            if len(prompts) > 1 and self.use_prefix_cache and shared > 0:
+                base = self._shared_kv(prompts[0][:shared])
             kvs: list[KV] = []
             first_logits: list[torch.Tensor] = []
             for ids in prompts:
-                kv, logits = self._prompt_kv(ids, shared, base)
+                kv, logits = self._prompt_kv(ids, shared if base is not None else 0, base)
                 kvs.append(kv)
                 first_logits.append(logits)
             del base
             self.stats.prompt_tokens += sum(len(p) for p in prompts)
             self.stats.prefill_s += time.perf_counter() - t0
             t1 = time.perf_counter()
-            out = self._decode(kvs, [len(p) for p in prompts], first_logits, rows, params)
+            out = self._decode(kvs, [len(p) for p in prompts], first_logits, rows, params,
+                               shared)
             self.stats.decode_s += time.perf_counter() - t1
             return out
         finally:
             self.threads.finish()
 
     def _decode(self, kvs: list[KV], lengths: list[int], first_logits: list[torch.Tensor],
-                rows: list[int], params: DecodeParams) -> list[list[RowOutput]]:
+                rows: list[int], params: DecodeParams,
+                shared: int = 0) -> list[list[RowOutput]]:
         import time
 
         owner = [i for i, r in enumerate(rows) for _ in range(r)]
         n_rows = len(owner)
-        width = max(lengths)
+        # With several rows, the shared prefix stays one batch-1 tensor that every row's
+        # queries read once (`cascade_attention`); the rows hold only their own part.
+        start = shared if n_rows > 1 and shared >= CASCADE_MIN_PREFIX and self.cascade else 0
+        prefix = kv_slice(kvs[0], start) if start else None
+        own = [n - start for n in lengths]
+        width = max(own)
         capacity = width + params.max_new_tokens
         # Rows are left-padded to a common width; padded slots are masked out.
-        padded = any(n != width for n in lengths)
+        padded = any(n != width for n in own)
         layers: KV = []
         for layer in range(len(kvs[0])):
             k0 = kvs[0][layer][0]
@@ -602,16 +682,20 @@ class DecodeEngine:
             values = torch.zeros_like(keys)
             for r, i in enumerate(owner):
                 k, v = kvs[i][layer]
-                keys[r, :, width - lengths[i]:] = k[0]
-                values[r, :, width - lengths[i]:] = v[0]
+                keys[r, :, width - own[i]:] = k[0, :, start:]
+                values[r, :, width - own[i]:] = v[0, :, start:]
             layers.append((keys, values))
         cache = make_cache(layers, capacity)
         del layers
         valid = torch.ones((n_rows, capacity), dtype=torch.bool)
         for r, i in enumerate(owner):
-            valid[r, :width - lengths[i]] = False
+            valid[r, :width - own[i]] = False
         positions = torch.tensor([lengths[i] for i in owner], dtype=torch.long)
         logits = torch.cat([first_logits[i] for i in owner], dim=0)
+        extra: dict[str, Any] = {}
+        if prefix is not None:
+            extra["jk_prefix"] = prefix
+            dtype = prefix[0][0].dtype
 
         matchers: list[Any] = []
         bitmask = None
@@ -681,9 +765,12 @@ class DecodeEngine:
                 active = [active[b] for b in keep]
             length += 1
             mask = valid[:, None, None, :length] if padded else None
+            if prefix is not None and mask is not None:  # the flash kernel takes additive masks
+                mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
             threads = self.threads.before_step()
             t = time.perf_counter()
-            logits = self._forward(tokens.unsqueeze(1), cache, positions.unsqueeze(1), mask)
+            logits = self._forward(tokens.unsqueeze(1), cache, positions.unsqueeze(1), mask,
+                                   **extra)
             self.threads.after_step(threads, time.perf_counter() - t)
             positions = positions + 1
             self.stats.decode_steps += 1

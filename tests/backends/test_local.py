@@ -112,6 +112,30 @@ def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
     fixed.finish()
 
 
+def test_cascade_attention_equals_attention_over_the_whole_sequence() -> None:
+    from judgekit.backends.local_engine import cascade_attention
+
+    class Layer:
+        layer_idx = 0
+
+    g = torch.Generator().manual_seed(0)
+    rows, heads, kv_heads, dim, shared, own = 3, 6, 2, 16, 40, 7
+    q = torch.randn(rows, heads, 1, dim, generator=g)
+    prefix_k, prefix_v = (torch.randn(1, kv_heads, shared, dim, generator=g) for _ in range(2))
+    own_k, own_v = (torch.randn(rows, kv_heads, own, dim, generator=g) for _ in range(2))
+    keep = torch.ones(rows, 1, 1, own, dtype=torch.bool)
+    keep[0, ..., :3] = False  # a left-padded row
+    additive = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    out, _ = cascade_attention(Layer(), q, own_k, own_v, additive, scaling=0.25,
+                               jk_prefix=[(prefix_k, prefix_v)])
+    full_k = torch.cat([prefix_k.expand(rows, -1, -1, -1), own_k], 2).repeat_interleave(3, 1)
+    full_v = torch.cat([prefix_v.expand(rows, -1, -1, -1), own_v], 2).repeat_interleave(3, 1)
+    full_mask = torch.cat([torch.ones(rows, 1, 1, shared, dtype=torch.bool), keep], -1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, full_k, full_v,
+                                                           attn_mask=full_mask, scale=0.25)
+    assert torch.allclose(out, ref.transpose(1, 2), atol=1e-5)
+
+
 def test_sampling_never_picks_a_masked_token() -> None:
     logits = torch.full((4, 50), float("-inf"))
     logits[:, 7] = 0.0
@@ -196,7 +220,7 @@ def fast() -> Iterator[TransformersBackend]:
 def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) -> None:
     config = GenerationConfig(temperature=0.0, max_tokens=16, grammar=GRAMMAR)
     engine = fast.engine
-    assert engine is not None and fast.weights_summary["int4"] > 0
+    assert engine is not None and fast.weights_summary["int4"] > 0 and engine.cascade
     engine.use_prefix_cache = False
     engine.cache.clear()
     uncached = {name: _texts(fast.generate_many_sync(_requests(item), config))
