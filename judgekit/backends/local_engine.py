@@ -45,6 +45,9 @@ from torch import nn
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 """Per layer (keys, values), each [batch, kv_heads, tokens, head_dim]."""
 
+PREFILL_CHUNK = 128
+"""Prefill runs in chunks that start at multiples of this position (see DecodeEngine._prefill)."""
+
 INT4_GROUP = 32
 """Group size of the int4 re-pack: GGUF Q4_0/Q4_1 blocks are 32 weights along the input dim."""
 
@@ -222,12 +225,26 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return int(diff[0, 0]) if len(diff) else n
 
 
+@dataclass
+class CacheEntry:
+    kv: KV
+    aligned: int
+    """How many leading tokens were computed in whole `PREFILL_CHUNK` chunks (reusable by any
+    prompt that shares them); a prompt entry's remaining tokens are reusable by that prompt
+    alone."""
+    prompt: bool
+
+    @property
+    def tokens(self) -> int:
+        return int(self.kv[0][0].shape[2]) if self.kv else 0
+
+
 class PrefixCache:
     """LRU of KV snapshots (batch 1) keyed by token ids, bounded in bytes."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[int, ...], KV] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], CacheEntry] = OrderedDict()
         self._bytes = 0
         self.hits = 0
 
@@ -238,8 +255,11 @@ class PrefixCache:
     def bytes(self) -> int:
         return self._bytes
 
-    def longest(self, ids: Sequence[int]) -> tuple[int, KV | None]:
-        """(n, kv) for the entry sharing the longest token prefix with `ids` (n may be 0)."""
+    def entries(self) -> list[CacheEntry]:
+        return list(self._entries.values())
+
+    def longest(self, ids: Sequence[int]) -> tuple[int, CacheEntry | None]:
+        """(n, entry) for the entry sharing the longest token prefix with `ids` (n may be 0)."""
         best, best_key = 0, None
         for key in self._entries:
             n = common_prefix(key, ids)
@@ -250,19 +270,19 @@ class PrefixCache:
         self._entries.move_to_end(best_key)
         return best, self._entries[best_key]
 
-    def put(self, ids: Sequence[int], kv: KV) -> None:
+    def put(self, ids: Sequence[int], entry: CacheEntry) -> None:
         key = tuple(ids)
         if key in self._entries:
             self._entries.move_to_end(key)
             return
-        size = kv_bytes(kv)
+        size = kv_bytes(entry.kv)
         if size > self.max_bytes:
             return
-        self._entries[key] = kv
+        self._entries[key] = entry
         self._bytes += size
         while self._bytes > self.max_bytes and self._entries:
             _, old = self._entries.popitem(last=False)
-            self._bytes -= kv_bytes(old)
+            self._bytes -= kv_bytes(old.kv)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -541,9 +561,6 @@ class ThreadTuner:
 class DecodeEngine:
     """Drives a loaded causal LM: prefix cache, suffix prefill, batched decode."""
 
-    MIN_STORED_PREFIX = 16
-    """Prefixes shorter than this are not worth an entry (a chat template's header)."""
-
     def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], *,
                  prefix_cache_bytes: int, prefix_cache: bool = True,
                  threads: ThreadTuner | None = None) -> None:
@@ -565,19 +582,35 @@ class DecodeEngine:
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}, **extra)
         return out.logits[:, -1, :].float()
 
-    def _extend(self, kv: KV | None, start: int, ids: Sequence[int],
-                capacity: int) -> tuple[Any, torch.Tensor]:
-        """Run `ids` (positions start..) on top of `kv` (batch 1); the new cache and the logits
-        of the last position."""
+    def _prefill(self, ids: Sequence[int], start: int, kv: KV | None,
+                 last_alone: bool) -> tuple[Any, torch.Tensor | None]:
+        """Run ids[start:] on top of `kv` (the KV of ids[:start], batch 1): the new cache, and
+        the logits after the last token when `last_alone`.
+
+        Prefill runs in chunks at fixed absolute positions (multiples of PREFILL_CHUNK), and the
+        last token of a prompt alone: a bf16 matmul or attention over M rows gives bitwise
+        different rows for different M (oneDNN picks kernels and blocking by shape; measured
+        here), so a token must be computed in the same chunk shape whether or not its prefix
+        came from the cache. Reuse is therefore cut back to a chunk boundary (`_lookup`); that
+        recomputes fewer than PREFILL_CHUNK tokens, and keeps the cached path exactly the
+        uncached one at temperature 0."""
         if kv is None:
             kv = self._empty_kv()
-        cache = make_cache(kv, capacity)
+        cache = make_cache(kv, len(ids))
+        end = len(ids) - 1 if last_alone else len(ids)
         tokens = torch.tensor([list(ids)], dtype=torch.long)
-        positions = torch.arange(start, start + len(ids)).unsqueeze(0)
+        positions = torch.arange(len(ids)).unsqueeze(0)
+        logits = None
         with prefill_phase():
-            logits = self._forward(tokens, cache, positions, None)
+            pos = start
+            while pos < end:
+                stop = min((pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK, end)
+                self._forward(tokens[:, pos:stop], cache, positions[:, pos:stop], None)
+                pos = stop
+            if last_alone:
+                logits = self._forward(tokens[:, end:], cache, positions[:, end:], None)
         self.stats.reused_tokens += start
-        self.stats.prefilled_tokens += len(ids)
+        self.stats.prefilled_tokens += len(ids) - start
         return cache, logits
 
     def _empty_kv(self) -> KV:
@@ -589,39 +622,53 @@ class DecodeEngine:
         return [(empty, empty) for _ in range(cfg.num_hidden_layers)]
 
     def _lookup(self, ids: Sequence[int], limit: int) -> tuple[int, KV | None]:
-        """The longest cached prefix of `ids`, at most `limit` tokens, as views."""
+        """How much of `ids` the cache can give (at most `limit` tokens), as views: the whole
+        prompt but its last token when the same prompt was seen, else the shared tokens that
+        were computed in whole chunks (see `_prefill`)."""
         if not self.use_prefix_cache:
             return 0, None
-        n, kv = self.cache.longest(ids)
-        n = min(n, limit)
-        if kv is None or n <= 0:
+        n, entry = self.cache.longest(ids)
+        if entry is None:
+            return 0, None
+        if entry.prompt and n == len(ids) == entry.tokens:
+            reuse = len(ids) - 1
+        else:
+            reuse = min(n // PREFILL_CHUNK * PREFILL_CHUNK, entry.aligned)
+        reuse = min(reuse, limit)
+        if reuse <= 0:
             return 0, None
         self.cache.hits += 1
-        return n, kv_slice(kv, n)
+        return reuse, kv_slice(entry.kv, reuse)
 
-    def _shared_kv(self, ids: list[int]) -> KV:
-        """The KV of exactly `ids` (the prefix a call's prompts share), cached or computed."""
-        n, kv = self._lookup(ids, len(ids))
-        if n == len(ids) and kv is not None:
+    def _shared_kv(self, ids: list[int]) -> tuple[int, KV | None]:
+        """The KV of the whole chunks of `ids` (the prefix a call's prompts share), cached or
+        computed and stored: (its length, its KV)."""
+        aligned = len(ids) // PREFILL_CHUNK * PREFILL_CHUNK
+        if aligned == 0:
+            return 0, None
+        ids = ids[:aligned]
+        n, kv = self._lookup(ids, aligned)
+        if n == aligned and kv is not None:
             self.stats.reused_tokens += n
-            return kv
-        cache, _ = self._extend(kv, n, ids[n:], len(ids))
+            return n, kv
+        cache, _ = self._prefill(ids, n, kv, last_alone=False)
         snap = cache_kv(cache)
-        if self.use_prefix_cache and len(ids) >= self.MIN_STORED_PREFIX:
-            self.cache.put(ids, snap)
-        return snap
+        self.cache.put(ids, CacheEntry(snap, aligned, prompt=False))
+        return aligned, snap
 
-    def _prompt_kv(self, ids: list[int], shared: int,
+    def _prompt_kv(self, ids: list[int], base_len: int,
                    base: KV | None) -> tuple[KV, torch.Tensor]:
         """KV of the whole prompt (batch 1) and the logits after its last token; the cache may
         hold more of it than the call's shared prefix (the same prompt seen before)."""
-        n, kv = self._lookup(ids, len(ids) - 1)  # keep one token to prefill, for its logits
-        if n <= shared:
-            n, kv = shared, base
-        cache, logits = self._extend(kv, n, ids[n:], len(ids))
+        n, kv = self._lookup(ids, len(ids) - 1)
+        if n <= base_len:
+            n, kv = base_len, base
+        cache, logits = self._prefill(ids, n, kv, last_alone=True)
+        assert logits is not None
         snap = cache_kv(cache)
         if self.use_prefix_cache:
-            self.cache.put(ids, snap)
+            aligned = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+            self.cache.put(ids, CacheEntry(snap, aligned, prompt=True))
         return snap, logits
 
     @torch.inference_mode()
@@ -639,13 +686,13 @@ class DecodeEngine:
             shared = min(len(p) for p in prompts) - 1
             for ids in prompts[1:]:
                 shared = min(shared, common_prefix(prompts[0], ids))
-            base = None
-            if len(prompts) > 1 and self.use_prefix_cache and shared > 0:
-                base = self._shared_kv(prompts[0][:shared])
+            base_len, base = 0, None
+            if len(prompts) > 1 and self.use_prefix_cache:
+                base_len, base = self._shared_kv(prompts[0][:shared])
             kvs: list[KV] = []
             first_logits: list[torch.Tensor] = []
             for ids in prompts:
-                kv, logits = self._prompt_kv(ids, shared if base is not None else 0, base)
+                kv, logits = self._prompt_kv(ids, base_len, base)
                 kvs.append(kv)
                 first_logits.append(logits)
             del base

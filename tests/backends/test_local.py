@@ -17,6 +17,7 @@ import torch
 from judgekit.backends.base import GenerationResult
 from judgekit.backends.local import TransformersBackend, context_window
 from judgekit.backends.local_engine import (
+    CacheEntry,
     DecodeEngine,
     DecodeParams,
     Int4Linear,
@@ -40,13 +41,16 @@ def _kv(tokens: int, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def test_prefix_cache_finds_the_longest_common_prefix_and_evicts_by_bytes() -> None:
+    def entry(tokens: int) -> CacheEntry:
+        return CacheEntry(_kv(tokens), aligned=0, prompt=True)
+
     cache = PrefixCache(max_bytes=kv_bytes(_kv(10)) * 2)
-    cache.put([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], _kv(10))
-    cache.put([1, 2, 3, 9, 9], _kv(5))
-    n, kv = cache.longest([1, 2, 3, 4, 5, 0])
-    assert n == 5 and kv is not None and kv[0][0].shape[2] == 10
+    cache.put([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], entry(10))
+    cache.put([1, 2, 3, 9, 9], entry(5))
+    n, found = cache.longest([1, 2, 3, 4, 5, 0])
+    assert n == 5 and found is not None and found.tokens == 10
     assert cache.longest([7, 7])[0] == 0
-    cache.put([5] * 10, _kv(10))  # over budget: the least recently used entry goes
+    cache.put([5] * 10, entry(10))  # over budget: the least recently used entry goes
     assert len(cache) == 2 and cache.longest([1, 2, 3, 9])[0] == 3
     assert cache.bytes <= cache.max_bytes
     assert common_prefix([1, 2, 3], (1, 2, 4)) == 2 and common_prefix([], [1]) == 0
@@ -184,13 +188,13 @@ def test_context_window_reads_the_config() -> None:
 # -- the real embedded model ---------------------------------------------------------------------
 
 SYSTEM = ("You judge answers to questions. Read the question and both responses, decide which "
-          "response is more helpful, accurate and specific, and say why in one short line. ") * 6
-GRAMMAR = 'root ::= "Better: Response " [12] "\\nReason: " [a-z ]{1,24} "\\n"'
+          "response is more helpful, accurate and specific, and say why in one short line. ") * 10
+GRAMMAR = 'root ::= "Better: Response " [12] "\\nReason: " [^\\n]{1,100} "\\n"'
 SCORES = 'root ::= "Scores: " [1-9] ", " [1-9]'
 
 
-def _messages(query: str, a: str, b: str) -> list[Message]:
-    return [{"role": "system", "content": SYSTEM},
+def _messages(query: str, a: str, b: str, system: str = SYSTEM) -> list[Message]:
+    return [{"role": "system", "content": system},
             {"role": "user", "content": f"Question: {query}\nResponse 1: {a}\nResponse 2: {b}"}]
 
 
@@ -199,9 +203,13 @@ ITEM_A = ("Give me one tip for learning a new language.", "Practise fifteen minu
 ITEM_B = ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are tasty.")
 
 
-def _requests(item: tuple[str, str, str]) -> list[tuple[list[Message], int]]:
+def _requests(item: tuple[str, str, str],
+              system: str = SYSTEM) -> list[tuple[list[Message], int]]:
     q, a, b = item
-    return [(_messages(q, a, b), 2), (_messages(q, b, a), 2)]
+    return [(_messages(q, a, b, system), 2), (_messages(q, b, a, system), 2)]
+
+
+SHORT = SYSTEM[:len(SYSTEM) // 4]  # the generate path is slow: a shorter prompt
 
 
 def _texts(results: list[Any]) -> list[list[str]]:
@@ -218,7 +226,7 @@ def fast() -> Iterator[TransformersBackend]:
 
 @pytest.mark.model
 def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) -> None:
-    config = GenerationConfig(temperature=0.0, max_tokens=16, grammar=GRAMMAR)
+    config = GenerationConfig(temperature=0.0, max_tokens=40, grammar=GRAMMAR)
     engine = fast.engine
     assert engine is not None and fast.weights_summary["int4"] > 0 and engine.cascade
     engine.use_prefix_cache = False
@@ -228,7 +236,7 @@ def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) ->
     assert len(engine.cache) == 0
     engine.use_prefix_cache = True
     assert _texts(fast.generate_many_sync(_requests(ITEM_A), config)) == uncached["a"]
-    entry = next(iter(engine.cache._entries.values()))
+    entry = engine.cache.entries()[0].kv
     before = [(k.clone(), v.clone()) for k, v in entry]
     reused = engine.stats.reused_tokens
     assert _texts(fast.generate_many_sync(_requests(ITEM_A), config)) == uncached["a"]
@@ -247,10 +255,10 @@ def test_fp32_engine_matches_generate(fast: TransformersBackend) -> None:
     engine = TransformersBackend.from_spec("embedded", dtype="float32", int4=False)
     old = TransformersBackend.from_spec("embedded", fast=False)
     config = GenerationConfig(temperature=0.0, max_tokens=12, grammar=GRAMMAR)
-    assert _texts(engine.generate_many_sync(_requests(ITEM_A), config)) == _texts(
-        old.generate_many_sync(_requests(ITEM_A), config))
+    assert _texts(engine.generate_many_sync(_requests(ITEM_A, SHORT), config)) == _texts(
+        old.generate_many_sync(_requests(ITEM_A, SHORT), config))
     lp_config = GenerationConfig(temperature=0.0, max_tokens=2, logprobs=True, top_logprobs=3)
-    messages = _messages(*ITEM_B)
+    messages = _messages(*ITEM_B, system=SHORT)
     new_lp = engine.generate_sync(messages, lp_config).completions[0].logprobs
     old_lp = old.generate_sync(messages, lp_config).completions[0].logprobs
     assert new_lp and old_lp and len(new_lp) == len(old_lp)
@@ -259,9 +267,9 @@ def test_fp32_engine_matches_generate(fast: TransformersBackend) -> None:
         assert a.top.keys() == b.top.keys()
     prefixes = ["Better: Response 1\nReason: it is specific", "Better: Response 2"]
     reused = engine.engine.stats.reused_tokens
-    forced = engine.complete_under_grammar_sync(_messages(*ITEM_A), prefixes, SCORES, config)
+    forced = engine.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes, SCORES, config)
     assert engine.engine.stats.reused_tokens > reused  # the prompt came from the cache
-    reference = old.complete_under_grammar_sync(_messages(*ITEM_A), prefixes, SCORES, config)
+    reference = old.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes, SCORES, config)
     assert [c.text for c in forced.completions] == [c.text for c in reference.completions]
     assert all(c.text.startswith("Scores: ") and c.finish_reason == "forced"
                for c in forced.completions)
