@@ -12,20 +12,25 @@ is driven directly:
    the longest common token prefix. No hint from the caller is needed: the static part of the
    GRM prompt, the query part shared by an item's permutations, and the whole prompt (when the
    scores line is forced, or the same item is asked again) are all found by the same rule, and
-   a prompt format change cannot make the hint stale. Entries are read through views and copied
-   into each call's own buffers; they are never written to.
-2. Suffix prefill once per prompt, then the k sample rows copy that prompt's KV (`_RowBuffer`).
-3. Decoding writes new keys/values in place into preallocated row buffers (DynamicLayer
-   concatenates the whole cache at every step, which at k=8 and 1,200 tokens copies ~200 MB per
-   token), drops finished rows, masks the logits with xgrammar matchers, and records
+   a prompt format change cannot make a hint stale. Entries are read through views and copied
+   into each call's own buffers; they are never written to. Prefill runs in chunks at fixed
+   positions so that the cached path is bitwise the uncached one (`DecodeEngine._prefill`).
+2. One prefill per prompt; its k sample rows share it. While decoding, the prefix all rows of a
+   call share stays one batch-1 tensor that every row reads once per step (`cascade_attention`);
+   each row's own part (its prompt's suffix, then its tokens) lives in preallocated buffers
+   written in place (DynamicLayer concatenates the whole cache at every step, which at k=8 and
+   1,200 tokens copies ~200 MB per token).
+3. The loop drops finished rows, masks the logits with xgrammar matchers (about 2% of decode
+   time here, so not overlapped with the forward pass), samples by inverse CDF, and records
    log-probabilities of the raw logits (as `generate`'s `output_logits`) only when asked.
+4. The torch thread count is measured while decoding (`ThreadTuner`).
 
 Weights (see `optimize_model`): the embedded GGUF is Q4_1, so its dequantised linear weights lie
 exactly on a 4-bit grid in groups of 32. They are re-packed losslessly for torch's int4
-weight-only CPU kernel (8x fewer bytes than fp32 per token; decoding a 135M model is bound by
-the bytes read per step). Everything else runs in bf16 where the CPU has native bf16
-(AVX512-BF16 / AMX), else fp32. Weights not on a 4-bit grid (an ordinary hf: checkpoint) are
-never quantised: they stay bf16 (or fp32).
+weight-only CPU kernel for decoding (8x fewer bytes than fp32 per token; decoding a 135M model
+is bound by the bytes read per step), with a bf16 copy for prefill. Everything else runs in
+bf16 where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32. Weights not on a 4-bit grid
+(an ordinary hf: checkpoint) are never quantised: they stay bf16 (or fp32).
 """
 
 from __future__ import annotations
