@@ -1,18 +1,20 @@
 """Speed of the local backend: the previous path (`fast=False`: fp32 `generate`, no prefix cache)
 against the fast engine, in one run, plus llama.cpp's server on the same GGUF as the reference.
 
-Every measurement runs in its own subprocess (so cold start and peak RSS are that path's alone),
-and the old and new runs of each task alternate, so both see the same load on a shared machine:
+Each README and LLMBar run is its own subprocess (so cold start and peak RSS are that path's
+alone), old and new back to back; decode speed is measured in one process that interleaves the
+engines call by call, so all of them see the same load on a shared machine:
 
   * readme:  the README example (`Judge().score` on the language-tip query, 2 responses), cold
              (process start to verdict: imports, model load, first judgement) and warm (the same
              call again; then a different query, which reuses only the shared prompt prefix);
-  * decode:  tokens/s of greedy decoding after a short prompt, one row and k rows
-             ((time for N tokens - time for 1 token) / (N - 1));
+  * decode:  steady-state tokens/s after a short prompt (first to last decode step), 1 row
+             greedy and k rows sampled, both paths and llama.cpp in ONE process, call by call;
   * llmbar:  LLMBar Natural, the first --items items at k=--k samples, `Judge().score_many`:
              items per minute, plus the quality figures (valid samples, accuracy, ties);
-  * llama.cpp: `python -m llama_cpp.server` on the embedded GGUF, decode tokens/s the same way
-             (skipped with a note when llama_cpp is not importable).
+  * llama.cpp: `python -m llama_cpp.server` on the embedded GGUF, decode tokens/s from streamed
+             token times, interleaved with the decode task's calls (skipped with a note when
+             llama_cpp is not importable).
 
     python benchmarks/bench_local_speed.py                 # 20 LLMBar items at k=4
     python benchmarks/bench_local_speed.py --items 5       # a quick run
@@ -80,49 +82,145 @@ def worker_readme(path: str) -> None:
           weights=backend.weights_summary)
 
 
-def worker_decode(path: str, tokens: int, rows: int) -> None:
-    """Steady-state decoding: the time between the first and the last decode step of one call
-    (prefill excluded), for 1 row (greedy) and `rows` rows (sampled), best of 2."""
+class _Stamper:
+    """Per-step timestamps of one decode call, for any engine."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+
+def _decode_rate(backend: Any, stamper: _Stamper, messages: list[Any], n: int, tokens: int,
+                 temperature: float) -> float:
+    """Tokens/s between the first and the last decode step of one call (prefill excluded)."""
+    from judgekit.config import GenerationConfig
+
+    engine = backend._engine
+    stamper.stamps.clear()
+    cfg = GenerationConfig(max_tokens=tokens, temperature=temperature, seed=1)
+    if engine is not None:
+        steps, seconds = engine.stats.decode_steps, engine.stats.decode_s
+    backend.generate_sync(messages, cfg, n=n)
+    if engine is not None:
+        steps, seconds = engine.stats.decode_steps - steps, engine.stats.decode_s - seconds
+    else:
+        steps = len(stamper.stamps) - 1
+        seconds = stamper.stamps[-1] - stamper.stamps[0]
+    return n * steps / seconds
+
+
+def worker_decode(paths: list[str], tokens: int, rows: int, rounds: int) -> None:
+    """Steady-state decoding of every engine in ONE process, interleaved call by call, so that
+    all see the same load: the old and new backends, 1 row (greedy) and `rows` rows (sampled),
+    and llama.cpp's server (1 stream) when llama_cpp is importable. Median over `rounds`."""
+    import statistics
+
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     from judgekit.backends.local import TransformersBackend
     from judgekit.config import GenerationConfig
 
-    backend = TransformersBackend.from_spec("embedded", **PATHS[path])
     messages = [{"role": "user", "content": DECODE_PROMPT}]
-    backend.generate_sync(messages, GenerationConfig(max_tokens=4))  # load and warm up
-    engine = backend._engine
-    stamps: list[float] = []
-    if engine is None:  # the generate path: a stopping criterion stamps every step
-        class Stamp(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                import torch
+    backends: dict[str, tuple[Any, _Stamper]] = {}
+    for path in paths:
+        backend = TransformersBackend.from_spec("embedded", **PATHS[path])
+        backend.generate_sync(messages, GenerationConfig(max_tokens=4))  # load and warm up
+        stamper = _Stamper()
+        if backend._engine is None:  # the generate path: a stopping criterion stamps steps
 
-                stamps.append(time.perf_counter())
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            class Stamp(StoppingCriteria):
+                def __init__(self, into: _Stamper) -> None:
+                    self.into = into
 
-        model = backend._model
-        generate = model.generate
-        model.generate = lambda **kw: generate(**kw, stopping_criteria=StoppingCriteriaList(
-            [Stamp()]))
-    out: dict[str, Any] = {}
-    for n, temperature in ((1, 0.0), (rows, 0.5)):
-        best = 0.0
-        for _ in range(2):
-            stamps.clear()
-            cfg = GenerationConfig(max_tokens=tokens, temperature=temperature, seed=1)
-            if engine is not None:
-                steps, seconds = engine.stats.decode_steps, engine.stats.decode_s
-            backend.generate_sync(messages, cfg, n=n)
-            if engine is not None:
-                steps, seconds = (engine.stats.decode_steps - steps,
-                                  engine.stats.decode_s - seconds)
-            else:
-                steps, seconds = len(stamps) - 1, stamps[-1] - stamps[0]
-            best = max(best, n * steps / seconds)
-        out[f"rows{n}"] = {"tokens": tokens, "tok_s": round(best, 1)}
-    _emit(task="decode", path=path, **out,
-          threads=getattr(getattr(engine, "threads", None), "best", None))
+                def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                    import torch
+
+                    self.into.stamps.append(time.perf_counter())
+                    return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+            model = backend._model
+            model.generate = (lambda gen, st: lambda **kw: gen(
+                **kw, stopping_criteria=StoppingCriteriaList([Stamp(st)])))(model.generate,
+                                                                            stamper)
+        backends[path] = (backend, stamper)
+    server = _LlamaServer.start_if_available()
+    samples: dict[str, list[float]] = {}
+    try:
+        if server is not None:
+            server.rate(4)
+        for _ in range(rounds):
+            for path, (backend, stamper) in backends.items():
+                samples.setdefault(f"{path} rows1", []).append(
+                    _decode_rate(backend, stamper, messages, 1, tokens, 0.0))
+            if server is not None:
+                samples.setdefault("llama.cpp rows1", []).append(server.rate(tokens))
+            for path, (backend, stamper) in backends.items():
+                samples.setdefault(f"{path} rows{rows}", []).append(
+                    _decode_rate(backend, stamper, messages, rows, tokens, 0.5))
+    finally:
+        if server is not None:
+            server.stop()
+    result = {key: round(statistics.median(vals), 1) for key, vals in samples.items()}
+    threads = {path: getattr(getattr(b._engine, "threads", None), "best", None)
+               for path, (b, _) in backends.items()}
+    _emit(task="decode", path="all", rates=result, rounds=rounds, tokens=tokens,
+          threads=threads, llamacpp=server is not None,
+          note="llama.cpp with n_batch 1: this llama-cpp-python build segfaults on multi-token "
+               "batches; that only slows its prefill, not its decoding")
+
+
+class _LlamaServer:
+    """`python -m llama_cpp.server` on the embedded GGUF, on a free local port."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, prompt: str) -> None:
+        self.proc, self.port, self.prompt = proc, port, prompt
+
+    @classmethod
+    def start_if_available(cls) -> _LlamaServer | None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            return None
+        from transformers import AutoTokenizer
+
+        from judgekit.embedded import embedded_gguf_path, embedded_model_dir
+
+        tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+        prompt = tok.apply_chat_template([{"role": "user", "content": DECODE_PROMPT}],
+                                         tokenize=False, add_generation_prompt=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()),
+             "--port", str(port), "--n_ctx", "2048", "--n_batch", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                return cls(proc, port, prompt)
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    proc.terminate()
+                    raise RuntimeError("llama_cpp.server did not start") from None
+                time.sleep(1)
+
+    def rate(self, tokens: int) -> float:
+        """Tokens/s between the first and the last streamed token (prefill excluded)."""
+        body = json.dumps({"prompt": self.prompt, "max_tokens": tokens, "temperature": 0.0,
+                           "stream": True}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/completions", body,
+                                     {"Content-Type": "application/json"})
+        stamps: list[float] = []
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            for line in resp:
+                if line.startswith(b"data: {"):
+                    stamps.append(time.perf_counter())
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def worker_llmbar(path: str, items: int, k: int) -> None:
@@ -149,56 +247,6 @@ def worker_llmbar(path: str, items: int, k: int) -> None:
           scores=[v.scores for v in verdicts])
 
 
-def worker_llamacpp(tokens: int) -> None:
-    from transformers import AutoTokenizer
-
-    from judgekit.embedded import embedded_gguf_path, embedded_model_dir
-
-    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    prompt = tok.apply_chat_template([{"role": "user", "content": DECODE_PROMPT}],
-                                     tokenize=False, add_generation_prompt=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()),
-         "--port", str(port), "--n_ctx", "2048", "--n_batch", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/v1/completions"
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("llama_cpp.server did not start") from None
-                time.sleep(1)
-
-        def decode_rate(n: int) -> float:
-            """Tokens/s between the first and the last streamed token (prefill excluded)."""
-            body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0.0,
-                               "stream": True}).encode()
-            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-            stamps: list[float] = []
-            with urllib.request.urlopen(req, timeout=600) as resp:
-                for line in resp:
-                    if line.startswith(b"data: {"):
-                        stamps.append(time.perf_counter())
-            return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-        decode_rate(4)
-        best = max(decode_rate(tokens) for _ in range(2))
-        _emit(task="llamacpp", path="llama.cpp",
-              rows1={"tokens": tokens, "tok_s": round(best, 1)},
-              note="n_batch 1: this llama-cpp-python build segfaults on multi-token batches; "
-                   "it only slows llama.cpp's prefill, not its decoding")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 # -- the orchestrator ---------------------------------------------------------------------------
 def run_worker(args: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-X", "utf8", __file__, *args]
@@ -222,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4, help="samples per item (default 4)")
     parser.add_argument("--decode-tokens", type=int, default=96)
     parser.add_argument("--decode-rows", type=int, default=4)
+    parser.add_argument("--decode-rounds", type=int, default=3)
     parser.add_argument("--paths", default="old,new", help="which paths to run (old,new)")
-    parser.add_argument("--tasks", default="readme,decode,llamacpp,llmbar")
+    parser.add_argument("--tasks", default="readme,decode,llmbar")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in --out and run only the missing ones")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--path", default="new", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -233,13 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         worker_readme(args.path)
         return 0
     if args.worker == "decode":
-        worker_decode(args.path, args.decode_tokens, args.decode_rows)
+        worker_decode(args.path.split(","), args.decode_tokens, args.decode_rows,
+                      args.decode_rounds)
         return 0
     if args.worker == "llmbar":
         worker_llmbar(args.path, args.items, args.k)
-        return 0
-    if args.worker == "llamacpp":
-        worker_llamacpp(args.decode_tokens)
         return 0
 
     from judgekit.embedded import embedded_model_dir
@@ -251,35 +300,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU count {os.cpu_count()}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
           flush=True)
     rows: list[dict[str, Any]] = []
+    if args.resume and args.out and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as fh:
+            rows = [r for r in json.load(fh) if not r.get("failed")]
+        print(f"resuming: {len(rows)} rows from {args.out}", flush=True)
+    done = {(r.get("task"), r.get("path")) for r in rows}
+
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if args.out:  # after every row, so an interrupted run can --resume
+            with open(args.out, "w", encoding="utf-8") as fh:
+                json.dump(rows, fh, indent=1)
+
     common = ["--items", str(args.items), "--k", str(args.k), "--decode-tokens",
-              str(args.decode_tokens), "--decode-rows", str(args.decode_rows)]
+              str(args.decode_tokens), "--decode-rows", str(args.decode_rows),
+              "--decode-rounds", str(args.decode_rounds)]
     for task in tasks:
-        if task == "llamacpp":
-            try:
-                import llama_cpp  # noqa: F401
-            except ImportError:
-                print("llama.cpp: llama_cpp is not importable; reference skipped "
-                      "(pip install 'llama-cpp-python[server]')", flush=True)
-                continue
-            print("llama.cpp", flush=True)
-            rows.append(run_worker(["--worker", "llamacpp", *common]))
+        if task == "decode":  # one process, all engines interleaved (see worker_decode)
+            if ("decode", "all") not in done:
+                print("decode: " + ", ".join(paths) + " and llama.cpp, interleaved", flush=True)
+                keep(run_worker(["--worker", "decode", "--path", ",".join(paths), *common]))
             continue
         # alternate the order per task so neither path always runs first
-        order = paths if len(rows) % 2 == 0 else list(reversed(paths))
+        order = paths if tasks.index(task) % 2 == 0 else list(reversed(paths))
         reduced = task == "llmbar" and args.old_items and args.old_items < args.items
         for path in order:
+            if (task, path) in done:
+                continue
             print(f"{task} / {path}", flush=True)
             extra = ["--items", str(args.old_items)] if reduced else []
-            rows.append(run_worker(["--worker", task, "--path", path, *common, *extra]))
-        if reduced and "new" in paths:
+            keep(run_worker(["--worker", task, "--path", path, *common, *extra]))
+        if reduced and "new" in paths and (task, "new-all") not in done:
             print(f"{task} / new, all {args.items} items", flush=True)
             row = run_worker(["--worker", task, "--path", "new", *common])
             row["path"] = "new-all"
-            rows.append(row)
+            keep(row)
     report(rows)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=1)
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print(f"reproduce: python {shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}")
@@ -299,18 +355,19 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(f"README example   cold {old.get('cold_s')} s -> {new.get('cold_s')} s "
               f"({ratio(old.get('cold_s'), new.get('cold_s'))}); warm {old.get('warm_s')} s -> "
               f"{new.get('warm_s')} s ({ratio(old.get('warm_s'), new.get('warm_s'))}, target "
-              f">= 4x); another item warm {old.get('warm_other_item_s')} s -> "
-              f"{new.get('warm_other_item_s')} s "
-              f"({ratio(old.get('warm_other_item_s'), new.get('warm_other_item_s'))})")
-    old, new, ref = get("decode", "old"), get("decode", "new"), get("llamacpp", "llama.cpp")
-    if old or new:
-        o1, n1 = old.get("rows1", {}).get("tok_s"), new.get("rows1", {}).get("tok_s")
-        r1 = ref.get("rows1", {}).get("tok_s")
-        key = next((k for k in new if k.startswith("rows") and k != "rows1"), "")
-        ok, nk = old.get(key, {}).get("tok_s"), new.get(key, {}).get("tok_s")
+              f">= 4x); another item, warm: {new.get('warm_other_item_s')} s "
+              f"({ratio(old.get('warm_s'), new.get('warm_other_item_s'))} against the old warm "
+              f"call)")
+    dec = get("decode", "all")
+    if dec:
+        rates = dec["rates"]
+        o1, n1, r1 = rates.get("old rows1"), rates.get("new rows1"), rates.get("llama.cpp rows1")
+        key = next((k.split()[1] for k in rates if not k.endswith("rows1")), "")
+        ok, nk = rates.get(f"old {key}"), rates.get(f"new {key}")
         print(f"decode tok/s     1 row {o1} -> {n1} ({ratio(n1, o1)}); {key} {ok} -> {nk} "
-              f"({ratio(nk, ok)}); llama.cpp 1 row {r1 or 'n/a'} "
-              f"(new / llama.cpp {f'{n1 / r1:.2f}' if n1 and r1 else 'n/a'}, target >= 0.5)")
+              f"({ratio(nk, ok)}); llama.cpp 1 row {r1 or 'skipped: llama_cpp not importable'}"
+              f" (new / llama.cpp: 1 row {f'{n1 / r1:.2f}' if n1 and r1 else 'n/a'}, "
+              f"{key} {f'{nk / r1:.2f}' if nk and r1 else 'n/a'}; target >= 0.5)")
     full = get("llmbar", "new-all")
     if full:
         print(f"LLMBar, new path, all {full['items']} items at k={full['k']}: "

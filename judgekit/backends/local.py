@@ -102,7 +102,7 @@ class TransformersBackend(Backend):
     def __init__(self, model_path: str | Path, *, gguf_file: str | None = None,
                  spec: str | None = None, device: str | None = None, dtype: str | None = None,
                  allow_download: bool = False, fast: bool = True, prefix_cache: bool = True,
-                 prefix_cache_mb: int = 256, int4: bool | None = None,
+                 prefix_cache_mb: int = 128, int4: bool | None = None,
                  threads: int | None = None) -> None:
         self.model_path = str(model_path)
         self.gguf_file = gguf_file
