@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from judgekit.backends.local import TransformersBackend
 from judgekit.config import GenerationConfig
-from judgekit.prompts import grm_messages, load_examples
+from judgekit.formats import grm_messages
+from judgekit.prompts import load_examples
 from judgekit.schema import Message, Usage
 
 QUERY = "Give me two tips for staying focused while working from home."

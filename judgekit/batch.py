@@ -1,5 +1,6 @@
-"""The batch loop every judge shares: bounded concurrency, a progress bar, input order kept, and
-an item's failure recorded on its Verdict instead of aborting the batch."""
+"""The batch loop every judge shares: bounded concurrency, a progress bar, input order kept, an
+item's failure recorded on its Verdict instead of aborting the batch, and an early stop with one
+clear error when the backend fails for everyone (`RunAbortedError`)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,120 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from judgekit.errors import ITEM_FAILURES, describe_error
-from judgekit.schema import Message, Verdict
+from judgekit.errors import (
+    ITEM_FAILURES,
+    AuthenticationError,
+    RunAbortedError,
+    ServerUnreachableError,
+    describe_error,
+    recorded_error_class,
+)
+from judgekit.rubric import PrinciplesMode, Rubric, as_principle
+from judgekit.schema import Message, Principle, SampleStatus, Verdict
+
+CONNECTION_FAILURES_TO_ABORT = 5
+"""Consecutive items that could not reach the server after which a batch stops."""
 
 
 class JudgeItem(BaseModel):
-    """One thing to judge in a batch: a query (or conversation) and its responses."""
+    """One thing to judge in a batch: a query (or conversation) and its responses, optionally
+    a reference answer and a rubric (as `Judge.ascore` takes them)."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
     query: str | list[Message]
     responses: list[str] = Field(min_length=1)
+    reference: str | None = None
+    principles: list[Principle] | None = None
+    principles_mode: PrinciplesMode | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rubric(cls, data: Any) -> Any:
+        """Criteria in any form `principles=` accepts (tuples, dicts, names, or a Rubric, whose
+        mode applies unless the item gives one)."""
+        if not isinstance(data, dict) or data.get("principles") is None:
+            return data
+        value = data["principles"]
+        if isinstance(value, Rubric):
+            return {**data, "principles": value.principles,
+                    "principles_mode": data.get("principles_mode") or value.mode}
+        if isinstance(value, list | tuple):  # a rubric's mode is fixed unless given
+            return {**data, "principles": [as_principle(v) for v in value],
+                    "principles_mode": data.get("principles_mode") or PrinciplesMode.FIXED}
+        return data
+
+
+class SystemicFailureWatch:
+    """Reads each finished item's recorded failures and says when the batch must stop: at once
+    for a rejected key (AuthenticationError), and after `max_unreachable` items in a row that
+    could not reach the server (ServerUnreachableError, including an open circuit). Any item with
+    a valid sample resets the run."""
+
+    def __init__(self, max_unreachable: int = CONNECTION_FAILURES_TO_ABORT) -> None:
+        self.max_unreachable = max_unreachable
+        self.unreachable = 0
+        self.error: str | None = None
+        """The recorded error that explains the stop (the first of the run, not a later
+        `CircuitOpenError` that only echoes it)."""
+
+    @staticmethod
+    def failure_kinds(verdict: Verdict) -> list[type[Exception]]:
+        """The error classes of the item's failed calls (read back from the recorded text)."""
+        texts = [s.error for s in verdict.samples if s.status is SampleStatus.API_ERROR]
+        if not verdict.samples:
+            texts.append(verdict.error)
+        return [k for k in map(recorded_error_class, texts) if k is not None]
+
+    def check(self, verdict: Verdict) -> str | None:
+        """The reason to stop after this item, or None to go on."""
+        if verdict.valid_samples > 0:
+            self.unreachable = 0
+            self.error = None
+            return None
+        kinds = self.failure_kinds(verdict)
+        auth = next((k for k in kinds if issubclass(k, AuthenticationError)), None)
+        if auth is not None:
+            self.error = verdict.error
+            return "the server rejected the API key or its access (AuthenticationError)"
+        if kinds and all(issubclass(k, ServerUnreachableError) for k in kinds):
+            if self.unreachable == 0 or self.error is None or "CircuitOpenError" in self.error:
+                self.error = verdict.error
+            self.unreachable += 1
+            if self.unreachable >= self.max_unreachable:
+                return (f"{self.unreachable} items in a row could not reach the server "
+                        "(ServerUnreachableError)")
+        return None
 
 
 async def score_batch(
     items: Sequence[JudgeItem], score_one: Callable[[JudgeItem], Awaitable[Verdict]], *,
     model: str, samples: int, concurrency: int, progress: bool,
     on_result: Callable[[int, Verdict], Any] | None, desc: str,
+    watch: SystemicFailureWatch | None = None,
 ) -> list[Verdict]:
     """Judge `items` with at most `concurrency` in flight; results in input order.
 
     An item whose judging raises one of `ITEM_FAILURES` becomes a Verdict with `error` set.
+    When the backend fails for everyone (see `SystemicFailureWatch`), no further item starts,
+    the items in flight finish and are recorded (`on_result`), and `RunAbortedError` is raised
+    with one message that says why; a re-run of the same batch then resumes.
     """
     from tqdm.auto import tqdm
 
+    watch = watch if watch is not None else SystemicFailureWatch()
     limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
     bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
+    stop: list[str] = []
 
     async def one(idx: int, item: JudgeItem) -> None:
         async with limit:
+            if stop:
+                return
             start = time.perf_counter()
             try:
                 verdict = await score_one(item)
@@ -53,11 +135,23 @@ async def score_batch(
             bar.update(1)
             if on_result is not None:
                 on_result(idx, verdict)
+            reason = watch.check(verdict)
+            if reason is not None and not stop:
+                stop.append(reason)
 
     try:
         await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     finally:
         bar.close()
+    if stop:
+        reason = stop[0]
+        finished = sum(v is not None for v in out)
+        error = RunAbortedError(
+            f"stopped after {finished} of {len(items)} items: {reason}. The error: "
+            f"{watch.error or '?'}. Finished items are kept; fix the cause and re-run to resume.",
+            cause=reason, finished=finished, total=len(items))
+        error.verdicts = {i: v for i, v in enumerate(out) if v is not None}
+        raise error
     return [v for v in out if v is not None]
 
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from judgekit.backends.base import (
     Backend,
@@ -38,8 +40,10 @@ from judgekit.backends.base import (
     GenerationResult,
 )
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError
+from judgekit.errors import BackendError, CacheError
 from judgekit.schema import Message, Usage
+
+log = logging.getLogger("judgekit.cache")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -80,29 +84,63 @@ class ResponseCache:
     def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 60.0) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
         self.busy_timeout = busy_timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+        def setup(con: sqlite3.Connection) -> None:
             if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
             con.execute(_SCHEMA)
 
+        self._run(setup)
+
     def _connect(self) -> _Connection:
         return _Connection(self.path, self.busy_timeout)
 
+    def _unusable(self, exc: BaseException) -> CacheError:
+        return CacheError(
+            f"the response cache {self.path} cannot be used ({type(exc).__name__}: {exc}); "
+            "delete that file (it only holds answers already paid for) or run without the "
+            "cache (--no-cache, or cache=False)")
+
+    def _run(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `op` on a fresh connection; a file sqlite cannot read becomes one CacheError."""
+        try:
+            with self._connect() as con:
+                return op(con)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise  # busy past the timeout: not corruption
+            raise self._unusable(exc) from None
+
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
-        """The cached completions among `keys`."""
+        """The cached completions among `keys`. A row that does not decode is a miss, and it is
+        deleted so that the next store of its key overwrites it."""
         if not keys:
             return {}
-        out: dict[str, Completion] = {}
-        with self._connect() as con:
+
+        def op(con: sqlite3.Connection) -> dict[str, Completion]:
+            out: dict[str, Completion] = {}
+            corrupt: list[str] = []
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start:start + 500])
                 marks = ",".join("?" * len(chunk))
                 rows = con.execute(
                     f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk)
                 for key, blob in rows:
-                    out[key] = Completion.model_validate_json(blob)
-        return out
+                    try:
+                        out[key] = Completion.model_validate_json(blob)
+                    except ValueError:  # pydantic's ValidationError included
+                        corrupt.append(key)
+            if corrupt:
+                log.warning("%s: %d unreadable cache row(s) treated as misses and dropped",
+                            self.path, len(corrupt))
+                con.executemany("DELETE FROM completions WHERE key = ?", [(k,) for k in corrupt])
+            return out
+
+        return self._run(op)
 
     def put_many(self, spec: str, entries: Sequence[tuple[str, int, Completion]]) -> None:
         """Store (key, sample_index, completion) rows in one transaction; the first writer of a
@@ -110,7 +148,8 @@ class ResponseCache:
         if not entries:
             return
         now = time.time()
-        with self._connect() as con:
+
+        def op(con: sqlite3.Connection) -> None:
             con.execute("BEGIN IMMEDIATE")
             con.executemany(
                 "INSERT OR IGNORE INTO completions (key, spec, sample_index, completion, created) "
@@ -118,16 +157,20 @@ class ResponseCache:
                 [(k, spec, i, c.model_dump_json(), now) for k, i, c in entries])
             con.execute("COMMIT")
 
+        self._run(op)
+
     def __len__(self) -> int:
-        with self._connect() as con:
-            return int(con.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+        return self._run(
+            lambda con: int(con.execute("SELECT COUNT(*) FROM completions").fetchone()[0]))
 
     def clear(self) -> None:
-        with self._connect() as con:
-            con.execute("DELETE FROM completions")
+        self._run(lambda con: con.execute("DELETE FROM completions"))
 
     def __repr__(self) -> str:
         return f"ResponseCache(path={str(self.path)!r})"
+
+
+_T = TypeVar("_T")
 
 
 class _Connection:
@@ -135,10 +178,14 @@ class _Connection:
 
     def __init__(self, path: Path, busy_timeout: float) -> None:
         self._con = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-        self._con.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        # With WAL, NORMAL never corrupts the file; a power cut may drop the last commits, which
-        # for a cache only means recomputing them. FULL would fsync on every commit.
-        self._con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._con.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            # With WAL, NORMAL never corrupts the file; a power cut may drop the last commits,
+            # which for a cache only means recomputing them. FULL would fsync on every commit.
+            self._con.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            self._con.close()
+            raise
 
     def __enter__(self) -> sqlite3.Connection:
         return self._con
@@ -254,8 +301,12 @@ class CachedBackend(Backend):
         return f"CachedBackend({self.backend!r}, {self.cache!r})"
 
 
-def wrap_with_cache(backend: Backend, cache: ResponseCache | str | Path | bool | None = True
-                    ) -> Backend:
+CacheSpec = ResponseCache | str | Path | bool | None
+"""`None`/`False`: no cache; `True`: the default file; a path; or a ResponseCache (an empty one
+too: emptiness is never read as "no cache")."""
+
+
+def wrap_with_cache(backend: Backend, cache: CacheSpec = True) -> Backend:
     """`backend` behind a cache: True for the default file, a path, or a ResponseCache; a
     CachedBackend is returned unchanged, and a falsy `cache` means no cache."""
     # Not `not cache`: an empty ResponseCache has len 0 and would read as "no cache".

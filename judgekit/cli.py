@@ -1,4 +1,4 @@
-"""`judgekit` command line: judge, bench and train. Bad arguments exit with code 2 and one line."""
+"""`judgekit` command line: judge, bench, train and improve. Bad arguments exit with code 2 and one line."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
+
+from judgekit.cli_args import (
+    EXIT_USAGE,
+    add_common_args,
+    add_reference_arg,
+    check_common,
+    judge_options,
+    text_arg,
+)
 from judgekit.errors import JudgekitError, ModelSpecError
 from judgekit.schema import Verdict
 
@@ -22,35 +31,13 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(message)
 
 
-def _text_arg(value: str) -> str:
-    """`@path` reads the text from a file, so long responses need no shell quoting."""
-    if value.startswith("@"):
-        path = Path(value[1:])
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"file not found: {path}")
-        return path.read_text(encoding="utf-8")
-    return value
-
-
 def _add_judge_parser(sub: Any) -> None:
     p = sub.add_parser("judge", help="judge one query's responses")
-    p.add_argument("--query", required=True, type=_text_arg, help="the query (or @file)")
-    p.add_argument("--response", action="append", type=_text_arg, default=[],
-                   help="a response (or @file); repeat for each response")
-    p.add_argument("--model", default=None,
-                   help="embedded (default), hf:<dir>, gguf:<file>, openai:<model>, "
-                   "anthropic:<model>")
-    p.add_argument("--base-url", default=None, help="OpenAI/Anthropic-compatible server URL")
-    p.add_argument("--samples", type=int, default=1, help="k sampled judgements to vote")
-    p.add_argument("--meta", action="store_true", help="meta-guided voting")
-    p.add_argument("--meta-model", default=None,
-                   help="model spec of the meta judge (default: the judge's model); "
-                   "classifier:<dir> for a sequence-classification meta RM")
-    p.add_argument("--k-meta", type=int, default=None, help="samples kept by the meta judge")
-    p.add_argument("--voting", choices=["sum", "mean", "majority"], default="sum")
-    p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--query", required=True, type=text_arg, help="the query (or @file, UTF-8)")
+    p.add_argument("--response", action="append", type=text_arg, default=[],
+                   help="a response (or @file, UTF-8); repeat for each response")
+    add_common_args(p, max_tokens=512)
+    add_reference_arg(p)
     p.add_argument("--no-examples", action="store_true", help="leave out the few-shot example")
     p.add_argument("--json", action="store_true", help="print the Verdict as JSON")
     p.set_defaults(func=_cmd_judge)
@@ -59,22 +46,14 @@ def _add_judge_parser(sub: Any) -> None:
 def _cmd_judge(args: argparse.Namespace) -> int:
     if not args.response:
         raise CLIError("give at least one --response")
-    if args.samples < 1:
-        raise CLIError("--samples must be at least 1")
-    if args.k_meta is not None and not args.meta:
-        raise CLIError("--k-meta needs --meta")
+    problem = check_common(args)
+    if problem:
+        raise CLIError(problem)
     from judgekit.judge import Judge
 
-    backend_kwargs: dict[str, Any] = {}
-    if args.base_url:
-        backend_kwargs["base_url"] = args.base_url
-    meta: Any = None
-    if args.meta:
-        meta = args.meta_model if args.meta_model else True
-    judge = Judge(args.model, max_tokens=args.max_tokens, temperature=args.temperature,
-                  seed=args.seed, voting=args.voting, examples=not args.no_examples,
-                  meta=meta, k_meta=args.k_meta, **backend_kwargs)
-    verdict = judge.score(args.query, args.response, samples=args.samples)
+    judge = Judge(args.model, examples=not args.no_examples, **judge_options(args))
+    verdict = judge.score(args.query, args.response, samples=args.samples,
+                          reference=args.reference)
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:
@@ -97,7 +76,8 @@ def format_verdict(verdict: Verdict, responses: Sequence[str]) -> str:
             lines += [f"    - {p.name} (weight {p.weight:.2f}): {p.description}"
                       for p in jd.principles]
         for i, c in enumerate(jd.critiques):
-            score = "-" if c.score is None else f"{c.score:g}"
+            value = c.score(verdict.aggregate)
+            score = "-" if value is None else f"{value:g}"
             lines.append(f"  Response {i + 1}: score {score}. {c.analysis.strip()}")
         if jd.error:
             lines.append(f"  Error: {jd.error}")
@@ -139,7 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_train_parser(sub)
+    from judgekit.improve_cli import add_improve_parser
+
+    add_improve_parser(sub)
     return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,14 +135,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         code: int = args.func(args)
         return code
+    except SystemExit as exc:  # bench and train parsers print their one line and exit
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     except CLIError as exc:
-        print(f"judgekit: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except (ModelSpecError, FileNotFoundError) as exc:
-        print(f"judgekit: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:  # a setting a config model refused: say which, in one line
+        err = exc.errors()[0] if exc.errors() else None
+        where = ".".join(str(x) for x in err["loc"]) if err else ""
+        msg = err["msg"] if err else "invalid setting"
+        print(f"judgekit: error: {where + ': ' if where else ''}{_one_line(msg)}", file=sys.stderr)
+        return EXIT_USAGE
     except JudgekitError as exc:
-        print(f"judgekit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"judgekit: error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("judgekit: interrupted", file=sys.stderr)

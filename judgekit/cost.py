@@ -1,17 +1,21 @@
 """What a call cost, in USD, from a price table the user can override.
 
 Prices are USD per 1M tokens (input, output): the providers' list prices for the standard tier and
-short contexts, as published when this table was last updated (2026; no batch, cache or
-long-context rates). They change, so pass `prices=` to a backend (or edit `PRICES`) for your
-contract. A dated snapshot name ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929") uses its base
-name's price. An unknown model costs None (not 0: unknown is not free); a model served locally
-(embedded/hf/gguf, or an OpenAI-compatible server on a loopback address) costs 0.0.
+short contexts, as published when this table was last updated (2026; no cache or long-context
+rates). `PRICES` holds the standard (online) prices; `BATCH_PRICES` the batch prices, which both
+OpenAI's Batch API and Anthropic's Message Batches bill at half the standard price
+(`BATCH_DISCOUNT`); calls through `judgekit.batch_api` are counted at those (`tier="batch"`).
+They change, so pass `prices=` to a backend (or edit `PRICES`) for your contract. A dated
+snapshot name ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929") uses its base name's price. An unknown
+model costs None (not 0: unknown is not free); a model served locally (embedded/hf/gguf, or an
+OpenAI-compatible server on a loopback address) costs 0.0.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Literal
 
 Price = tuple[float, float]
 """(USD per 1M input tokens, USD per 1M output tokens)."""
@@ -62,20 +66,33 @@ PRICES: dict[str, Price] = {
     "claude-3-haiku": (0.25, 1.25),
 }
 
+BATCH_DISCOUNT = 0.5
+"""Batch requests cost this fraction of the standard price (OpenAI Batch API and Anthropic Message
+Batches both give 50% off, input and output alike)."""
+
+BATCH_PRICES: dict[str, Price] = {
+    name: (inp * BATCH_DISCOUNT, out * BATCH_DISCOUNT) for name, (inp, out) in PRICES.items()}
+"""Batch prices, USD per 1M tokens: every `PRICES` entry at `BATCH_DISCOUNT`."""
+
+PriceTier = Literal["standard", "batch"]
+"""Which table a call is priced from: online requests are `standard`, batch requests `batch`."""
+
 LOCAL_PROVIDERS = frozenset({"embedded", "hf", "gguf", "local"})
 
 _SNAPSHOT = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 
 
-def lookup_price(model: str, prices: Mapping[str, Price] | None = None) -> Price | None:
-    """The (input, output) price of `model`: user table first, then `PRICES`; None if unknown.
+def lookup_price(model: str, prices: Mapping[str, Price] | None = None,
+                 tier: PriceTier = "standard") -> Price | None:
+    """The (input, output) price of `model`: user table first, then `PRICES` (`BATCH_PRICES` for
+    `tier="batch"`: a user table passed with that tier holds batch prices); None if unknown.
 
     Only an exact name or a dated snapshot of one ("<name>-2024-08-06", "<name>-20250929",
     "<name>-latest") matches: "claude-opus-4-9" must not silently get "claude-opus-4"'s price.
     """
     snapshot = _SNAPSHOT.match(model)
     base = snapshot.group("base") if snapshot else None
-    for table in (prices or {}, PRICES):
+    for table in (prices or {}, BATCH_PRICES if tier == "batch" else PRICES):
         if model in table:
             return table[model]
         if base is not None and base in table:
@@ -90,11 +107,13 @@ def call_cost(
     prices: Mapping[str, Price] | None = None,
     *,
     local: bool = False,
+    tier: PriceTier = "standard",
 ) -> float | None:
-    """USD for one call; 0.0 when `local`, None when the model has no known price."""
+    """USD for one call at the `tier`'s prices; 0.0 when `local`, None when the model has no
+    known price."""
     if local:
         return 0.0
-    price = lookup_price(model, prices)
+    price = lookup_price(model, prices, tier)
     if price is None:
         return None
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000

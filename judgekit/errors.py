@@ -6,12 +6,17 @@ The tree (httpx style)::
     ├── ParseError               model text with no readable final scores line (carries .raw)
     ├── ModelSpecError           a spec naming no backend, or a missing model file  (+ValueError)
     ├── TemplateError            a template that cannot be found or rendered
+    ├── RubricError              a user rubric (file) that cannot be read or is invalid (+ValueError)
     ├── CapabilityError          asked a backend for something it does not declare   (+ValueError)
     ├── MissingDependencyError   an optional extra is not installed                  (+ImportError)
+    ├── CacheError               the response cache file is corrupt or unreadable
+    ├── RunAbortedError          a batch stopped early: the backend failed for everyone
     └── BackendError             a model call failed; mapped once, at the backend's boundary
         ├── TransientBackendError    worth a retry: 5xx, dropped connections, malformed bodies
         │   ├── RateLimitError       429 (retry_after from the server)
-        │   └── APITimeoutError      the attempt took longer than its timeout
+        │   ├── APITimeoutError      the attempt took longer than its timeout
+        │   └── ServerUnreachableError  connection refused / unknown host (short retry budget)
+        │       └── CircuitOpenError    not sent: the server refused the last attempts
         └── FatalBackendError        retrying cannot help: 400/404 and the like
             ├── AuthenticationError  401/403
             ├── ContextLengthError   the prompt does not fit the model's context
@@ -23,6 +28,11 @@ Which errors become a *recorded* failure (a sample with status `api_error`, a ba
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from judgekit.schema import Usage
 
 
 class JudgekitError(Exception):
@@ -46,12 +56,20 @@ class TemplateError(JudgekitError):
     """A prompt template that cannot be found or rendered."""
 
 
+class RubricError(JudgekitError, ValueError):
+    """A user rubric that cannot be read, or whose criteria are invalid (names, weights)."""
+
+
 class BackendError(JudgekitError):
     """A call to a model backend failed. `retryable` tells the retry policy what to do."""
 
     retryable: bool = False
     retries: int = 0
     """How many retries the retry policy spent before giving up (set by `judgekit.retry`)."""
+    usage: Usage | None = None
+    """What the failed call spent in all, where more than one request made it up (OpenAI
+    top-ups, Anthropic's parallel samples): the successful siblings' tokens and calls plus the
+    failed ones. None: the call cost one call and `retries`."""
 
     def __init__(self, message: str, *, status_code: int | None = None,
                  retry_after: float | None = None) -> None:
@@ -122,3 +140,51 @@ def is_recorded_failure(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> str:
     """The one-line description stored in results: the class name and the message."""
     return f"{type(exc).__name__}: {exc}"
+
+
+class ServerUnreachableError(TransientBackendError):
+    """The server could not be reached at all: connection refused, unknown host, connect timeout.
+
+    Retried on a short budget (`RetryPolicy.connect_retries`), and counted by the backend's
+    circuit breaker: a dead server costs seconds, not a minute per request.
+    """
+
+
+class CircuitOpenError(ServerUnreachableError):
+    """Not sent: the backend's last connection attempts all failed, so it fails fast until a
+    cool-down has passed and a probe request gets through."""
+
+    retryable = False
+
+
+class RunAbortedError(JudgekitError):
+    """A batch stopped early because the backend failed for everyone (a rejected key, or a run
+    of items that could not reach the server). Items finished before the stop were recorded
+    (`on_result`), so a re-run resumes; `verdicts` holds them by input index."""
+
+    def __init__(self, message: str, *, cause: str, finished: int, total: int) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.finished = finished
+        self.total = total
+        self.verdicts: dict[int, object] = {}
+
+
+def recorded_error_class(description: str | None) -> type[JudgekitError] | None:
+    """The judgekit error class a `describe_error` text starts with ("AuthenticationError: ..."),
+    or None; lets a batch read back what kind of failure a recorded sample holds."""
+    if not description:
+        return None
+    name = description.split(":", 1)[0].strip()
+    todo: list[type[JudgekitError]] = [JudgekitError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            return cls
+        todo.extend(cls.__subclasses__())
+    return None
+
+
+class CacheError(JudgekitError):
+    """The on-disk response cache cannot be used (a corrupt or unreadable file). The message
+    names the file and the way out: delete it, or run without the cache."""

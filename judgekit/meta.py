@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,8 @@ from pydantic import BaseModel, Field
 from judgekit.backends.base import Backend, Completion
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError, JudgekitError, ParseError
+from judgekit.errors import BackendError, CapabilityError, ParseError, is_recorded_failure
+from judgekit.formats import fence_tag
 from judgekit.parsing import parse_rating, scores_line_grammar
 from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
 from judgekit.schema import Judgement, Message, Usage
@@ -52,7 +54,27 @@ def p_yes_from_logprobs(completion: Completion) -> float | None:
     return yes / (yes + no)
 
 
-class MetaJudge:
+class MetaScorer(ABC):
+    """Rates each sampled judgement of an item, for meta-guided voting.
+
+    `ascore_samples` returns one score per judgement (higher is better; None where the
+    judgement is invalid or could not be rated) and the usage it spent, failed calls included.
+    `reference` is the item's reference answer; the Judge passes it only when the item has one,
+    so a scorer written before the keyword existed keeps working without references.
+    """
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """What the meta scorer is, for results (`Verdict.meta_model`)."""
+
+    @abstractmethod
+    async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
+                             judgements: Sequence[Judgement], *,
+                             reference: str | None = None) -> MetaResult: ...
+
+
+class MetaJudge(MetaScorer):
     """Prompt-based meta judge over any backend (it may differ from the judge's model)."""
 
     def __init__(self, model: str | Backend | None = None, *, mode: MetaMode = "auto",
@@ -70,67 +92,106 @@ class MetaJudge:
         return f"meta-prompt:{self.backend.spec}"
 
     async def _one(self, query: str | Sequence[Message], responses: list[str],
-                   jd: Judgement) -> tuple[float | None, Usage]:
+                   jd: Judgement, reference: str | None) -> tuple[float | None, Usage]:
+        """One judgement's meta score and the usage spent on it, failed calls included (a
+        failed meta call leaves the score None but keeps what it cost)."""
         if not jd.valid:
             return None, Usage()
+        spent: list[Usage] = []
+        try:
+            return await self._rate(query, responses, jd, spent, reference), Usage.total(spent)
+        except Exception as exc:
+            if not is_recorded_failure(exc):
+                raise
+            failed = (exc.usage if isinstance(exc, BackendError) and exc.usage is not None
+                      else Usage(calls=1, retries=exc.retries if isinstance(exc, BackendError)
+                                 else 0))
+            return None, Usage.total(spent) + failed
+
+    async def _rate(self, query: str | Sequence[Message], responses: list[str], jd: Judgement,
+                    spent: list[Usage], reference: str | None) -> float | None:
         shown = [responses[i] for i in jd.permutation] if jd.permutation else responses
-        usage = Usage()
+        tag = fence_tag(query, [*responses, jd.raw_text], reference)
         if self._logprobs_work is not False:
-            msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no",
-                                 template=self.template, template_dir=self.template_dir)
+            msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no", tag=tag,
+                                 template=self.template, template_dir=self.template_dir,
+                                 reference=reference)
             cfg = self.config.with_(max_tokens=1, logprobs=True, top_logprobs=10, temperature=0.0)
             result = await self.backend.generate(msgs, cfg, 1)
-            usage = usage + result.usage
+            spent.append(result.usage)
             p = p_yes_from_logprobs(result.completions[0]) if result.completions else None
             if p is not None:
                 self._logprobs_work = True
-                return p, usage
+                return p
             if self._logprobs_work is True:  # asked for log-probs explicitly and got none
-                raise JudgekitError(f"{self.backend.spec} returned no usable log-probabilities")
+                raise CapabilityError(f"{self.backend.spec} returned no usable log-probabilities")
             self._logprobs_work = False
-        msgs = meta_messages(query, shown, jd.raw_text, mode="rating", template=self.template,
-                             template_dir=self.template_dir)
+        msgs = meta_messages(query, shown, jd.raw_text, mode="rating", tag=tag,
+                             template=self.template, template_dir=self.template_dir,
+                             reference=reference)
         result = await self.backend.generate(msgs, self.config, 1)
-        usage = usage + result.usage
-        text = result.completions[0].text if result.completions else ""
+        spent.append(result.usage)
+        reply = result.completions[0] if result.completions else Completion(text="")
+        text = reply.text
         try:
+            if reply.truncated:
+                raise ParseError("truncated rating", raw=text)
             rating = parse_rating(text)
         except ParseError:
             if not self.backend.capabilities.complete_under_grammar:
-                return None, usage
+                return None
             fr = await self.backend.complete_under_grammar(
                 msgs, [text], scores_line_grammar(1), self.config.with_(max_tokens=12))
-            usage = usage + fr.usage
+            spent.append(fr.usage)
             try:
                 rating = parse_rating(text + "\n" + fr.completions[0].text)
-            except ParseError:
-                return None, usage
-        return (rating - 1.0) / 9.0, usage
+            except (ParseError, IndexError):
+                return None
+        return (rating - 1.0) / 9.0
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
-                             judgements: Sequence[Judgement]) -> MetaResult:
-        """A meta score in [0, 1] per judgement; a failed meta call leaves that score None."""
+                             judgements: Sequence[Judgement], *,
+                             reference: str | None = None) -> MetaResult:
+        """A meta score in [0, 1] per judgement; a failed meta call leaves that score None. The
+        reference answer, when given, is shown to the meta judge as it was to the judge."""
         outcomes = await asyncio.gather(
-            *(self._one(query, list(responses), jd) for jd in judgements), return_exceptions=True)
-        scores: list[float | None] = []
-        usage = Usage()
-        for o in outcomes:
-            if isinstance(o, BackendError | JudgekitError):
-                scores.append(None)
-            elif isinstance(o, BaseException):
-                raise o
-            else:
-                scores.append(o[0])
-                usage = usage + o[1]
-        return MetaResult(scores=scores, usage=usage)
+            *(self._one(query, list(responses), jd, reference) for jd in judgements))
+        return MetaResult(scores=[o[0] for o in outcomes],
+                          usage=Usage.total(o[1] for o in outcomes))
 
 
-class SequenceClassifierMetaScorer:
+def meta_rm_text(tokenizer: Any, query: str | Sequence[Message], shown: Sequence[str],
+                 judgement: str) -> str:
+    """The paper's plain meta RM template: the query and the responses (in the order the
+    judgement saw them) as a user turn ("Please score the responses."), the judgement as the
+    assistant turn, in the tokenizer's chat template. Inference (`SequenceClassifierMetaScorer`)
+    and training (`judgekit.train.meta_rm`) both build their input here, so they cannot drift."""
+    context = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in as_messages(query))
+    blocks = "".join(f"[The Begin of Response {i}]\n{r}\n[The End of Response {i}]\n"
+                     for i, r in enumerate(shown, 1))
+    user = (f"Please score the responses.\n#### Conversation Context ####\n{context}\n"
+            f"#### Responses to be Scored ####\n{blocks}")
+    msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": judgement}]
+    if getattr(tokenizer, "chat_template", None):
+        text: str = tokenizer.apply_chat_template(msgs, tokenize=False)
+        return text
+    return f"{user}\nResponse: {judgement}"
+
+
+def meta_rm_input(tokenizer: Any, query: str | Sequence[Message], responses: Sequence[str],
+                  judgement: Judgement) -> str:
+    """`meta_rm_text` for one sampled judgement: responses put in its shown order."""
+    perm = judgement.permutation
+    shown = [responses[i] for i in perm] if perm else list(responses)
+    return meta_rm_text(tokenizer, query, shown, judgement.raw_text)
+
+
+class SequenceClassifierMetaScorer(MetaScorer):
     """The paper's kind of meta RM: a local sequence-classification model; its logit is the score.
 
-    Input follows the paper's plain meta template: the query and responses as a user turn
-    ("Please score the responses."), the judgement as the assistant turn, in the model's chat
-    template.
+    Input follows the paper's plain meta template (`meta_rm_text`): the query and responses as a
+    user turn ("Please score the responses."), the judgement as the assistant turn, in the
+    model's chat template. `judgekit train meta` trains such a directory from stored samples.
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | None = None,
@@ -152,24 +213,14 @@ class SequenceClassifierMetaScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        # The judgement being rated ends the input: an over-long input loses its start instead
+        # (`judgekit train meta` truncates its training inputs the same way).
+        self._tokenizer.truncation_side = "left"
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir,
                                                                    local_files_only=True)
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model = model.to(device).eval()
         self.device = device
-
-    def _text(self, query: str | Sequence[Message], shown: list[str], judgement: str) -> str:
-        context = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in as_messages(query))
-        blocks = "".join(f"[The Begin of Response {i}]\n{r}\n[The End of Response {i}]\n"
-                         for i, r in enumerate(shown, 1))
-        user = (f"Please score the responses.\n#### Conversation Context ####\n{context}\n"
-                f"#### Responses to be Scored ####\n{blocks}")
-        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": judgement}]
-        tok = self._tokenizer
-        if getattr(tok, "chat_template", None):
-            text: str = tok.apply_chat_template(msgs, tokenize=False)
-            return text
-        return f"{user}\nResponse: {judgement}"
 
     def score_sync(self, query: str | Sequence[Message], responses: Sequence[str],
                    judgements: Sequence[Judgement]) -> list[float | None]:
@@ -181,21 +232,62 @@ class SequenceClassifierMetaScorer:
             if not jd.valid:
                 out.append(None)
                 continue
-            shown = [responses[i] for i in jd.permutation] if jd.permutation else list(responses)
-            enc = self._tokenizer(self._text(query, shown, jd.raw_text), return_tensors="pt",
-                                  truncation=True, max_length=self.max_length).to(self.device)
+            enc = self._tokenizer(meta_rm_input(self._tokenizer, query, responses, jd),
+                                  return_tensors="pt", truncation=True,
+                                  max_length=self.max_length).to(self.device)
             with torch.inference_mode():
                 logits = self._model(**enc).logits
             out.append(float(logits[0, -1] if logits.shape[-1] > 1 else logits[0, 0]))
         return out
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
-                             judgements: Sequence[Judgement]) -> MetaResult:
+                             judgements: Sequence[Judgement], *,
+                             reference: str | None = None) -> MetaResult:
+        """Classifier logits. `reference` is not part of the input: the paper's plain meta
+        template has no reference, and a trained meta RM must see the input it learnt from."""
         scores = await asyncio.to_thread(self.score_sync, query, responses, judgements)
         return MetaResult(scores=scores)
 
 
-def meta_from_spec(spec: str | None, **kwargs: Any) -> MetaJudge | SequenceClassifierMetaScorer:
+async def rate_samples(scorer: MetaScorer, query: str | Sequence[Message],
+                       responses: Sequence[str], judgements: Sequence[Judgement], *,
+                       reference: str | None = None) -> Usage:
+    """Set each judgement's `meta_score` (None where it could not be rated); the usage spent.
+    `reference` is passed only when there is one: scorers written before it existed still
+    work."""
+    extra = {"reference": reference} if reference is not None else {}
+    rated = await scorer.ascore_samples(query, responses, judgements, **extra)
+    for jd, score in zip(judgements, rated.scores, strict=True):
+        jd.meta_score = score
+    return rated.usage
+
+
+MetaSpec = MetaScorer | str | bool | None
+"""`None`/`False`: no meta judge; `True`: the judge's own model; a spec string (a chat model, or
+`classifier:<dir>`); or a MetaScorer."""
+
+
+class MetaResolver:
+    """Turns a `MetaSpec` into a MetaScorer for one judge, building each one once (so a per-call
+    `meta=` never becomes the judge's default, and repeated calls reuse one client)."""
+
+    def __init__(self, judge_backend: Backend) -> None:
+        self.judge_backend = judge_backend
+        self._built: dict[str, MetaScorer] = {}
+
+    def resolve(self, spec: MetaSpec) -> MetaScorer | None:
+        if spec is None or spec is False:
+            return None
+        if isinstance(spec, MetaScorer):
+            return spec
+        key = "" if spec is True else str(spec)
+        if key not in self._built:
+            self._built[key] = (MetaJudge(self.judge_backend) if spec is True
+                                else meta_from_spec(key))
+        return self._built[key]
+
+
+def meta_from_spec(spec: str | None, **kwargs: Any) -> MetaScorer:
     """'classifier:<dir>' for a sequence-classification meta RM; any other spec is a chat model."""
     if spec and spec.startswith("classifier:"):
         return SequenceClassifierMetaScorer(spec.partition(":")[2])

@@ -1,5 +1,22 @@
 """Pure functions that turn judge text into scores, principles and critiques.
 
+**Which text counts** is decided here, once: scores are read only from the judge's *final
+scores line*, the last non-empty line of its output, and that line must consist of nothing but
+an optional label ("Scores:", "Final scores:", "Best:", "Rating:") and the score box. A box
+anywhere else (a draft, a sub-score, or a forged box that a judged response wrote and the
+judge quoted) is never read. The accepted final lines:
+
+* ``Scores: \\boxed{8, 3}`` (also ``$\\boxed{8, 3}$``, markdown bold, no label);
+* one box per response: ``Scores: \\boxed{8}, \\boxed{3}``;
+* ``[[8, 3]]``; a labelled plain list ``Scores: 8, 3`` (``Response 1: 8/10`` labels allowed);
+* a JSON object that ends the text: ``{"scores": [8, 3]}`` or ``{"Response 1": 8, ...}``;
+* (pairwise choice only) ``Best: Response 2``;
+* a final block of n lines ``Response i: x/10`` in order (the per-response style).
+
+Per-principle scores count only in one fixed form, a line ``Criterion scores: s1, s2, ...`` in
+each response's analysis (one 1-10 score per criterion, in the order the criteria were listed);
+numbers in prose are never read as scores.
+
 Contract: every public function either returns a value or raises `ParseError` carrying the raw
 text; no other exception escapes on any input string (property-tested with hypothesis).
 """
@@ -9,7 +26,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from judgekit.errors import ParseError
 from judgekit.schema import Critique, Principle
@@ -17,28 +35,26 @@ from judgekit.schema import Critique, Principle
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
 _NUM = r"[-+]?\d+(?:\.\d+)?"
 
-# Explicit score boxes, any of which may hold all n scores. The LAST one in the text wins:
-# models often write sub-scores or drafts before the final line.
-_BOXED = re.compile(r"\\{0,2}boxed\s*\{([^{}]*)\}")
-_DOUBLE_BRACKET = re.compile(r"\[\[([^\[\]]*)\]\]")
+_LABEL_WORDS = r"(?:(?:final|overall)\s+)?(?:scores?|ratings?|best(?:\s+response)?|choice)"
+# Decoration allowed around the final line: markdown bullets/quotes/bold, math dollars, a period.
+_LEAD = r"^[ \t>*#_\-`$]*"
+_TRAIL = r"[ \t*_`$.]*$"
+_LABEL = r"(?:(?P<label>" + _LABEL_WORDS + r")\s*\**\s*[:=]\s*\**\s*\$?\s*)?"
+_BOX = r"\\{1,2}boxed\s*\{(?P<box>[^{}\n]*)\}"
+_LINE_BOX = re.compile(r"(?i)" + _LEAD + _LABEL + r"\$?\s*" + _BOX + r"\s*\$?" + _TRAIL)
+_LINE_BOXES = re.compile(r"(?i)" + _LEAD + _LABEL + r"(?P<boxes>(?:\$?\s*\\{1,2}boxed\s*\{[^{}\n]*\}"
+                         r"\s*\$?\s*[,;]?\s*){2,})" + _TRAIL)
+_LINE_BRACKETS = re.compile(r"(?i)" + _LEAD + _LABEL + r"\[\[(?P<box>[^\[\]\n]*)\]\]" + _TRAIL)
 _LABELLED_NUM = r"(?:(?:response|assistant)\s*\d{1,3}\s*[:=]\s*)?" + _NUM + r"(?:\s*/\s*10)?"
-_SCORES_LINE = re.compile(
-    r"(?im)^[ \t>*#_-]*(?:final\s+|overall\s+)?(?P<kw>scores?)\s*\**\s*[:=]\s*\**\s*"
-    r"(?P<nums>" + _LABELLED_NUM + r"(?:\s*[,;]\s*" + _LABELLED_NUM + r")*)"
-    r"\s*\**\s*\.?\s*$"
-)
-# "Response 2: 7" labels inside a box are not scores.
-_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*\d{1,3}\s*[:=]")
-_JSON_OBJECT = re.compile(r"\{[^{}]*\}")
-# Per-response scores written one at a time: "Response 2: ... Score: 7/10" or "Score for Response 2: 7".
-_PER_RESPONSE = re.compile(
-    r"(?i)(?:response|assistant)\s*(\d{1,3})\b[^\n]{0,200}?\bscore\s*\**\s*[:=]\s*\**\s*(" + _NUM + r")"
-    r"|score\s+(?:for|of)\s+(?:response|assistant)\s*(\d{1,3})\s*\**\s*[:=]\s*\**\s*(" + _NUM + r")"
-)
-_SCORE_OUT_OF_10 = re.compile(r"(?im)^[ \t>*#_-]*score\s*\**\s*[:=]\s*\**\s*(" + _NUM + r")\s*/\s*10")
-# "Response 2: 7/10" on a line of its own.
-_RESPONSE_OUT_OF_10 = re.compile(r"(?im)^[ \t>*#_-]*(?:response|assistant)\s*(\d{1,3})\s*\**\s*[:=]\s*"
-                                 r"\**\s*(" + _NUM + r")\s*/\s*10\s*\**\s*\.?\s*$")
+_LINE_PLAIN = re.compile(
+    r"(?i)" + _LEAD + r"(?P<label>" + _LABEL_WORDS + r")\s*\**\s*[:=]\s*\**\s*"
+    r"(?P<box>" + _LABELLED_NUM + r"(?:\s*[,;]\s*" + _LABELLED_NUM + r")*)" + _TRAIL)
+_RESPONSE_LINE = re.compile(r"(?i)" + _LEAD + r"(?:response|assistant)\s*(?P<idx>\d{1,3})\s*\**\s*"
+                            r"[:=]\s*\**\s*(?P<val>" + _NUM + r")\s*/\s*10" + _TRAIL)
+_LINE_BEST_RESPONSE = re.compile(r"(?i)" + _LEAD + r"(?:best(?:\s+response)?|choice)\s*\**\s*[:=]\s*\**"
+                                 r"\s*(?:response|assistant)\s*(?P<idx>\d{1,3})" + _TRAIL)
+_INNER_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*\d{1,3}\s*[:=]")
+_BOX_ANYWHERE = re.compile(r"\\{1,2}boxed\s*\{([^{}\n]*)\}")
 
 _PRINCIPLE = re.compile(
     r"(?im)^[ \t]*(?:[-*•]|\d{1,2}[.)])?[ \t]*\**(?P<name>[^\n:()*]{2,80}?)\**[ \t]*"
@@ -48,27 +64,38 @@ _PRINCIPLE = re.compile(
 _SECTION_CRITERIA = re.compile(r"(?i)specific\s+criteria\s*\**\s*:?")
 _SECTION_ANALYSIS = re.compile(r"(?im)^[ \t>*#_-]*analysis\s*\**\s*:?")
 _RESPONSE_HEADER = re.compile(r"(?im)^[ \t>*#_-]*(?:\[)?response\s*(\d{1,3})\b\s*\]?\s*\**\s*[:.\-–—]?")
+CRITERION_SCORES_LABEL = "Criterion scores"
+_CRITERION_SCORES = re.compile(
+    r"(?im)^[ \t>*_-]*criterion\s+scores\s*\**\s*:\s*\**\s*(?P<nums>" + _NUM
+    + r"(?:\s*(?:/\s*10)?\s*[,;]\s*" + _NUM + r")*)\s*(?:/\s*10)?" + _TRAIL)
 
 
 @dataclass
 class ParsedGRM:
-    """What one GRM output says, in the SHOWN order of the responses."""
+    """What one GRM output says, in the SHOWN order of the responses.
+
+    `overall_scores` are the scores of the final scores line; each critique also holds the
+    weighted sum of its criterion scores where the fixed form gave all of them.
+    """
 
     principles: list[Principle]
     critiques: list[Critique]
     overall_scores: list[float]
-    scores: list[float] = field(default_factory=list)  # weighted where possible, else overall
+
+    def weighted_scores(self) -> tuple[list[float], list[bool]]:
+        """Scores under the weighted rule, and per response whether it fell back to the overall
+        score because a criterion score was missing."""
+        scores: list[float] = []
+        fallback: list[bool] = []
+        for c, o in zip(self.critiques, self.overall_scores, strict=True):
+            scores.append(c.weighted if c.weighted is not None else o)
+            fallback.append(c.weighted is None)
+        return scores, fallback
 
 
 def _numbers(text: str) -> list[float]:
-    cleaned = _LABEL.sub(" ", re.sub(r"/\s*10\b", "", text))
-    out: list[float] = []
-    for tok in re.findall(_NUM, cleaned):
-        try:
-            out.append(float(tok))
-        except ValueError:  # pragma: no cover - the regex only admits floats
-            continue
-    return out
+    cleaned = _INNER_LABEL.sub(" ", re.sub(r"/\s*10\b", "", text))
+    return [float(tok) for tok in re.findall(_NUM, cleaned)]
 
 
 def _json_scores(blob: str, n: int) -> list[float] | None:
@@ -85,6 +112,7 @@ def _json_scores(blob: str, n: int) -> list[float] | None:
             return [float(v) for v in val]
         if isinstance(val, int | float) and not isinstance(val, bool) and n == 1:
             return [float(val)]
+    # Keyed per response: {"Response 1": 7, "Response 2": 3} (or "response_1", "1").
     keyed: dict[int, float] = {}
     for k, v in obj.items():
         m = re.fullmatch(r"(?i)\s*(?:response|assistant)?\s*_?(\d{1,3})\s*", str(k))
@@ -95,75 +123,90 @@ def _json_scores(blob: str, n: int) -> list[float] | None:
     return None
 
 
-def _candidates(text: str, n: int) -> list[tuple[int, list[float], str]]:
-    """(end offset, numbers, kind) for every explicit score box in the text."""
-    found: list[tuple[int, list[float], str]] = []
-    for m in _BOXED.finditer(text):
-        found.append((m.end(), _numbers(m.group(1)), "boxed"))
-    for m in _DOUBLE_BRACKET.finditer(text):
-        found.append((m.end(), _numbers(m.group(1)), "[[ ]]"))
-    for m in _SCORES_LINE.finditer(text):
-        values = _numbers(m.group("nums"))
-        # A singular "Score: 7/10" line scores ONE response (the per-response style); it is a box
-        # of all scores only when there is one response.
-        if m.group("kw").lower() == "score" and len(values) == 1 and n > 1:
-            continue
-        found.append((m.end(), values, "scores line"))
-    for m in _JSON_OBJECT.finditer(text):
-        vals = _json_scores(m.group(0), n)
+def _strip_fences(text: str) -> str:
+    """The text without trailing blank lines and a closing ``` fence."""
+    body = text.rstrip()
+    if body.endswith("```"):
+        body = body[:-3].rstrip()
+    return body
+
+
+def _trailing_json(body: str, n: int) -> list[float] | None:
+    if not body.endswith("}"):
+        return None
+    # The object that ends the text: try each '{' from the right (bounded, to stay linear-ish).
+    starts = [m.start() for m in re.finditer(r"\{", body)][-50:]
+    for start in reversed(starts):
+        vals = _json_scores(body[start:], n)
         if vals is not None:
-            found.append((m.end(), vals, "json"))
-    return found
-
-
-def _per_response_scores(text: str, n: int) -> list[float] | None:
-    by_index: dict[int, float] = {}
-    for m in _PER_RESPONSE.finditer(text):
-        idx_s, val_s = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        by_index[int(idx_s)] = float(val_s)
-    if by_index and sorted(by_index) == list(range(1, n + 1)):
-        return [by_index[i] for i in range(1, n + 1)]
-    by_index = {int(i): float(v) for i, v in _RESPONSE_OUT_OF_10.findall(text)}
-    if by_index and sorted(by_index) == list(range(1, n + 1)):
-        return [by_index[i] for i in range(1, n + 1)]
-    plain = [float(v) for v in _SCORE_OUT_OF_10.findall(text)]
-    if len(plain) == n:
-        return plain
+            return vals
     return None
 
 
-def _boxes_on_line(text: str, end: int, n: int) -> list[float] | None:
-    """One box per response on the final box's line ("Scores: \\boxed{8}, \\boxed{9}")."""
-    line_start = text.rfind("\n", 0, end) + 1
-    boxes = [_numbers(m.group(1)) for m in _BOXED.finditer(text, line_start, end)]
-    if len(boxes) == n and all(len(b) == 1 for b in boxes):
-        return [b[0] for b in boxes]
-    return None
+def _final_block(lines: list[str], n: int) -> list[float] | None:
+    """n trailing lines 'Response i: x/10', i = 1..n in order."""
+    if len(lines) < n:
+        return None
+    out: list[float] = []
+    for i, line in enumerate(lines[-n:], start=1):
+        m = _RESPONSE_LINE.match(line)
+        if m is None or int(m.group("idx")) != i:
+            return None
+        out.append(float(m.group("val")))
+    return out
 
 
-def parse_scores(text: str, n_responses: int) -> list[float]:
-    """The n overall scores from the LAST score box; ParseError on a missing box, count or range."""
-    if n_responses < 1:
-        raise ParseError("n_responses must be at least 1", raw=text, n_responses=n_responses)
-    candidates = _candidates(text, n_responses)
-    if candidates:
-        end, values, kind = max(candidates, key=lambda c: c[0])
-        if kind == "boxed" and len(values) == 1 and n_responses > 1:
-            values = _boxes_on_line(text, end, n_responses) or values
-        if len(values) != n_responses:
-            raise ParseError(
-                f"last score box ({kind}) holds {len(values)} score(s), expected {n_responses}",
-                raw=text, n_responses=n_responses)
-    else:
-        per = _per_response_scores(text, n_responses)
-        if per is None:
-            raise ParseError("no scores found (expected a final line like "
-                             "'Scores: \\boxed{x, y}')", raw=text, n_responses=n_responses)
-        values = per
+def final_line_values(text: str, n_responses: int) -> tuple[list[float], str]:
+    """The numbers of the final scores line and the form found; ParseError when the text does
+    not end with one. Count and range are not checked here."""
+    body = _strip_fences(text)
+    lines = [ln for ln in body.splitlines() if ln.strip()]
+    if not lines:
+        raise ParseError("empty output: no final scores line", raw=text, n_responses=n_responses)
+    last = lines[-1]
+    if len(last) <= 2000:
+        m = _LINE_BOX.match(last)
+        if m:
+            return _numbers(m.group("box")), "boxed"
+        m = _LINE_BOXES.match(last)
+        if m:
+            boxes = [_numbers(b) for b in _BOX_ANYWHERE.findall(m.group("boxes"))]
+            if all(len(b) == 1 for b in boxes):
+                return [b[0] for b in boxes], "boxes"
+        m = _LINE_BRACKETS.match(last)
+        if m:
+            return _numbers(m.group("box")), "[[ ]]"
+        m = _LINE_PLAIN.match(last)
+        if m:
+            return _numbers(m.group("box")), "scores line"
+    vals = _trailing_json(body, n_responses)
+    if vals is not None:
+        return vals, "json"
+    block = _final_block(lines, n_responses)
+    if block is not None:
+        return block, "response lines"
+    raise ParseError("the output does not end with a scores line (expected a final line like "
+                     "'Scores: \\boxed{x, y}')", raw=text, n_responses=n_responses)
+
+
+def check_scores(values: list[float], n_responses: int, text: str, what: str = "scores line"
+                 ) -> list[float]:
+    """`values` if there are n of them, each a finite number in 1-10; else ParseError."""
+    if len(values) != n_responses:
+        raise ParseError(f"final {what} holds {len(values)} score(s), expected {n_responses}",
+                         raw=text, n_responses=n_responses)
     bad = [v for v in values if not (math.isfinite(v) and SCORE_MIN <= v <= SCORE_MAX)]
     if bad:
         raise ParseError(f"scores out of range 1-10: {bad}", raw=text, n_responses=n_responses)
     return values
+
+
+def parse_scores(text: str, n_responses: int) -> list[float]:
+    """The n scores of the final scores line; ParseError on a missing line, count or range."""
+    if n_responses < 1:
+        raise ParseError("n_responses must be at least 1", raw=text, n_responses=n_responses)
+    values, kind = final_line_values(text, n_responses)
+    return check_scores(values, n_responses, text, kind)
 
 
 def parse_principles(text: str) -> list[Principle]:
@@ -181,10 +224,7 @@ def parse_principles(text: str) -> list[Principle]:
         name = m.group("name").strip(" \t*_:-")
         if not name or name.lower() in names:
             continue
-        try:
-            w = float(m.group("w"))
-        except ValueError:  # pragma: no cover
-            continue
+        w = float(m.group("w"))
         if not math.isfinite(w):
             continue
         names.append(name.lower())
@@ -220,21 +260,21 @@ def _analysis_blocks(text: str, n: int) -> list[str]:
     return blocks
 
 
-def _principle_scores(block: str, principles: list[Principle]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for p in principles:
-        pat = re.compile(re.escape(p.name) + r"[^\n\d]{0,20}?(" + _NUM + r")(?:\s*/\s*10)?",
-                         re.IGNORECASE)
-        matches = list(pat.finditer(block))
-        m = matches[-1] if matches else None  # the last mention is the final word
-        if m is not None:
-            try:
-                v = float(m.group(1))
-            except ValueError:  # pragma: no cover
-                continue
-            if math.isfinite(v) and SCORE_MIN <= v <= SCORE_MAX:
-                out[p.name] = v
-    return out
+def criterion_scores(block: str, principles: list[Principle]) -> dict[str, float]:
+    """The per-criterion scores of one response's analysis, from its LAST fixed-form line
+    'Criterion scores: s1, ..., sm' (m = number of criteria, each 1-10); {} when absent or
+    malformed. Numbers in prose never count."""
+    if not principles:
+        return {}
+    matches = list(_CRITERION_SCORES.finditer(block))
+    if not matches:
+        return {}
+    values = _numbers(matches[-1].group("nums"))
+    if len(values) != len(principles):
+        return {}
+    if any(not (math.isfinite(v) and SCORE_MIN <= v <= SCORE_MAX) for v in values):
+        return {}
+    return {p.name: v for p, v in zip(principles, values, strict=True)}
 
 
 def combine(principles: list[Principle], principle_scores: dict[str, float]) -> float | None:
@@ -248,19 +288,24 @@ def combine(principles: list[Principle], principle_scores: dict[str, float]) -> 
     return min(SCORE_MAX, max(SCORE_MIN, round(value, 4)))
 
 
-def parse_grm(text: str, n_responses: int) -> ParsedGRM:
-    """Principles, critiques and scores from one GRM output, in shown order. Raises ParseError."""
+def parse_grm(text: str, n_responses: int,
+              principles: list[Principle] | None = None, *, fixes: bool = False) -> ParsedGRM:
+    """Principles, critiques and scores from one GRM output, in shown order. Raises ParseError.
+
+    `principles` are a fixed user rubric: the 'Criterion scores' lines are read against them,
+    in their order, and any criteria the output lists itself are ignored. `fixes` reads each
+    response's 'Fix:' lines into its critique (and out of its analysis)."""
     overall = parse_scores(text, n_responses)
-    principles = parse_principles(text)
+    principles = (parse_principles(text) if principles is None
+                  else [p.model_copy() for p in principles])
     blocks = _analysis_blocks(text, n_responses)
     critiques: list[Critique] = []
     for block, score in zip(blocks, overall, strict=True):
-        ps = _principle_scores(block, principles)
-        critiques.append(Critique(analysis=block, principle_scores=ps, overall=score,
-                                  weighted=combine(principles, ps)))
-    combined = [c.score if c.score is not None else o for c, o in zip(critiques, overall, strict=True)]
-    return ParsedGRM(principles=principles, critiques=critiques, overall_scores=overall,
-                     scores=[float(s) for s in combined])
+        ps = criterion_scores(block, principles)
+        analysis, suggested = split_fixes(block) if fixes else (block, [])
+        critiques.append(Critique(analysis=analysis, principle_scores=ps, overall=score,
+                                  weighted=combine(principles, ps), fixes=suggested))
+    return ParsedGRM(principles=principles, critiques=critiques, overall_scores=overall)
 
 
 def scores_line_grammar(n_responses: int) -> str:
@@ -269,47 +314,207 @@ def scores_line_grammar(n_responses: int) -> str:
     return f'root ::= "Scores: \\\\boxed{{" {body} "}}"\nscore ::= [1-9] | "10"\n'
 
 
-def grm_output_grammar(n_responses: int, max_criteria: int = 4, desc_chars: int = 40,
-                       analysis_chars: int = 60) -> str:
-    """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, one
-    analysis line per response, the scores line. Lets even a tiny local model emit the format;
-    the line lengths are capped so a judgement fits in a few hundred tokens."""
-    crits = " ".join(f'"{i}. " crit' for i in (1, 2))
-    crits += "".join(f' ("{i}. " crit' for i in range(3, max_criteria + 1))
-    crits += ")?" * max(0, max_criteria - 2)
-    analysis = " ".join(f'"Response {i}: " analysis' for i in range(1, n_responses + 1))
-    body = ' ", " '.join(["score"] * n_responses)
+def best_line_grammar(n_responses: int) -> str:
+    """EBNF for exactly `Best: \\boxed{i}` with i a response number."""
+    alts = " | ".join(f'"{i}"' for i in range(1, n_responses + 1))
+    return f'root ::= "Best: \\\\boxed{{" choice "}}"\nchoice ::= {alts}\n'
+
+
+def ebnf_literal(text: str) -> str:
+    """`text` as an EBNF string literal (quotes, backslashes and control characters escaped;
+    other characters, non-ASCII included, as they are)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def grm_output_grammar(n_responses: int, max_criteria: int = 4, *, criterion_scores: bool = False,
+                       name_chars: int = 40, desc_chars: int = 300,
+                       analysis_chars: int = 800, seed_names: Sequence[str] = (),
+                       fixes: int = 0, fix_chars: int = 200) -> str:
+    """EBNF for the whole GRM output this module parses: 2..max_criteria weighted criteria, an
+    analysis per response (ending with its 'Criterion scores' line when `criterion_scores`, then
+    1..`fixes` 'Fix:' lines when `fixes` > 0), and the final scores line. Line lengths allow
+    realistic criteria and analyses (hundreds of characters); the token budget, not the
+    grammar, bounds the length.
+
+    `seed_names` (a seeded rubric) are the first criteria, their names fixed strings; the model
+    may add its own after them up to `max_criteria` in all (at least one more is allowed)."""
+    if max_criteria < 2:
+        raise ValueError("max_criteria must be at least 2")
+    if fixes < 0 or fix_chars < 1:
+        raise ValueError("fixes must be at least 0 and fix_chars at least 1")
+    scores = ' ", " '.join(["score"] * n_responses)
+    tail = f'"Scores: \\\\boxed{{" {scores} "}}"'
+    seeds = list(seed_names)
+    lowest = max(2, len(seeds))
+    highest = max(max_criteria, len(seeds) + 1) if seeds else max_criteria
+    alternatives = []
+    for c in range(lowest, highest + 1):
+        crits = " ".join(
+            f'"{i}. " {ebnf_literal(seeds[i - 1])} " (Weight: " pct "%): " desc'
+            if i <= len(seeds) else f'"{i}. " crit' for i in range(1, c + 1))
+        per_response = []
+        for i in range(1, n_responses + 1):
+            line = f'"Response {i}: " analysis'
+            if criterion_scores:
+                cs = ' ", " '.join(["score"] * c)
+                line += f' "{CRITERION_SCORES_LABEL}: " {cs} "\\n"'
+            if fixes:
+                line += " fixes"
+            per_response.append(line)
+        alternatives.append(f'("Specific Criteria:\\n" {crits} "Analysis:\\n" '
+                            f'{" ".join(per_response)})')
     return (
-        f'root ::= "Specific Criteria:\\n" {crits} "Analysis:\\n" {analysis} '
-        f'"Scores: \\\\boxed{{" {body} "}}"\n'
+        f"root ::= ({' | '.join(alternatives)}) {tail}\n"
         'crit ::= name " (Weight: " pct "%): " desc\n'
-        'name ::= [A-Z] [A-Za-z -]{1,24}\n'
+        f'name ::= [A-Z] [A-Za-z -]{{1,{name_chars}}}\n'
         'pct ::= [1-9] [0-9]?\n'
         f'desc ::= [^\\n]{{1,{desc_chars}}} "\\n"\n'
         f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
         'score ::= [1-9] | "10"\n'
+        + (_fixes_grammar(fixes, fix_chars) if fixes else "")
     )
 
 
-_BEST = re.compile(r"(?i)best\s*\**\s*[:=]\s*\**\s*(?:response\s*)?(\d{1,3})")
+def rubric_output_grammar(n_responses: int, names: Sequence[str], *,
+                          analysis_chars: int = 800, fixes: int = 0,
+                          fix_chars: int = 200) -> str:
+    """EBNF for the GRM output under a fixed user rubric: no criteria section (the rubric is
+    given), then per response a line of analysis for each criterion, named by its fixed name,
+    and the response's 'Criterion scores' line (one score per criterion, rubric order), then
+    1..`fixes` 'Fix:' lines when `fixes` > 0, then the final scores line. What it emits is what
+    `parse_grm(..., principles=rubric)` reads."""
+    if not names:
+        raise ValueError("a fixed rubric needs at least one criterion")
+    scores = ' ", " '.join(["score"] * n_responses)
+    per_criterion = " ".join(f'"- " {ebnf_literal(name)} ": " analysis' for name in names)
+    cs = ' ", " '.join(["score"] * len(names))
+    suggested = " fixes" if fixes else ""
+    responses = " ".join(f'"Response {i}:\\n" {per_criterion} '
+                         f'"{CRITERION_SCORES_LABEL}: " {cs} "\\n"{suggested}'
+                         for i in range(1, n_responses + 1))
+    return (
+        f'root ::= "Analysis:\\n" {responses} "Scores: \\\\boxed{{" {scores} "}}"\n'
+        f'analysis ::= [^\\n]{{1,{analysis_chars}}} "\\n"\n'
+        'score ::= [1-9] | "10"\n'
+        + (_fixes_grammar(fixes, fix_chars) if fixes else "")
+    )
 
 
 def parse_best_index(text: str, n_responses: int) -> int:
-    """0-based index of the chosen response from a pairwise-baseline answer. Raises ParseError."""
-    found: list[tuple[int, str]] = [(m.end(), m.group(1)) for m in _BOXED.finditer(text)]
-    found += [(m.end(), m.group(1)) for m in _DOUBLE_BRACKET.finditer(text)]
-    found += [(m.end(), m.group(1)) for m in _BEST.finditer(text)]
-    if not found:
-        raise ParseError("no choice found (expected 'Best: \\boxed{i}')", raw=text,
-                         n_responses=n_responses)
-    _, inner = max(found, key=lambda f: f[0])
-    nums = re.findall(r"\d+", inner)
-    if len(nums) != 1 or not (1 <= int(nums[0]) <= n_responses):
-        raise ParseError(f"choice {inner!r} is not one response number 1-{n_responses}",
+    """0-based index of the chosen response from a pairwise answer's final line
+    ('Best: \\boxed{i}', 'Best: Response i' or '[[i]]'). Raises ParseError."""
+    lines = [ln for ln in _strip_fences(text).splitlines() if ln.strip()]
+    named = _LINE_BEST_RESPONSE.match(lines[-1]) if lines and len(lines[-1]) <= 2000 else None
+    if named:  # 'Best: Response 2'
+        values, kind = [float(named.group("idx"))], "choice"
+    else:
+        values, kind = final_line_values(text, 1)
+    if len(values) != 1 or not values[0].is_integer() or not (1 <= values[0] <= n_responses):
+        raise ParseError(f"final {kind} {values} is not one response number 1-{n_responses}",
                          raw=text, n_responses=n_responses)
-    return int(nums[0]) - 1
+    return int(values[0]) - 1
 
 
 def parse_rating(text: str) -> float:
-    """A single 1-10 rating (the meta judge's fallback mode). Raises ParseError."""
+    """A single 1-10 rating from the final line (the meta judge's rating mode). Raises
+    ParseError."""
     return parse_scores(text, 1)[0]
+
+
+# -- Suggested fixes (GRMFormat(fixes=True)) and debate reviews (judgekit.debate) ---------------
+# Same rule as everywhere above: only fixed-form lines count. A fix is a line 'Fix: <text>' in
+# a response's analysis; a review answers each fix on its own line 'F<id>: accept|reject -
+# <reason>' and ends, like every judgement, with the final scores line.
+FIX_LABEL = "Fix"
+_FIX_LINE = re.compile(r"(?i)^[ \t>*_-]*\**fix(?:\s*\d{1,2})?\**\s*:\s*\**[ \t]*(?P<text>[^\n]*?)"
+                       r"[ \t*]*$")
+_NO_FIX = re.compile(r"(?i)^(?:none|n/?a|no fix(?:es)?(?: needed)?|nothing)[ .!]*$")
+_REVIEW_LINE = re.compile(
+    r"(?i)^[ \t>*_-]*\**(?P<id>F\d{1,4})\**\s*[:.)=]\s*\**(?P<verdict>accept|reject)(?:ed|s)?\**"
+    r"[ \t]*(?:[-–—:,;.][ \t]*(?P<reason>[^\n]*?))?[ \t*]*$")
+_SCORE_CHANGE_LINE = re.compile(r"(?i)^[ \t>*_-]*\**score\s+change\**\s*:\s*\**[ \t]*"
+                                r"(?P<why>[^\n]*?)[ \t*]*$")
+_NO_CHANGE = re.compile(r"(?i)^(?:none|no change|unchanged|n/?a)[ .!]*$")
+
+
+def split_fixes(block: str) -> tuple[str, list[str]]:
+    """One response's analysis without its 'Fix:' lines, and the fixes those lines state, in
+    order (exact repeats and 'Fix: none' dropped)."""
+    kept: list[str] = []
+    fixes: list[str] = []
+    for line in block.splitlines():
+        m = _FIX_LINE.match(line) if len(line) <= 2000 else None
+        if m is None:
+            kept.append(line)
+            continue
+        text = m.group("text").strip()
+        if text and not _NO_FIX.match(text) and text not in fixes:
+            fixes.append(text)
+    return "\n".join(kept).strip(), fixes
+
+
+def _fixes_grammar(max_fixes: int, fix_chars: int) -> str:
+    """Rules for 1..max_fixes 'Fix:' lines (nested options: no repetition operator on rules)."""
+    body = "fix"
+    for _ in range(max_fixes - 1):
+        body = f"fix ({body})?"
+    # A fix starts with a visible character, so no fix the grammar allows reads as empty.
+    rest = f" [^\\n]{{0,{fix_chars - 1}}}" if fix_chars > 1 else ""
+    return (f"fixes ::= {body}\n"
+            f'fix ::= "{FIX_LABEL}: " [^\\n \\t]{rest} "\\n"\n')
+
+
+@dataclass
+class ParsedReview:
+    """One judge's review in a debate round: accept/reject with a reason per fix id, why its
+    scores changed (None for no reason given or 'none'), and its scores (shown order)."""
+
+    answers: dict[str, tuple[bool, str]]
+    score_change: str | None
+    scores: list[float]
+
+
+def parse_review(text: str, n_responses: int, fix_ids: list[str]) -> ParsedReview:
+    """A debate review, strictly: every fix in `fix_ids` answered (accept or reject, once; the
+    same answer repeated is one answer, contradictory answers are refused) and the final scores
+    line. Lines about fixes that were not asked are ignored. Raises ParseError."""
+    scores = parse_scores(text, n_responses)
+    wanted = {f.upper() for f in fix_ids}
+    answers: dict[str, tuple[bool, str]] = {}
+    why: str | None = None
+    for line in text.splitlines():
+        if len(line) > 2000:
+            continue
+        m = _REVIEW_LINE.match(line)
+        if m is not None:
+            fid = m.group("id").upper()
+            if fid not in wanted:
+                continue
+            accept = m.group("verdict").lower() == "accept"
+            if fid in answers and answers[fid][0] != accept:
+                raise ParseError(f"fix {fid} is both accepted and rejected", raw=text,
+                                 n_responses=n_responses)
+            answers.setdefault(fid, (accept, (m.group("reason") or "").strip()))
+            continue
+        c = _SCORE_CHANGE_LINE.match(line)
+        if c is not None:
+            stated = c.group("why").strip()
+            why = None if not stated or _NO_CHANGE.match(stated) else stated
+    missing = [f for f in fix_ids if f.upper() not in answers]
+    if missing:
+        raise ParseError(f"no accept/reject answer for {', '.join(missing)} (expected one line "
+                         "per fix like 'F1: accept - <reason>')", raw=text,
+                         n_responses=n_responses)
+    return ParsedReview(answers={f: answers[f.upper()] for f in fix_ids}, score_change=why,
+                        scores=scores)
+
+
+def review_grammar(n_responses: int, fix_ids: list[str], reason_chars: int = 300) -> str:
+    """EBNF for a whole debate review: one 'F<id>: accept|reject - <reason>' line per fix in
+    order, a 'Score change:' line, then the final scores line."""
+    answers = " ".join(f'"{f}: " verdict " - " reason' for f in fix_ids)
+    scores = ' ", " '.join(["score"] * n_responses)
+    return (f'root ::= {answers} "Score change: " reason "Scores: \\\\boxed{{" {scores} "}}"\n'
+            'verdict ::= "accept" | "reject"\n'
+            f'reason ::= [^\\n]{{1,{reason_chars}}} "\\n"\n'
+            'score ::= [1-9] | "10"\n')

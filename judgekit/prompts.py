@@ -23,6 +23,7 @@ GRM_TEMPLATE = "grm/default.jinja"
 GRM_EXAMPLES = "grm/examples.json"
 META_TEMPLATE = "meta/default.jinja"
 PAIRWISE_BASELINE_TEMPLATE = "baseline/pairwise.jinja"
+REASK_TEMPLATE = "reask/default.jinja"
 
 
 class FewShotExample(BaseModel):
@@ -69,6 +70,18 @@ def render(template: str, template_dir: str | Path | None = None, **variables: A
         raise TemplateError(f"prompt template {template} failed to render: {exc}") from exc
 
 
+def template_source(template: str, template_dir: str | Path | None = None) -> str:
+    """The source text of a template as it would be loaded (for fingerprints of a run)."""
+    env = _environment(str(template_dir) if template_dir else None)
+    loader = env.loader
+    assert loader is not None
+    try:
+        source, _, _ = loader.get_source(env, template)
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"prompt template not found: {template}") from exc
+    return source
+
+
 def load_examples(path: str | Path | None = None,
                   template_dir: str | Path | None = None) -> list[FewShotExample]:
     """Few-shot examples kept as data (JSON list); the built-in file unless a path is given."""
@@ -84,6 +97,19 @@ def load_examples(path: str | Path | None = None,
         raise TemplateError(f"cannot read few-shot examples from {path}: {exc}") from exc
 
 
+def resolve_examples(examples: Sequence[FewShotExample] | str | Path | bool,
+                     template_dir: str | Path | None = None) -> list[FewShotExample]:
+    """True: the built-in examples (or `template_dir`'s); False: none; a path: that JSON file;
+    a list: as given."""
+    if examples is True:
+        return load_examples(template_dir=template_dir)
+    if examples is False:
+        return []
+    if isinstance(examples, str | Path):
+        return load_examples(examples)
+    return list(examples)
+
+
 def as_messages(query: str | Sequence[Message]) -> list[Message]:
     """A query string becomes one user turn; a conversation passes through (last turn = query)."""
     if isinstance(query, str):
@@ -94,30 +120,12 @@ def as_messages(query: str | Sequence[Message]) -> list[Message]:
     return msgs
 
 
-def grm_messages(query: str | Sequence[Message], responses: Sequence[str], *,
-                 examples: Sequence[FewShotExample] = (), template: str = GRM_TEMPLATE,
-                 template_dir: str | Path | None = None, hint_best: int | None = None,
-                 system: str | None = None) -> list[Message]:
-    """The chat prompt for a pointwise GRM judgement of `responses` in the order given."""
-    text = render(template, template_dir, messages=as_messages(query), responses=list(responses),
-                  examples=[e.model_dump() for e in examples], hint_best=hint_best)
-    out: list[Message] = [{"role": "system", "content": system}] if system else []
-    out.append({"role": "user", "content": text})
-    return out
-
-
 def meta_messages(query: str | Sequence[Message], responses: Sequence[str], judgement: str, *,
-                  mode: str = "yes_no", template: str = META_TEMPLATE,
-                  template_dir: str | Path | None = None) -> list[Message]:
-    """The meta judge's prompt about one sampled judgement (responses in that sample's order)."""
+                  tag: str, mode: str = "yes_no", template: str = META_TEMPLATE,
+                  template_dir: str | Path | None = None,
+                  reference: str | None = None) -> list[Message]:
+    """The meta judge's prompt about one sampled judgement (responses in that sample's order),
+    with the item's reference answer when it has one."""
     text = render(template, template_dir, messages=as_messages(query), responses=list(responses),
-                  judgement=judgement, mode=mode)
-    return [{"role": "user", "content": text}]
-
-
-def pairwise_baseline_messages(query: str | Sequence[Message], responses: Sequence[str], *,
-                               template: str = PAIRWISE_BASELINE_TEMPLATE,
-                               template_dir: str | Path | None = None) -> list[Message]:
-    """The plain LLM-as-a-judge prompt ("which is better"), for side-by-side baselines."""
-    text = render(template, template_dir, messages=as_messages(query), responses=list(responses))
+                  judgement=judgement, mode=mode, tag=tag, reference=reference)
     return [{"role": "user", "content": text}]

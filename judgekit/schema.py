@@ -32,6 +32,10 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = Field(0, description="prompt tokens the provider read from its "
+                                      "prompt cache (part of prompt_tokens)")
+    cache_write_tokens: int = Field(0, description="prompt tokens written to the provider's "
+                                    "prompt cache (Anthropic cache creation)")
     calls: int = 0
     cached_calls: int = 0
     retries: int = 0
@@ -50,6 +54,8 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             calls=self.calls + other.calls,
             cached_calls=self.cached_calls + other.cached_calls,
             retries=self.retries + other.retries,
@@ -72,18 +78,35 @@ class Principle(BaseModel):
     weight: float = Field(1.0, ge=0.0)
 
 
+class AggregateRule(StrEnum):
+    """Which number of a critique is the response's score in a sample."""
+
+    OVERALL = "overall"  # the final score the judge wrote in its scores line (the paper's rule)
+    WEIGHTED = "weighted"  # sum_i w_i * s_i over the principles' fixed-form criterion scores
+
+
 class Critique(BaseModel):
-    """The judge's analysis of one response (in the caller's order, not the shown order)."""
+    """The judge's analysis of one response (in the caller's order, not the shown order).
+
+    Both values are kept whatever the aggregate rule: `overall` (the final scores line) and
+    `weighted` (from the fixed-form 'Criterion scores' line, when every criterion has a score).
+    """
 
     analysis: str = ""
     principle_scores: dict[str, float] = Field(default_factory=dict)
     overall: float | None = Field(None, description="the model's own overall 1-10 score")
-    weighted: float | None = Field(None, description="sum of w_i * s_i where principle scores exist")
+    weighted: float | None = Field(None, description="sum of w_i * s_i where every principle "
+                                   "has a fixed-form criterion score")
+    weighted_fallback: bool = Field(False, description="the weighted rule was asked for, but a "
+                                    "criterion score was missing: the overall score was used")
+    fixes: list[str] = Field(default_factory=list, description="suggested fixes, where the "
+                             "format asks for them")
 
-    @property
-    def score(self) -> float | None:
-        """The combined score: the weighted sum where it exists, else the model's overall score."""
-        return self.weighted if self.weighted is not None else self.overall
+    def score(self, rule: AggregateRule | str = AggregateRule.OVERALL) -> float | None:
+        """This response's score under `rule` (weighted falls back to overall when missing)."""
+        if AggregateRule(rule) is AggregateRule.WEIGHTED and self.weighted is not None:
+            return self.weighted
+        return self.overall
 
 
 class Judgement(BaseModel):
@@ -106,6 +129,8 @@ class Judgement(BaseModel):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     attempts: int = 1
+    truncated: bool = Field(False, description="the first output ended on the token limit; it "
+                            "was never accepted as it stood (forced, re-asked or failed)")
     hinted: bool = False
     meta_score: float | None = None
     kept: bool = True
@@ -136,6 +161,8 @@ class Verdict(BaseModel):
     best: int | None = None
     tie: bool = False
     voting: str = "sum"
+    tie_rule: str = "strict"
+    aggregate: str = "overall"
     k: int = 1
     k_meta: int | None = None
     valid_samples: int = 0
@@ -145,6 +172,8 @@ class Verdict(BaseModel):
     meta_model: str | None = None
     usage: Usage = Field(default_factory=Usage)
     wall_time_s: float = 0.0
+    seed: int | None = Field(None, description="the item's seed: permutations, sampling and the "
+                             "random tie-break derive from it")
     error: str | None = Field(None, description="set when the whole item failed")
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -1,4 +1,6 @@
-"""Pure functions for inference-time scaling: balanced permutations and voting over samples."""
+"""Pure functions for inference-time scaling: balanced permutations, the tie rule, the
+meta-guided keep rule and voting over samples. `judgekit.aggregate` composes them into the one
+function that turns samples into a Verdict's scores; nothing else counts votes."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ class VotingMethod(StrEnum):
 class TieRule(StrEnum):
     STRICT = "strict"  # a tie has no best response (the paper's training rule: a tie is wrong)
     RANDOM = "random"  # the paper's evaluation rule: shuffle, then argmax (seeded tie-break)
+
+
+NEUTRAL_SCORE = 5.5
+"""The midpoint of the 1-10 scale: a single response's score above it reads as "good", below as
+"bad" (binary labels in benchmarks and the SPCT rule); a missing score counts as this."""
 
 
 class VoteResult(BaseModel):
@@ -58,28 +65,54 @@ def unpermute(shown: Sequence[float], permutation: Sequence[int]) -> list[float]
     return out
 
 
-def best_index(scores: Sequence[float | None], tie_rule: TieRule | str = TieRule.STRICT,
-               seed: int = 0) -> tuple[int | None, bool]:
-    """(best, tie). Strict: best is None on a tie. Random: a seeded pick among the tied."""
+def top_set(scores: Sequence[float | None]) -> list[int]:
+    """Indices holding the highest non-None score ([] when there is none)."""
     valid = [(i, s) for i, s in enumerate(scores) if s is not None]
     if not valid:
-        return None, False
+        return []
     top = max(s for _, s in valid)
-    leaders = [i for i, s in valid if s == top]
+    return [i for i, s in valid if s == top]
+
+
+def best_index(scores: Sequence[float | None], tie_rule: TieRule | str = TieRule.STRICT,
+               seed: int | str = 0) -> tuple[int | None, bool]:
+    """(best, tie). Strict: best is None on a tie. Random: a seeded pick among the tied.
+    No valid score at all gives (None, False)."""
+    leaders = top_set(scores)
+    if not leaders:
+        return None, False
     if len(leaders) == 1:
         return leaders[0], False
-    if len(scores) == 1:
-        return 0, False
     if TieRule(tie_rule) is TieRule.RANDOM:
         return random.Random(seed).choice(leaders), True
     return None, True
 
 
+def unique_best(scores: Sequence[float | None] | None) -> int | None:
+    """The single highest-scored index; None on a tie for the top or with no scores (the SPCT
+    correctness rule: a tie is wrong)."""
+    return best_index(scores or [], TieRule.STRICT)[0]
+
+
+def pick_best(scores: Sequence[float | None], tie_rule: TieRule | str = TieRule.STRICT,
+              seed: int | str = 0) -> int | None:
+    """The evaluation pick under a tie rule. Like `best_index`, except that under the random
+    rule an item with no valid score at all is a seeded random guess among all responses (the
+    paper's evaluation treats a failed judgement as a coin flip, not as a wrong answer)."""
+    best, _ = best_index(scores, tie_rule, seed)
+    if best is None and TieRule(tie_rule) is TieRule.RANDOM and scores and not top_set(scores):
+        return random.Random(seed).randrange(len(scores))
+    return best
+
+
 def vote(samples: Sequence[Judgement], n_responses: int,
          method: VotingMethod | str = VotingMethod.SUM,
-         tie_rule: TieRule | str = TieRule.STRICT, seed: int = 0) -> VoteResult:
-    """Vote over the valid, kept samples. Invalid samples are excluded (and counted elsewhere)."""
-    used = [s for s in samples if s.valid and s.kept and s.scores is not None]
+         tie_rule: TieRule | str = TieRule.STRICT, seed: int | str = 0,
+         kept: set[int] | None = None) -> VoteResult:
+    """Vote over the valid samples (only those in `kept`, when given). Invalid samples are
+    excluded (and counted elsewhere)."""
+    used = [s for s in samples if s.valid and s.scores is not None
+            and (kept is None or s.sample_index in kept)]
     if not used:
         return VoteResult(scores=[None] * n_responses, best=None, tie=False, used_samples=0)
     method = VotingMethod(method)
@@ -99,11 +132,17 @@ def vote(samples: Sequence[Judgement], n_responses: int,
     return VoteResult(scores=list(totals), best=best, tie=tie, used_samples=len(used))
 
 
-def select_top_meta(samples: Sequence[Judgement], k_meta: int) -> set[int]:
-    """sample_index of the k_meta valid samples with the highest meta scores (meta-guided voting).
-
-    Ties in meta score keep the earlier sample, so the choice is deterministic.
-    """
-    ranked = sorted((s for s in samples if s.valid and s.meta_score is not None),
+def select_kept(samples: Sequence[Judgement], k_meta: int) -> set[int]:
+    """sample_index of the samples meta-guided voting keeps: the k_meta valid samples with the
+    highest meta scores (ties keep the earlier sample); valid samples that the meta judge could
+    not rate fill the remaining places in sample order, so a failing meta judge degrades to
+    plain voting instead of discarding everything."""
+    if k_meta < 1:
+        raise ValueError(f"k_meta must be at least 1, got {k_meta}")
+    valid = sorted((s for s in samples if s.valid), key=lambda s: s.sample_index)
+    ranked = sorted((s for s in valid if s.meta_score is not None),
                     key=lambda s: (-(s.meta_score or 0.0), s.sample_index))
-    return {s.sample_index for s in ranked[:max(k_meta, 0)]}
+    keep = [s.sample_index for s in ranked[:k_meta]]
+    unrated = [s.sample_index for s in valid if s.meta_score is None]
+    keep += unrated[:max(0, k_meta - len(keep))]
+    return set(keep)

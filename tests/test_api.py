@@ -15,6 +15,16 @@ EXPECTED = {
     "ModelSpecError", "ParseError", "Principle", "RateLimitError", "SampleStatus",
     "SequenceClassifierMetaScorer", "TemplateError", "TieRule", "TransientBackendError", "Usage",
     "Verdict", "VotingMethod", "__version__", "resolve_backend", "verdicts_frame",
+    # issue 9: one pipeline (formats, aggregate rule, declared capabilities, typed meta scorers)
+    "AggregateRule", "BackendCapabilities", "CapabilityError", "ContextLengthError",
+    "GRMFormat", "JudgingFormat", "LocalModelError", "MetaScorer", "PairwiseFormat",
+    # issue 10: runs you can trust (typed stops and cache errors)
+    "CacheError", "CircuitOpenError", "RunAbortedError", "ServerUnreachableError",
+    # issue 13: user rubrics
+    "Rubric", "RubricError", "load_rubric",
+    # issue 14: debate and the improve loop
+    "DebateResult", "ImproveLoop", "ImproveTrace", "aimprove", "aimprove_many", "improve",
+    "improve_many",
 }
 
 

@@ -3,12 +3,16 @@ re-asks on unparseable text, failed calls recorded on the sample, never raised o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from support.fault_server import FaultServer, judge_text
 
 from judgekit import Judge, SampleStatus
 from judgekit.config import GenerationConfig
+from judgekit.meta import MetaResult, MetaScorer
 from judgekit.retry import RetryPolicy
+from judgekit.schema import Judgement
 
 GARBLE = "I think the first one is nicer, but it is hard to say."
 
@@ -47,7 +51,7 @@ def test_unparseable_answer_is_reasked_once_carrying_the_error(
     assert GARBLE in jd.raw_text  # the whole exchange is kept
     assert jd.usage.calls == 2
     reask = fault_server.records[-1].body["messages"][-1]["content"]
-    assert "could not be read" in str(reask) and "no scores found" in str(reask)
+    assert "could not be read" in str(reask) and "does not end with a scores line" in str(reask)
 
 
 def test_still_unparseable_after_the_reasks_is_a_parse_failure_not_a_score(
@@ -63,17 +67,22 @@ def test_still_unparseable_after_the_reasks_is_a_parse_failure_not_a_score(
 
 def test_failed_calls_are_recorded_per_item_and_the_batch_goes_on(
         fault_server: FaultServer) -> None:
-    fault_server.schedule = {"bad": ["500", "500", "500"], "auth": ["401"]}
+    fault_server.schedule = {"bad": ["500", "500", "500"], "fatal": ["400"], "auth": ["401"]}
     items = [{"id": "good", "query": "jk-item-good q", "responses": ["GOOD", "meh"]},
              {"id": "bad", "query": "jk-item-bad q", "responses": ["GOOD", "meh"]},
-             {"id": "auth", "query": "jk-item-auth q", "responses": ["meh", "GOOD"]}]
-    good, bad, auth = _judge(fault_server).score_many(items, progress=False)
+             {"id": "fatal", "query": "jk-item-fatal q", "responses": ["meh", "GOOD"]}]
+    judge = _judge(fault_server)
+    good, bad, fatal = judge.score_many(items, progress=False)
     assert good.ok and good.best == 0
-    for v in (bad, auth):
+    # A rejected key is recorded on the sample of a single call; in a batch it stops the batch
+    # (RunAbortedError, see tests/backends/test_failfast.py).
+    auth = judge.score("jk-item-auth q", ["meh", "GOOD"])
+    for v in (bad, fatal, auth):
         assert not v.ok and v.error is not None and v.best is None
         assert v.samples[0].status is SampleStatus.API_ERROR and v.samples[0].scores is None
     assert "TransientBackendError" in (bad.error or "") or "500" in (bad.error or "")
     assert bad.samples[0].usage.retries == 2  # three attempts, all spent
+    assert "FatalBackendError" in (fatal.error or "")
     assert "AuthenticationError" in (auth.error or "") and "sk-test-x" not in (auth.error or "")
 
 
@@ -91,14 +100,13 @@ async def test_sync_wrappers_work_inside_a_running_event_loop(fault_server: Faul
     assert list(frame["best"]) == [0, 1] and list(frame["valid_samples"]) == [2, 1]
 
 
-class FailingMeta:
+class FailingMeta(MetaScorer):
     """A meta judge whose every rating failed (as when its server is down)."""
 
     spec = "meta-failing"
 
-    async def ascore_samples(self, query: object, responses: object, judgements: list) -> object:
-        from judgekit.meta import MetaResult
-
+    async def ascore_samples(self, query: object, responses: object,
+                             judgements: Sequence[Judgement]) -> MetaResult:
         return MetaResult(scores=[None] * len(judgements))
 
 

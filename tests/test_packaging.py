@@ -18,14 +18,18 @@ def test_wheel_ships_templates_and_data_and_works_from_site_packages(tmp_path: P
     assert "judgekit/templates/grm/default.jinja" in names
     assert "judgekit/templates/grm/examples.json" in names
     assert "judgekit/templates/meta/default.jinja" in names
+    for partial in ("_partials/fence.jinja", "baseline/pairwise.jinja", "reask/default.jinja"):
+        assert f"judgekit/templates/{partial}" in names
     assert any(n.startswith("judgekit/bench_data/llmbar/") for n in names)
     assert not any(n.endswith((".gguf", ".safetensors", ".zip")) for n in names)
     assert wheel.stat().st_size < 10 * 2**20
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import judgekit, judgekit.prompts as p, judgekit.bench.datasets as d;"
+    code = ("import judgekit, judgekit.formats as f, judgekit.bench.datasets as d;"
             f"assert judgekit.__file__.startswith({str(site)!r});"
-            "assert 'Start of Response 1' in p.grm_messages('q', ['a'])[0]['content'];"
+            "tag = f.fence_tag('q', ['a']);"
+            "assert f'<response-1 tag={tag}>' in f.grm_messages('q', ['a'])[0]['content'];"
+            "assert 'Best: ' in f.PairwiseFormat().messages('q', ['a'], tag=tag)[0]['content'];"
             "print(d.shipped_data_dir())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})

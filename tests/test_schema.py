@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from judgekit import Critique, Judgement, Principle, SampleStatus, Usage, Verdict
+from judgekit.schema import AggregateRule
 
 
 def _sample(i: int, scores: list[float] | None, status: SampleStatus = SampleStatus.OK) -> Judgement:
@@ -28,8 +29,12 @@ def test_verdict_json_round_trip_keeps_every_field() -> None:
     again = Verdict.model_validate_json(v.model_dump_json())
     assert again == v
     assert again.samples[1].status is SampleStatus.PARSE_FAILURE
-    assert again.samples[0].critiques[0].score == 7.2  # the weighted sum wins
-    assert again.samples[0].critiques[1].score == 3  # no principle scores: the overall score
+    # Both values survive the round trip; the rule picks which one is the score.
+    good, bad = again.samples[0].critiques
+    assert (good.overall, good.weighted) == (7, 7.2)
+    assert good.score() == good.score("overall") == 7  # the paper's rule: the written score
+    assert good.score("weighted") == 7.2
+    assert bad.score("weighted") == bad.score() == 3  # no criterion scores: the overall score
     assert v.to_dict()["samples"][0]["status"] == "ok"
     row = v.to_row()
     assert row["score_0"] == 7.2 and row["score_1"] == 3.0 and row["best"] == 0
@@ -42,6 +47,15 @@ def test_scores_outside_one_to_ten_are_rejected() -> None:
         _sample(0, [0.0, 5.0])
     with pytest.raises(ValidationError):
         _sample(0, [11.0, 5.0])
+
+
+def test_critique_score_rule() -> None:
+    c = Critique(overall=6, weighted=7.5)
+    assert c.score() == 6 and c.score(AggregateRule.WEIGHTED) == 7.5
+    assert Critique(overall=6).score("weighted") == 6
+    assert Critique().score() is None
+    with pytest.raises(ValueError):
+        c.score("median")
 
 
 def test_a_failed_sample_is_not_valid_and_carries_no_score() -> None:

@@ -3,7 +3,7 @@
 A simulated judge looks at random pairs and, in each sample, prefers the right response with
 probability p = 0.65 (independently across samples). Its scores are 1-10 integers written in the
 shown order of a balanced permutation and mapped back with the real `unpermute`; votes go through
-the real `vote`, `select_top_meta` and `Judgement` objects.
+the real `vote`, `select_kept` and `Judgement` objects.
 
 What theory says, for odd k and samples that never tie within themselves:
   * majority voting is right when more than k/2 samples are right: P(Binomial(k, p) > k/2);
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pytest
 
 from judgekit.schema import Judgement, SampleStatus
-from judgekit.voting import balanced_permutations, select_top_meta, unpermute, vote
+from judgekit.voting import balanced_permutations, select_kept, unpermute, vote
 
 P = 0.65
 N_PAIRS = 4000
@@ -82,12 +82,8 @@ def accuracy(items: list[SimItem], k: int, method: str, *, k_meta: int | None = 
     hits = ties = 0
     for idx, it in enumerate(items):
         samples = it.samples[:k]
-        if k_meta is not None:
-            samples = [s.model_copy() for s in samples]
-            keep = select_top_meta(samples, k_meta)
-            for s in samples:
-                s.kept = s.sample_index in keep
-        r = vote(samples, 2, method, tie_rule=tie_rule, seed=idx)
+        keep = select_kept(samples, k_meta) if k_meta is not None else None
+        r = vote(samples, 2, method, tie_rule=tie_rule, seed=idx, kept=keep)
         hits += r.best == it.label
         ties += r.tie
     return hits / len(items), ties / len(items)
@@ -190,7 +186,7 @@ def test_meta_guided_voting_beats_plain_voting(k: int, method: str) -> None:
     guided, _ = accuracy(items, k, method, k_meta=max(1, k // 2), tie_rule="random")
     # The kept samples really are better than average.
     kept_right = [r for it in items for s, r in zip(it.samples, it.right, strict=True)
-                  if s.sample_index in select_top_meta(it.samples, max(1, k // 2))]
+                  if s.sample_index in select_kept(it.samples, max(1, k // 2))]
     assert sum(kept_right) / len(kept_right) > P + 0.1
     # Paired comparison on the same items: require a margin well beyond the noise
     # (the SE of a difference of two accuracies on 1500 items is at most about 0.018).

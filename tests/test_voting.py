@@ -8,20 +8,29 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.prompt_blocks import shown_responses
 
 from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
-from judgekit.judge import Judge, _judgement_from_text
+from judgekit.formats import GRMFormat
+from judgekit.judge import Judge
+from judgekit.sampler import Sampler
 from judgekit.schema import Judgement, Message, SampleStatus, Usage
 from judgekit.voting import (
     TieRule,
     VotingMethod,
     balanced_permutations,
     best_index,
-    select_top_meta,
+    select_kept,
     unpermute,
     vote,
 )
+
+
+def _judgement_from_text(text: str, n: int, perm: list[int], index: int, usage: Usage
+                         ) -> Judgement:
+    return Sampler(_ReadingJudgeBackend(), GRMFormat()).judgement_from_text(text, n, perm, index,
+                                                                          usage)
 
 
 def ok(index: int, scores: list[float], meta: float | None = None, kept: bool = True) -> Judgement:
@@ -78,12 +87,14 @@ def test_vote_three_responses_sum_tie() -> None:
 def test_invalid_and_discarded_samples_are_excluded() -> None:
     samples = [ok(0, [7, 3]), failed(1), failed(2, SampleStatus.API_ERROR), ok(3, [2, 9], kept=False),
                ok(4, [6, 4])]
-    r = vote(samples, 2, "sum")
+    # `kept` is an input only through the `kept` argument: a stored flag never filters.
+    assert vote(samples, 2, "sum").scores == [15.0, 16.0]
+    r = vote(samples, 2, "sum", kept={0, 4})
     assert r.scores == [13.0, 7.0]
     assert r.used_samples == 2
     # FORCED samples count like OK ones.
     forced = Judgement(sample_index=5, status=SampleStatus.FORCED, scores=[1, 10])
-    assert vote([*samples, forced], 2).scores == [14.0, 17.0]
+    assert vote([*samples, forced], 2, kept={0, 4, 5}).scores == [14.0, 17.0]
 
 
 def test_no_valid_sample_gives_no_scores() -> None:
@@ -126,26 +137,27 @@ def test_best_index_random_tie_break_is_seeded() -> None:
     assert best_index([1.0, 8.0], "random", seed=1) == (1, False)
 
 
-# -- select_top_meta ------------------------------------------------------------------------------
-def test_select_top_meta() -> None:
+# -- select_kept ----------------------------------------------------------------------------------
+def test_select_kept() -> None:
     samples = [ok(0, [7, 3], meta=0.2), ok(1, [2, 9], meta=0.9), ok(2, [5, 5], meta=0.6),
                failed(3), ok(4, [8, 1], meta=None), ok(5, [6, 3], meta=0.6)]
     samples[3].meta_score = 0.99  # an invalid sample is never kept, whatever its meta score
-    assert select_top_meta(samples, 1) == {1}
-    assert select_top_meta(samples, 2) == {1, 2}  # 2 and 5 tie at 0.6: the earlier one stays
-    assert select_top_meta(samples, 3) == {1, 2, 5}
-    assert select_top_meta(samples, 10) == {0, 1, 2, 5}
-    assert select_top_meta(samples, 0) == set()
+    assert select_kept(samples, 1) == {1}
+    assert select_kept(samples, 2) == {1, 2}  # 2 and 5 tie at 0.6: the earlier one stays
+    assert select_kept(samples, 3) == {1, 2, 5}
+    # The unrated valid sample 4 fills a place once the rated ones run out.
+    assert select_kept(samples, 5) == {0, 1, 2, 4, 5}
+    assert select_kept(samples, 10) == {0, 1, 2, 4, 5}
+    with pytest.raises(ValueError, match="k_meta"):
+        select_kept(samples, 0)
 
 
 def test_meta_guided_vote_over_kept_samples() -> None:
     samples = [ok(0, [7, 3], meta=0.2), ok(1, [2, 9], meta=0.9), ok(2, [4, 8], meta=0.7),
                ok(3, [9, 1], meta=0.1)]
     assert vote(samples, 2).best == 0  # 22 vs 21 over all four
-    keep = select_top_meta(samples, 2)
-    for s in samples:
-        s.kept = s.sample_index in keep
-    r = vote(samples, 2)
+    keep = select_kept(samples, 2)
+    r = vote(samples, 2, kept=keep)
     assert r.scores == [6.0, 17.0] and r.best == 1 and r.used_samples == 2
 
 
@@ -220,9 +232,7 @@ class _ReadingJudgeBackend(Backend):
 
     async def generate(self, messages: list[Message], config: GenerationConfig,
                        n: int = 1) -> GenerationResult:
-        prompt = messages[-1]["content"]
-        section = prompt[prompt.index("#### Responses to Score ####"):]
-        shown = re.findall(r"\[Start of Response \d+\]\n(.*?)\n\[End of Response", section, re.S)
+        shown = shown_responses(messages[-1]["content"])
         self.shown.append(shown)
         if shown[0] == self.fail_first:
             text = "I refuse to score."

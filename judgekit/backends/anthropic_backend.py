@@ -7,13 +7,12 @@ and no seed (`config.seed` is ignored).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from judgekit.backends._remote import RemoteBackend
+from judgekit.backends._remote import RemoteBackend, gather_requests, map_sdk_error
 from judgekit.backends.base import Completion, GenerationResult
 from judgekit.config import GenerationConfig
-from judgekit.errors import MissingDependencyError, TransientBackendError
+from judgekit.errors import BackendError, MissingDependencyError, TransientBackendError
 from judgekit.schema import Message, Usage
 
 
@@ -55,6 +54,13 @@ class AnthropicBackend(RemoteBackend[Any]):
         # max_retries=0: judgekit.retry is the only retry policy (and counts its retries).
         return anthropic.AsyncAnthropic(api_key=self._key.get(), base_url=self._sdk_base_url,
                                         max_retries=0)
+
+    def map_error(self, exc: BaseException) -> BackendError | None:
+        """The anthropic SDK's exceptions as judgekit errors (529 overloaded is a retryable
+        5xx); "prompt is too long" / "exceed context limit" 400s are ContextLengthErrors."""
+        import anthropic
+
+        return map_sdk_error(anthropic, exc)
 
     def _params(self, messages: list[Message], config: GenerationConfig) -> dict[str, Any]:
         system, turns = split_system(messages)
@@ -104,7 +110,7 @@ class AnthropicBackend(RemoteBackend[Any]):
         """`n` parallel requests (the API has no `n`)."""
         self.check_config(config, n)
         params = self._params(messages, config)
-        results = await asyncio.gather(*(self._request(params, messages, config)
-                                         for _ in range(n)))
+        results = await gather_requests([self._request(params, messages, config)
+                                         for _ in range(n)])
         return GenerationResult(completions=[c for c, _ in results],
                                 usage=Usage.total(u for _, u in results))

@@ -1,21 +1,22 @@
 """OpenAI chat completions, and any OpenAI-compatible server (vLLM, transformers serve, llama.cpp)
 through `base_url`.
 
-`n` completions are asked in ONE request so the prompt is billed once. Servers that return fewer
-choices than asked (transformers serve returns one) are topped up with parallel requests; the
-backend remembers how many choices the server gives and splits later calls up front.
+`n` completions are asked in ONE request (the prompt is sent, and billed, once for the n choices).
+Servers that return fewer choices than asked (transformers serve returns one) are topped up with
+parallel requests, each billed for its prompt; the backend remembers how many choices the server
+gives and splits later calls up front. A failed top-up fails the call, but the error keeps what
+the successful requests cost (`spent_usage`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
-from judgekit.backends._remote import RemoteBackend
+from judgekit.backends._remote import RemoteBackend, gather_requests, map_sdk_error, spent_usage
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult, TokenLogprob
 from judgekit.config import GenerationConfig
-from judgekit.errors import MissingDependencyError, TransientBackendError
+from judgekit.errors import BackendError, MissingDependencyError, TransientBackendError
 from judgekit.schema import Message, Usage
 
 _OFFICIAL_HOSTS = ("api.openai.com",)
@@ -45,6 +46,14 @@ class OpenAIBackend(RemoteBackend[Any]):
         # max_retries=0: judgekit.retry is the only retry policy (and counts its retries).
         return openai.AsyncOpenAI(api_key=self._key.get(), base_url=self._sdk_base_url,
                                   max_retries=0)
+
+    def map_error(self, exc: BaseException) -> BackendError | None:
+        """The openai SDK's exceptions as judgekit errors; a 4xx whose code is
+        `context_length_exceeded` (or whose text says so, as vLLM and llama.cpp word it) is a
+        ContextLengthError, never retried."""
+        import openai
+
+        return map_sdk_error(openai, exc, context_length=_openai_context_length)
 
     @property
     def _official(self) -> bool:
@@ -109,9 +118,16 @@ class OpenAIBackend(RemoteBackend[Any]):
             if missing % per_request:
                 sizes.append(missing % per_request)
             offsets = [len(completions) + sum(sizes[:i]) for i in range(len(sizes))]
-            results = await asyncio.gather(*(
-                self._request(messages, config, size, seed_offset=off)
-                for size, off in zip(sizes, offsets, strict=True)))
+            try:
+                results = await gather_requests([
+                    self._request(messages, config, size, seed_offset=off)
+                    for size, off in zip(sizes, offsets, strict=True)])
+            except BackendError as err:
+                # Earlier rounds (the first request, before its top-ups) were paid for too.
+                spent = spent_usage(err)
+                err.usage = usage + (spent if spent is not None
+                                     else Usage(calls=1, retries=err.retries))
+                raise
             for (got, u), asked in zip(results, sizes, strict=True):
                 completions.extend(got)
                 usage = usage + u
@@ -119,6 +135,14 @@ class OpenAIBackend(RemoteBackend[Any]):
                     self._choices_cap = max(1, len(got))
             per_request = min(per_request, self._choices_cap or per_request)
         return GenerationResult(completions=completions[:n], usage=usage)
+
+
+def _openai_context_length(exc: Any) -> bool | None:
+    """True for OpenAI's `context_length_exceeded` code; None lets the wording decide."""
+    code = getattr(exc, "code", None)
+    if code is None and isinstance(getattr(exc, "body", None), dict):
+        code = exc.body.get("code")
+    return True if code in ("context_length_exceeded", "exceed_context_size_error") else None
 
 
 def _completion(choice: Any) -> Completion:

@@ -10,6 +10,7 @@ Heavy pieces (pandas, matplotlib) are imported only when a report or plot is mad
 """
 
 from judgekit.bench.baseline import PairwiseBaselineJudge
+from judgekit.bench.bias import arun_bias, run_bias, with_lengths
 from judgekit.bench.datasets import (
     DatasetError,
     DatasetInfo,
@@ -23,6 +24,7 @@ from judgekit.bench.items import BenchItem, Label, LabelKind
 from judgekit.bench.metrics import TieRule
 from judgekit.bench.report import (
     benchmark_frame,
+    bias_frame,
     load_run,
     load_runs,
     paired_frame,
@@ -59,7 +61,9 @@ __all__ = [
     "RunResult",
     "TieRule",
     "arun",
+    "arun_bias",
     "benchmark_frame",
+    "bias_frame",
     "dataset_names",
     "list_datasets",
     "load_csv",
@@ -78,7 +82,9 @@ __all__ = [
     "render_report",
     "report_frames",
     "run",
+    "run_bias",
     "scaling_frame",
     "subset_frame",
     "summary_frame",
+    "with_lengths",
 ]

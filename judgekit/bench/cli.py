@@ -1,4 +1,5 @@
-"""`judgekit bench ...`: list datasets, run a judge over one, report on stored runs.
+"""`judgekit bench ...`: list datasets, run a judge over one, probe its biases, report on stored
+runs.
 
 The main CLI registers these with `add_bench_parser(subparsers)` and dispatches with
 `args.func(args)` (each handler returns the exit code). `python -m judgekit.bench ...` runs them
@@ -13,35 +14,28 @@ import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from judgekit.bench.datasets import DatasetError, dataset_names, list_datasets
-from judgekit.errors import JudgekitError
+from judgekit.bench.datasets import DatasetError, dataset_names, list_datasets, load_dataset
+from judgekit.cli_args import (
+    EXIT_USAGE,
+    OneLineErrorParser,
+    add_common_args,
+    backend_options,
+    check_common,
+    data_dir,
+    positive_int,
+    rubric_options,
+)
+from judgekit.errors import JudgekitError, RunAbortedError
 
-EXIT_USAGE = 2
 EXIT_FAILURE = 1
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+EXIT_NOT_READY = 75  # sysexits EX_TEMPFAIL: `--batch --no-wait` and the provider is not done yet
 
 
 def _usage_error(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def _print_frame(frame: Any, fmt: str) -> None:
@@ -83,81 +77,249 @@ def _default_out(args: argparse.Namespace, dataset: str) -> Path:
     return Path("runs") / name
 
 
+def _columns(text: str) -> str | list[str]:
+    """One column, or several separated by commas."""
+    if "," not in text:
+        return text
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def _field_map(args: argparse.Namespace) -> Any:
     from judgekit.bench.generic import FieldMap
 
-    text: str = args.responses_field
-    responses: str | list[str] = text
-    if "," in text:
-        responses = [c.strip() for c in text.split(",") if c.strip()]
-    return FieldMap(query=args.query_field, responses=responses, label=args.label_field,
-                    label_format=args.label_format, id=args.id_field,
-                    subset=args.subset_field)
+    tie_labels = [t.strip() for v in args.tie_label or [] for t in v.split(",") if t.strip()]
+    return FieldMap(query=args.query_field, responses=_columns(args.responses_field),
+                    label=_columns(args.label_field), label_format=args.label_format,
+                    tie_labels=tie_labels, id=args.id_field, subset=args.subset_field,
+                    reference=args.reference_field,
+                    drop_empty_responses=args.drop_empty_responses)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from judgekit.bench.generic import load_file
-    from judgekit.bench.runner import BenchRunError, aclose_judge, arun, make_judge
-
-    prog = "judgekit bench run"
-    if args.meta and args.baseline:
-        return _usage_error(prog, "--meta does not apply to --baseline pairwise")
+def _check_run_args(args: argparse.Namespace) -> str | None:
+    """The argument combinations `run` and `bias` refuse (None when fine)."""
+    problem = check_common(args)
+    if problem:
+        return problem
+    if getattr(args, "meta", False) and args.baseline:
+        return "--meta does not apply to --baseline pairwise"
     if args.baseline and args.no_examples:
-        return _usage_error(prog, "--no-examples applies to the GRM prompt only")
-    dataset: Any = args.dataset
-    name = args.dataset
+        return "--no-examples applies to the GRM prompt only"
+    if args.baseline and args.aggregate is not None:
+        return "--aggregate applies to the GRM prompt only"
+    if args.baseline and args.voting != "sum":
+        return "--voting applies to the GRM judge only"
+    if args.baseline and getattr(args, "rubric", None) is not None:
+        return "--rubric applies to the GRM judge only"
+    return None
+
+
+def _dataset(args: argparse.Namespace, *, load_registered: bool = False) -> tuple[Any, str]:
+    """(what `arun` takes, the dataset's name): a registered name (its data is found and read
+    before a judge is built; loads are cached), or the items of an own file. With
+    `load_registered`, a registered dataset comes back as its selected items (`arun` selects
+    them again, which keeps them). Raises DatasetError or ValueError with a one-line message."""
+    from judgekit.bench.generic import load_file
+
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
-    try:
-        if is_file:
-            if not Path(args.dataset).is_file():
-                return _usage_error(prog, f"no such file: {args.dataset}")
-            dataset = load_file(args.dataset, _field_map(args))
-            name = Path(args.dataset).stem
-        elif args.dataset not in dataset_names():
-            return _usage_error(prog, f"unknown dataset {args.dataset!r} "
-                                      f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
-    except (DatasetError, ValueError) as exc:
-        return _usage_error(prog, str(exc))
-    out = Path(args.out) if args.out else _default_out(args, args.dataset)
-    backend_kwargs: dict[str, Any] = {}
-    if args.base_url:
-        backend_kwargs["base_url"] = args.base_url
+    if is_file:
+        if not Path(args.dataset).is_file():
+            raise DatasetError(f"no such file: {args.dataset}")
+        return load_file(args.dataset, _field_map(args)), Path(args.dataset).stem
+    if args.dataset not in dataset_names():
+        raise DatasetError(f"unknown dataset {args.dataset!r} "
+                           f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
+    if not load_registered:
+        load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
+        return args.dataset, args.dataset
+    return load_dataset(args.dataset, subset=args.subset, limit=args.limit,
+                        data_dir=args.data_dir, stratify=args.stratify), args.dataset
+
+
+def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
+    """The judge the arguments describe, or an exit code (after printing one line)."""
+    from judgekit.bench.runner import make_judge
+
+    backend_kwargs: dict[str, Any] = backend_options(args)
+    if not args.baseline:  # GRM-only Judge keywords (aggregate only when given)
+        backend_kwargs["voting"] = args.voting
+        if args.aggregate is not None:
+            backend_kwargs["aggregate"] = args.aggregate
+        backend_kwargs.update(rubric_options(args))  # the rubric applies to every item
     cache: Any = False if args.no_cache else (args.cache or True)
     try:
-        judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
-                           max_tokens=args.max_tokens, temperature=args.temperature,
-                           concurrency=args.concurrency, meta_model=args.meta_model,
-                           examples=not args.no_examples, cache=cache, **backend_kwargs)
+        judge: Any
+        if getattr(args, "ray", None) is not None:  # the actors build the judge; no model here
+            judge = _ray_scorer(args, cache, backend_kwargs)
+        else:
+            judge = make_judge(args.model, baseline=args.baseline, seed=args.seed,
+                               max_tokens=args.max_tokens, temperature=args.temperature,
+                               concurrency=args.concurrency, meta_model=args.meta_model,
+                               examples=not args.no_examples, cache=cache, **backend_kwargs)
+        if getattr(args, "batch", False) and out is not None:
+            from judgekit.batch_api import BatchScorer
+
+            judge = BatchScorer(judge, out / "batch", poll_interval=args.poll_interval,
+                                wait=not args.no_wait, resubmit_failed=args.resubmit_failed)
+        return judge
     except (JudgekitError, ValueError, OSError, ImportError) as exc:
         print(f"{prog}: error: cannot build the judge: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
 
+
+def _run_kwargs(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """`arun` keywords shared by `run` and `bias`."""
+    return dict(subset=args.subset, samples=args.samples, meta=getattr(args, "meta", False),
+                k_meta=args.k_meta, limit=args.limit, stratify=args.stratify,
+                concurrency=args.concurrency, seed=args.seed, data_dir=args.data_dir,
+                progress=not args.no_progress, model=args.model or None,
+                baseline=args.baseline, dataset_name=name,
+                extra={"max_tokens": args.max_tokens, "temperature": args.temperature,
+                       "meta_model": args.meta_model, "k_meta": args.k_meta,
+                       "examples": not args.no_examples, "voting": args.voting,
+                       "aggregate": args.aggregate or "overall",
+                       "mode": ("batch" if getattr(args, "batch", False) else "ray"
+                                if getattr(args, "ray", None) is not None else "online"),
+                       **_rubric_extra(args)})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from judgekit.bench.runner import BenchRunError, aclose_judge, arun
+
+    prog = "judgekit bench run"
+    problem = _check_run_args(args) or _scaleout_problem(args)
+    if problem:
+        return _usage_error(prog, problem)
+    try:
+        dataset, name = _dataset(args)
+    except (DatasetError, ValueError) as exc:
+        return _usage_error(prog, str(exc))
+    out = Path(args.out) if args.out else _default_out(args, args.dataset)
+    judge = _judge(args, prog, out)
+    if isinstance(judge, int):
+        return judge
+
     async def go() -> Any:
         try:
-            return await arun(dataset, judge, out_dir=out, subset=args.subset,
-                              samples=args.samples, meta=args.meta, k_meta=args.k_meta,
-                              limit=args.limit, stratify=args.stratify,
-                              concurrency=args.concurrency, seed=args.seed,
-                              reverse=args.reverse, data_dir=args.data_dir,
-                              progress=not args.no_progress, model=args.model or None,
-                              baseline=args.baseline, dataset_name=name,
-                              extra={"max_tokens": args.max_tokens,
-                                     "temperature": args.temperature,
-                                     "meta_model": args.meta_model, "k_meta": args.k_meta,
-                                     "examples": not args.no_examples})
+            return await arun(dataset, judge, out_dir=out, reverse=args.reverse,
+                              overwrite=args.overwrite, **_run_kwargs(args, name))
         finally:
             await aclose_judge(judge)
 
     try:
         result = asyncio.run(go())
+    except RunAbortedError as exc:  # the backend failed for everyone: stop, resumable
+        print(f"{prog}: stopped: {exc} Results so far are in {out}; fix the cause and re-run "
+              "the same command to resume.", file=sys.stderr)
+        return EXIT_FAILURE
     except (DatasetError, BenchRunError) as exc:
         return _usage_error(prog, str(exc))
+    except JudgekitError as exc:  # the batch run's own outcomes, one line each
+        from judgekit.batch_api import BatchNotReady, BatchRunError
+        from judgekit.errors import BackendError
+
+        if isinstance(exc, BatchNotReady):
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_NOT_READY
+        if isinstance(exc, BatchRunError):
+            return _usage_error(prog, str(exc))
+        if isinstance(exc, BackendError):
+            print(f"{prog}: error: the batch API failed: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; re-run the same command to resume ({out})", file=sys.stderr)
         return 130
     print(result)
     print(f"report: judgekit bench report {out}")
     return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
+
+
+def _scaleout_problem(args: argparse.Namespace) -> str | None:
+    """A usage problem of --batch / --ray and their options, or None."""
+    if args.batch and args.ray is not None:
+        return "--batch and --ray exclude each other"
+    if (args.batch or args.ray is not None) and args.baseline:
+        return "--batch and --ray run the GRM judge only"
+    if not args.batch and (args.resubmit_failed or args.no_wait):
+        return "--resubmit-failed and --no-wait need --batch"
+    if args.ray is None and args.ray_workers is not None:
+        return "--ray-workers needs --ray"
+    return None
+
+
+def _ray_scorer(args: argparse.Namespace, cache: Any, backend_kwargs: dict[str, Any]) -> Any:
+    """The Ray runner judge: each actor builds `Judge(**options)` as `make_judge` would."""
+    from judgekit.judge_spec import JudgeSpec
+    from judgekit.ray import RayScorer
+
+    options: dict[str, Any] = {"seed": args.seed, "max_tokens": args.max_tokens,
+                               "temperature": args.temperature,
+                               "concurrency": args.concurrency,
+                               "examples": not args.no_examples, "cache": cache,
+                               **backend_kwargs}
+    if args.meta_model is not None:
+        options["meta"] = args.meta_model
+    remote = (args.model or "").startswith(("openai:", "anthropic:"))
+    return RayScorer(JudgeSpec(model=args.model or None, options=options),
+                     address=args.ray or None, workers=args.ray_workers or 2,
+                     num_cpus=0.25 if remote else 1.0)
+
+
+def _rubric_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """What run.json records of a rubric: the criteria and the mode they were used in."""
+    if args.rubric is None:
+        return {}
+    mode = args.rubric_mode or args.rubric.mode.value
+    return {"rubric": args.rubric.model_dump(mode="json")["principles"], "rubric_mode": mode}
+
+
+def cmd_bias(args: argparse.Namespace) -> int:
+    """Swap and length probes: the same items judged in the given order (OUT/forward) and in
+    reverse (OUT/reverse, the runner's --reverse), then the bias table and plot."""
+    from judgekit.bench.bias import arun_bias, bias_dirs
+    from judgekit.bench.report import bias_frame, load_runs
+    from judgekit.bench.runner import BenchRunError, aclose_judge
+
+    prog = "judgekit bench bias"
+    problem = _check_run_args(args)
+    if problem:
+        return _usage_error(prog, problem)
+    try:
+        items, name = _dataset(args, load_registered=True)
+    except (DatasetError, ValueError) as exc:
+        return _usage_error(prog, str(exc))
+    out = Path(args.out) if args.out else Path(f"{_default_out(args, args.dataset)}-bias")
+    judge = _judge(args, prog)
+    if isinstance(judge, int):
+        return judge
+
+    async def go() -> list[Any]:
+        try:
+            return await arun_bias(items, judge, out_dir=out, **_run_kwargs(args, name))
+        finally:
+            await aclose_judge(judge)
+
+    try:
+        results = asyncio.run(go())
+    except (DatasetError, BenchRunError) as exc:
+        return _usage_error(prog, str(exc))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; re-run the same command to resume ({out})", file=sys.stderr)
+        return 130
+    for result in results:
+        print(result)
+    runs = load_runs(bias_dirs(out))
+    _print_frame(bias_frame(runs, seed=args.seed), args.format)
+    from judgekit.bench.plots import plot_bias
+
+    plots = Path(args.plots) if args.plots else out
+    plots.mkdir(parents=True, exist_ok=True)
+    path = plot_bias(runs, plots / "bias.png")
+    if path is not None:
+        print(f"wrote {path}", file=sys.stderr)
+    print(f"report: judgekit bench report {out / 'forward'} {out / 'reverse'}")
+    failed = sum(r.failed for r in results)
+    return EXIT_FAILURE if failed and failed == sum(r.judged for r in results) else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -169,7 +331,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not (Path(d) / "run.json").is_file():
             return _usage_error(prog, f"{d} is not a bench run directory (no run.json)")
     try:
-        runs = load_runs(args.dirs)
+        runs = load_runs(args.dirs, aggregate=args.aggregate)
     except BenchRunError as exc:
         return _usage_error(prog, str(exc))
     text = render_report(runs, args.format, seed=args.seed)
@@ -188,20 +350,62 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
+def _add_judging_args(p: argparse.ArgumentParser) -> None:
+    """The dataset, judge and run arguments that `run` and `bias` share."""
+    p.add_argument("dataset", help="a registered dataset (see `bench list`) or a "
+                                   ".jsonl/.json/.csv/.parquet file of your own")
+    p.add_argument("--subset", help="subset name, prefix (a/b) or glob; comma-separated")
+    add_common_args(p)
+    p.add_argument("--limit", type=positive_int, help="only N items (the first N)")
+    p.add_argument("--stratify", action="store_true",
+                   help="with --limit: spread the N items evenly over subsets")
+    p.add_argument("--out", help="output directory (default runs/<dataset>-<judge>-...)")
+    p.add_argument("--data-dir", type=data_dir,
+                   help="data directory (default $JUDGEKIT_DATA_DIR, else ../shared/data)")
+    p.add_argument("--baseline", choices=("pairwise",),
+                   help="run the plain LLM-as-a-judge prompt instead of the GRM")
+    p.add_argument("--no-examples", action="store_true",
+                   help="leave the few-shot examples out of the GRM prompt")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not use the on-disk response cache (on by default)")
+    p.add_argument("--cache", default=None,
+                   help="sqlite cache file (default: ~/.cache/judgekit/cache.sqlite)")
+    p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("own files (DATASET is a file)")
+    g.add_argument("--query-field", default="query")
+    g.add_argument("--responses-field", default="responses",
+                   help="a list column, or several columns separated by commas")
+    g.add_argument("--label-field", default="label",
+                   help="the label column, or several annotator columns separated by commas "
+                        "(their majority is the label; a majority tie is a tie)")
+    g.add_argument("--label-format", default="auto",
+                   choices=("auto", "index0", "index1", "letter", "preference", "ranks",
+                            "best_text", "binary_error", "binary_ok"))
+    g.add_argument("--tie-label", action="append", metavar="VALUE",
+                   help="a label value that means a tie (e.g. 0 for 1-based labels with 0 = tie); "
+                        "repeat or separate by commas. Tie words (tie, draw, A=B, ...) always are")
+    g.add_argument("--id-field", default="id")
+    g.add_argument("--subset-field")
+    g.add_argument("--reference-field", help="column holding a reference answer")
+    g.add_argument("--drop-empty-responses", action="store_true",
+                   help="an empty response cell means no response (items with different numbers "
+                        "of responses); by default an empty response is judged")
+
+
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `bench list|run|report` under an argparse subparsers object."""
+    """Register `bench list|run|bias|report` under an argparse subparsers object."""
     bench = subparsers.add_parser(
         "bench", help="run judges over benchmarks and report",
         description="Benchmarks for judges: list datasets, run, report (never a model).")
     # The bench parser is built by the caller's parser class; give it one-line errors too.
     bench.error = types.MethodType(OneLineErrorParser.error, bench)
     bench.set_defaults(func=lambda args: (bench.print_usage(sys.stderr), EXIT_USAGE)[1])
-    sub = bench.add_subparsers(dest="bench_command", metavar="{list,run,report}",
+    sub = bench.add_subparsers(dest="bench_command", metavar="{list,run,bias,report}",
                                parser_class=OneLineErrorParser)
 
     p_list = sub.add_parser("list", help="registered datasets with item counts")
-    p_list.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "
-                                           "else ../shared/data)")
+    p_list.add_argument("--data-dir", type=data_dir,
+                        help="data directory (default $JUDGEKIT_DATA_DIR, else ../shared/data)")
     p_list.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
     p_list.add_argument("--no-count", action="store_true", help="do not load data to count")
     p_list.add_argument("-v", "--verbose", action="store_true")
@@ -209,52 +413,43 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p_run = sub.add_parser("run", help="judge a dataset; results append to OUT/results.jsonl",
                            description="Judge a benchmark. Re-running the same command resumes.")
-    p_run.add_argument("dataset", help="a registered dataset (see `bench list`) or a "
-                                       ".jsonl/.json/.csv/.parquet file of your own")
-    p_run.add_argument("--subset", help="subset name, prefix (a/b) or glob; comma-separated")
-    p_run.add_argument("--model", help="model spec (default: the embedded local model)")
-    p_run.add_argument("--samples", "-k", type=_positive_int, default=1,
-                       help="judgements sampled and voted per item (default 1)")
-    p_run.add_argument("--meta", action="store_true", help="meta-guided voting")
-    p_run.add_argument("--meta-model", help="model spec of the meta judge (default: same model)")
-    p_run.add_argument("--k-meta", type=_positive_int, help="samples kept by the meta judge "
-                                                            "(default k/2)")
-    p_run.add_argument("--limit", type=_positive_int, help="only N items (the first N)")
-    p_run.add_argument("--stratify", action="store_true",
-                       help="with --limit: spread the N items evenly over subsets")
-    p_run.add_argument("--concurrency", type=_positive_int, default=4)
-    p_run.add_argument("--out", help="output directory (default runs/<dataset>-<judge>-...)")
-    p_run.add_argument("--data-dir", help="data directory (default $JUDGEKIT_DATA_DIR, "
-                                          "else ../shared/data)")
-    p_run.add_argument("--baseline", choices=("pairwise",),
-                       help="run the plain LLM-as-a-judge prompt instead of the GRM")
-    p_run.add_argument("--seed", type=int, default=0)
-    p_run.add_argument("--max-tokens", type=_positive_int, help="generation limit per judgement")
-    p_run.add_argument("--temperature", type=float, help="sampling temperature (default: 0 for "
-                                                         "one sample, 0.5 for several)")
+    _add_judging_args(p_run)
     p_run.add_argument("--reverse", action="store_true",
                        help="show responses in reverse order (pair with a normal run to measure "
                             "position consistency)")
-    p_run.add_argument("--no-examples", action="store_true",
-                       help="leave the few-shot examples out of the GRM prompt")
-    p_run.add_argument("--no-cache", action="store_true",
-                       help="do not use the on-disk response cache (on by default)")
-    p_run.add_argument("--cache", default=None,
-                       help="sqlite cache file (default: ~/.cache/judgekit/cache.sqlite)")
-    p_run.add_argument("--base-url", default=None,
-                       help="OpenAI/Anthropic-compatible server URL for --model")
-    p_run.add_argument("--no-progress", action="store_true")
-    g = p_run.add_argument_group("own files (DATASET is a file)")
-    g.add_argument("--query-field", default="query")
-    g.add_argument("--responses-field", default="responses",
-                   help="a list column, or several columns separated by commas")
-    g.add_argument("--label-field", default="label")
-    g.add_argument("--label-format", default="auto",
-                   choices=("auto", "index0", "index1", "letter", "preference", "ranks",
-                            "best_text", "binary_error", "binary_ok"))
-    g.add_argument("--id-field", default="id")
-    g.add_argument("--subset-field")
+    p_run.add_argument("--overwrite", action="store_true",
+                       help="start the run in --out afresh, discarding its results (a resume "
+                       "with other settings is refused without it)")
+    s = p_run.add_argument_group("scale-out (GRM judge only)")
+    s.add_argument("--batch", action="store_true",
+                   help="send the requests through the provider's batch API (openai:, "
+                        "anthropic: models; half price, results within 24 h); job state in "
+                        "OUT/batch, so re-running the command resumes without resubmitting")
+    s.add_argument("--poll-interval", type=float, default=30.0,
+                   help="with --batch: seconds between polls (default 30)")
+    s.add_argument("--no-wait", action="store_true",
+                   help="with --batch: submit (or poll once) and exit with code 75 if the "
+                        "provider is not done; re-run to collect")
+    s.add_argument("--resubmit-failed", action="store_true",
+                   help="with --batch: send again the requests that errored, expired or were "
+                        "cancelled")
+    s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="judge on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto; "
+                        "none: a local one), one Judge per actor")
+    s.add_argument("--ray-workers", type=positive_int,
+                   help="with --ray: actors in the pool (default 2)")
     p_run.set_defaults(func=cmd_run)
+
+    p_bias = sub.add_parser(
+        "bias", help="swap and length probes: judge a dataset in both orders, report biases",
+        description="Judge every item in its order (OUT/forward) and reversed (OUT/reverse), "
+                    "then print the bias probes (position consistency, first-position win rate, "
+                    "length preference, agreement among the k samples) and plot them. "
+                    "Re-running the same command resumes.")
+    _add_judging_args(p_bias)
+    p_bias.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p_bias.add_argument("--plots", metavar="OUTDIR", help="where bias.png goes (default: OUT)")
+    p_bias.set_defaults(func=cmd_bias)
 
     p_rep = sub.add_parser("report", help="tables (and plots) from run directories",
                            description="Metrics from stored results; never calls a model.")
@@ -263,6 +458,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_rep.add_argument("--plots", metavar="OUTDIR", help="write PNG plots into OUTDIR")
     p_rep.add_argument("--seed", type=int, help="tie-break seed (default: each run's seed)")
     p_rep.add_argument("--output", "-o", help="write the report to a file instead of stdout")
+    p_rep.add_argument("--aggregate", choices=("overall", "weighted"), default=None,
+                       help="re-vote the stored samples under this scoring rule (default: the "
+                       "rule each run used)")
     p_rep.set_defaults(func=cmd_report)
     return bench
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from judgekit.rubric import Rubric
 from judgekit.schema import Message
 
 
@@ -119,6 +120,10 @@ class BenchItem(BaseModel):
     label: Label
     subset: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    reference: str | None = Field(default=None, description="a reference answer, when the "
+                                  "source gives one; the judge sees it in a fenced block")
+    rubric: Rubric | None = Field(default=None, description="a user rubric for this item (the "
+                                  "generic loader's `rubric=` puts one on every item)")
 
     @model_validator(mode="after")
     def _label_fits(self) -> BenchItem:
@@ -128,8 +133,16 @@ class BenchItem(BaseModel):
         return self
 
     def judge_input(self) -> dict[str, Any]:
-        """The dict `Judge.ascore_many` takes: id, query, responses."""
-        return {"id": self.id, "query": self.query, "responses": list(self.responses)}
+        """The dict `Judge.ascore_many` takes: id, query, responses, and the reference answer
+        and rubric where the item has them."""
+        out: dict[str, Any] = {"id": self.id, "query": self.query,
+                               "responses": list(self.responses)}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        if self.rubric is not None:
+            out["principles"] = self.rubric.principles
+            out["principles_mode"] = self.rubric.mode.value
+        return out
 
     def reordered(self, order: Sequence[int]) -> BenchItem:
         """A copy whose position p holds response order[p]; the label follows the responses."""

@@ -13,22 +13,18 @@ of every quality metric and counted separately; parse failures are kept (they ar
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from judgekit.aggregate import aggregate
 from judgekit.bench.items import LabelKind
 from judgekit.bench.runner import ResultRecord
 from judgekit.schema import Judgement, SampleStatus
+from judgekit.voting import NEUTRAL_SCORE, TieRule, VotingMethod, top_set
+from judgekit.voting import pick_best as _pick_best
 
-NEUTRAL_SCORE = 5.5  # a single response with no valid score counts as undecided
-
-
-class TieRule(StrEnum):
-    STRICT = "strict"
-    RANDOM = "random"
+__all__ = ["NEUTRAL_SCORE", "TieRule", "top_set"]
 
 
 @dataclass(frozen=True)
@@ -47,28 +43,15 @@ class Accuracy:
 # --------------------------------------------------------------------------------------------
 # Picking the best response
 # --------------------------------------------------------------------------------------------
-def top_set(scores: Sequence[float | None]) -> list[int]:
-    """Indices holding the highest non-None score ([] when there is none)."""
-    valid = [(i, s) for i, s in enumerate(scores) if s is not None]
-    if not valid:
-        return []
-    top = max(s for _, s in valid)
-    return [i for i, s in valid if s == top]
-
-
-def tie_break_rng(seed: int, item_id: str) -> random.Random:
-    return random.Random(f"{seed}:{item_id}")
+def tie_break_seed(seed: int, item_id: str) -> str:
+    """The report's random tie-break depends only on (seed, item id), so it is reproducible."""
+    return f"{seed}:{item_id}"
 
 
 def pick_best(scores: Sequence[float | None], rule: TieRule | str = TieRule.STRICT,
               seed: int = 0, item_id: str = "") -> int | None:
     """The judge's best response under a tie rule (None = no pick, strict rule only)."""
-    top = top_set(scores)
-    if len(top) == 1:
-        return top[0]
-    if TieRule(rule) is TieRule.STRICT or not scores:
-        return None
-    return tie_break_rng(seed, item_id).choice(top or list(range(len(scores))))
+    return _pick_best(scores, rule, tie_break_seed(seed, item_id))
 
 
 def record_scores(rec: ResultRecord) -> list[float | None]:
@@ -94,6 +77,8 @@ def item_correct(rec: ResultRecord, rule: TieRule | str = TieRule.STRICT,
 
 def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
              seed: int = 0) -> Accuracy:
+    """Accuracy over the items with a single gold best response, as the papers report it:
+    tie-labelled items are left out (see `tie_label_agreement` for them)."""
     n = correct = 0
     for rec in records:
         ok = item_correct(rec, rule, seed)
@@ -102,6 +87,57 @@ def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRI
         n += 1
         correct += ok
     return Accuracy(n, correct)
+
+
+# --------------------------------------------------------------------------------------------
+# Tie labels: human-preference data where the gold says "both equally good"
+# --------------------------------------------------------------------------------------------
+def gold_tie(rec: ResultRecord) -> frozenset[int] | None:
+    """The responses the gold label declares tied at the top (a tie label, or a ranking whose
+    top rank is shared), or None when the label names a single best or is binary."""
+    label = rec.label
+    if rec.n_responses < 2:
+        return None
+    if label.kind is LabelKind.TIE:
+        return frozenset(label.tied if label.tied is not None else range(rec.n_responses))
+    if label.kind is LabelKind.RANKING and label.ranks:
+        top = min(label.ranks)
+        tied = [i for i, r in enumerate(label.ranks) if r == top]
+        return frozenset(tied) if len(tied) > 1 else None
+    return None
+
+
+def tie_label_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Agreement with the gold label, tie-labelled items included, over judged multi-response
+    items whose gold is a single best or a tie.
+
+    A single-best label agrees when the judge's top score is that response alone; a tie label
+    agrees when the judge's verdict is a tie among exactly the tied responses (its top score
+    shared by them). Ties are read from the voted scores, so no tie-break rule applies. An item
+    with no valid score agrees with nothing. `accuracy` is the same over the non-tie items."""
+    n = agree = ties = tie_agree = 0
+    for rec in usable(records):
+        tied = gold_tie(rec)
+        gold = rec.label.best_index if rec.n_responses >= 2 else None
+        if tied is None and gold is None:
+            continue
+        top = top_set(record_scores(rec))
+        n += 1
+        if tied is not None:
+            ties += 1
+            ok = len(top) > 1 and frozenset(top) == tied
+            tie_agree += ok
+        else:
+            ok = top == [gold]
+        agree += ok
+    return {"items": n, "agree": agree, "agreement": agree / n if n else None,
+            "tie_labelled": ties, "tie_agree": tie_agree,
+            "tie_agreement": tie_agree / ties if ties else None}
+
+
+def count_tie_labels(records: Iterable[ResultRecord]) -> int:
+    """How many items (judged or not) carry a tie as their gold label."""
+    return sum(1 for r in records if gold_tie(r) is not None)
 
 
 def group_by(records: Iterable[ResultRecord],
@@ -452,25 +488,14 @@ def human_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
 # Inference-time scaling from stored samples
 # --------------------------------------------------------------------------------------------
 def vote_prefix(samples: Sequence[Judgement], j: int, n_responses: int, *, meta: bool = False,
-                k_meta: int | None = None) -> list[float | None]:
-    """Voting@j recomputed from the first j samples (by sample_index): the sum of their valid
-    scores; with `meta`, only the k_meta valid samples with the highest meta scores (default j//2,
-    at least 1) are summed, as meta-guided voting does. All None when no sample counts."""
+                k_meta: int | None = None,
+                voting: VotingMethod | str = VotingMethod.SUM) -> list[float | None]:
+    """Voting@j (or MetaRM@j with `meta`) recomputed from the first j samples (by sample_index)
+    through `judgekit.aggregate.aggregate`, the function that built the live Verdicts; with
+    `meta`, k_meta defaults to j//2 (at least 1). All None when no sample counts."""
     first = sorted(samples, key=lambda s: s.sample_index)[:j]
-    valid = [s for s in first if s.valid and s.scores is not None]
-    if meta:
-        m = k_meta if k_meta is not None else max(1, j // 2)
-        rated = [s for s in valid if s.meta_score is not None]
-        rated.sort(key=lambda s: (-(s.meta_score or 0.0), s.sample_index))
-        valid = rated[:m]
-    if not valid:
-        return [None] * n_responses
-    totals = [0.0] * n_responses
-    for s in valid:
-        assert s.scores is not None
-        for i, v in enumerate(s.scores):
-            totals[i] += v
-    return list(totals)
+    km = (k_meta if k_meta is not None else max(1, j // 2)) if meta else None
+    return aggregate(first, n_responses, voting=voting, k_meta=km).scores
 
 
 def has_meta_scores(records: Iterable[ResultRecord]) -> bool:
@@ -497,3 +522,150 @@ def scaling_curve(records: Iterable[ResultRecord], ks: Sequence[int] | None = No
             correct += pick_best(scores, rule, seed, rec.item_id) == rec.label.best_index
         points.append((j, Accuracy(n, correct)))
     return points
+
+
+# --------------------------------------------------------------------------------------------
+# Bias probes: position, length, agreement among the k samples
+# --------------------------------------------------------------------------------------------
+LENGTHS_KEY = "response_chars"
+"""Item metadata key holding each response's length in characters, in the dataset's order
+(`judgekit bench bias` stores it, so its runs carry their own lengths)."""
+
+
+def first_position_wins(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """How often a sample's single best response is the one it was shown first.
+
+    Over valid samples of multi-response items; a sample whose top score is shared picks nothing
+    and is counted in `ties`. An order-blind judge wins from the first position at `chance`
+    (the mean of 1/n) when the gold response is shown first as often as by chance
+    (`gold_shown_first`: balanced permutations at k >= 2, or a run pooled with its --reverse
+    twin); a higher rate is a first-position bias, a lower one a last-position bias."""
+    samples = decided = first = ties = gold_n = gold_first = 0
+    chance: list[float] = []
+    for rec in usable(records):
+        if rec.n_responses < 2 or rec.verdict is None:
+            continue
+        gold = rec.label.best_index
+        for s in rec.verdict.samples:
+            if not s.valid or s.scores is None:
+                continue
+            samples += 1
+            shown_first = s.permutation[0] if s.permutation else 0
+            if gold is not None:
+                gold_n += 1
+                gold_first += gold == shown_first
+            pick = _preference(s.scores)
+            if not isinstance(pick, int):
+                ties += 1
+                continue
+            decided += 1
+            first += pick == shown_first
+            chance.append(1.0 / rec.n_responses)
+    return {"samples": samples, "decided": decided, "ties": ties, "first_wins": first,
+            "first_position_win_rate": first / decided if decided else None,
+            "chance": _mean(chance), "gold_shown_first": gold_first / gold_n if gold_n else None}
+
+
+def record_lengths(rec: ResultRecord,
+                   lengths: Mapping[str, Sequence[int]] | None = None) -> list[int] | None:
+    """The record's response lengths in the order the judge saw them: from `lengths` (by item
+    id, dataset order) or the record's own `response_chars` metadata, remapped through
+    `rec.order` for a --reverse run; None when unknown or of the wrong size."""
+    raw = (lengths or {}).get(rec.item_id) or rec.metadata.get(LENGTHS_KEY)
+    if raw is None or len(raw) != rec.n_responses:
+        return None
+    values = [int(x) for x in raw]
+    return [values[i] for i in rec.order] if rec.order is not None else values
+
+
+def length_bias(records: Iterable[ResultRecord], lengths: Mapping[str, Sequence[int]] | None = None,
+                rule: TieRule | str = TieRule.RANDOM, seed: int = 0) -> dict[str, Any]:
+    """Does the judge prefer the longer of two responses?
+
+    Over two-response items with known lengths (characters; see `record_lengths`):
+
+    * `correlation`: between the score margin (mean 1-10 score of response 0 minus response 1)
+      and the length margin (its length minus the other's), computed with both orders of every
+      pair, so it does not depend on which response is listed first (that is the uncentered
+      correlation sum(dx*ds) / sqrt(sum dx^2 * sum ds^2));
+    * `longer_win_rate`: among pairs of unequal length where the voted scores differ, the share
+      where the longer response scored higher;
+    * `acc_longer_wrong` / `acc_longer_right`: accuracy (tie rule `rule`) on pairs whose gold
+      best is the shorter / the longer response. A length-biased judge does worse on the first.
+    """
+    sxy = sxx = syy = 0.0
+    n_corr = decided = longer_wins = 0
+    wrong = right = Accuracy(0, 0)
+    for rec in usable(records):
+        lens = record_lengths(rec, lengths) if rec.n_responses == 2 else None
+        if lens is None:
+            continue
+        dx = float(lens[0] - lens[1])
+        a, b = mean_score(rec, 0), mean_score(rec, 1)
+        if a is not None and b is not None:
+            ds = a - b
+            n_corr += 1
+            sxy += dx * ds
+            sxx += dx * dx
+            syy += ds * ds
+            if dx and ds:
+                decided += 1
+                longer_wins += (dx > 0) == (ds > 0)
+        ok = item_correct(rec, rule, seed)
+        if ok is None or not dx:
+            continue
+        longer = 0 if dx > 0 else 1
+        if rec.label.best_index == longer:
+            right += Accuracy(1, ok)
+        else:
+            wrong += Accuracy(1, ok)
+    corr = sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+    return {"pairs": n_corr, "correlation": corr, "decided": decided,
+            "longer_win_rate": longer_wins / decided if decided else None,
+            "n_longer_wrong": wrong.n, "acc_longer_wrong": wrong.value,
+            "n_longer_right": right.n, "acc_longer_right": right.value}
+
+
+def _sample_verdict(scores: Sequence[float], n_responses: int) -> Hashable:
+    """What one sample says: its single best response (or "tie"); for a single response, which
+    side of `NEUTRAL_SCORE` its score lands on."""
+    if n_responses == 1:
+        s = scores[0]
+        return "good" if s > NEUTRAL_SCORE else "bad" if s < NEUTRAL_SCORE else "neutral"
+    return _preference(scores)
+
+
+def sample_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
+    """Agreement among an item's k samples, over items with at least two valid samples.
+
+    An item's agreement is the share of its pairs of valid samples that say the same (same
+    single best response, or both a tie; single responses: the same side of 5.5); `agreement`
+    is the mean over items, `unanimous_rate` the share of items whose samples all agree.
+    `per_item` lists the items' rates (for a histogram)."""
+    rates: list[float] = []
+    unanimous = 0
+    for rec in usable(records):
+        if rec.verdict is None:
+            continue
+        says = [_sample_verdict(s.scores, rec.n_responses) for s in rec.verdict.samples
+                if s.valid and s.scores is not None]
+        if len(says) < 2:
+            continue
+        pairs = [(a, b) for i, a in enumerate(says) for b in says[i + 1:]]
+        rates.append(sum(a == b for a, b in pairs) / len(pairs))
+        unanimous += len(set(says)) == 1
+    return {"items": len(rates), "agreement": _mean(rates),
+            "unanimous_rate": unanimous / len(rates) if rates else None, "per_item": rates}
+
+
+def length_points(records: Iterable[ResultRecord],
+                  lengths: Mapping[str, Sequence[int]] | None = None) -> list[tuple[float, float]]:
+    """(length margin, score margin) of each two-response item, both of response 0 minus
+    response 1 (the points behind `length_bias`'s correlation, for a scatter plot)."""
+    out: list[tuple[float, float]] = []
+    for rec in usable(records):
+        lens = record_lengths(rec, lengths) if rec.n_responses == 2 else None
+        a, b = mean_score(rec, 0), mean_score(rec, 1)
+        if lens is not None and a is not None and b is not None:
+            out.append((float(lens[0] - lens[1]), a - b))
+    return out

@@ -1,10 +1,12 @@
-"""PNG plots of stored runs (matplotlib, Agg backend; never calls a model).
+"""PNG plots of stored runs (matplotlib figures without pyplot, so no global backend changes;
+never calls a model).
 
 * `plot_scaling`  accuracy vs k: plain voting and meta-guided voting, recomputed over prefixes of
                   each run's stored samples (j = 1..k), plus one point per run when several runs
                   of the same setup differ in k;
 * `plot_subsets`  per-subset accuracy bars, one bar per run;
-* `plot_rmbench`  the RM-Bench 3x3 style matrix of one run.
+* `plot_rmbench`  the RM-Bench 3x3 style matrix of one run;
+* `plot_bias`     the bias probes: position, length, agreement among the k samples.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from judgekit.bench import metrics as m
-from judgekit.bench.report import BenchRun, _runs
+from judgekit.bench.report import BenchRun, _runs, bias_groups
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tuple[Any, Any]:
+    """A figure and its axes from matplotlib's object API: no pyplot, so no global backend is
+    switched and a notebook's inline plotting keeps working after a plot is written."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=nrows * ncols == 1)
 
 
 def _meta_ratio(run: BenchRun) -> float:
@@ -38,8 +40,7 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
                  seed: int | None = None) -> Path | None:
     """Accuracy vs k; None (no file) when no run has k > 1 and no two runs differ in k."""
     rs = _runs(runs)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure((7, 4.5))
     drawn = False
     for r in rs:
         if r.k < 2:
@@ -76,7 +77,6 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
                 label=f"{ds} {model}{' meta' if meta else ''}: separate runs")
         drawn = True
     if not drawn:
-        plt.close(fig)
         return None
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples voted)")
@@ -87,7 +87,6 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     out = Path(path)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -100,7 +99,6 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     """Grouped bars of accuracy per subset (subset paths are cut to a coarser level when there
     are more than `max_groups`)."""
     rs = _runs(runs)
-    plt = _pyplot()
     per_run: list[dict[str, float]] = []
     all_subsets: set[str] = set()
     for r in rs:
@@ -123,7 +121,7 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
         return None
     names = sorted(all_subsets)
     width = 0.8 / max(len(rs), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) * max(1, len(rs)) + 2), 4.5))
+    fig, ax = _figure((max(6.0, 0.45 * len(names) * max(1, len(rs)) + 2), 4.5))
     for i, (r, accs) in enumerate(zip(rs, per_run, strict=True)):
         xs = [n + i * width for n in range(len(names))]
         ax.bar(xs, [accs.get(name, 0.0) for name in names], width=width, label=r.label)
@@ -136,7 +134,6 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -146,10 +143,9 @@ def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "ra
     res = m.rmbench_matrix(run.records, rule, run.seed if seed is None else seed)
     if not res["n"]:
         return None
-    plt = _pyplot()
     styles = ["concise", "detailed", "markdown"]
     grid = [[(100 * v if v is not None else float("nan")) for v in row] for row in res["matrix"]]
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    fig, ax = _figure((4.8, 4.2))
     im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
     for i in range(3):
         for j in range(3):
@@ -165,7 +161,100 @@ def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "ra
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
+    return out
+
+
+def _no_data(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], title: str,
+          chance: float | None = None) -> bool:
+    """Grouped bars (percent): one group per run, one bar per series; False when empty."""
+    if not any(v is not None for vals in series.values() for v in vals):
+        _no_data(ax, title)
+        return False
+    width = 0.8 / max(len(series), 1)
+    for i, (name, vals) in enumerate(series.items()):
+        xs = [g + i * width for g in range(len(groups))]
+        ax.bar(xs, [100 * v if v is not None else 0.0 for v in vals], width=width, label=name)
+    ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))])
+    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=7)
+    if chance is not None:
+        ax.axhline(100 * chance, ls="--", lw=1, color="grey")
+    ax.set_ylim(0, 125)  # room for the legend above the bars
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    return True
+
+
+def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
+              seed: int | None = None, dpi: int = 110) -> Path | None:
+    """Four panels, one bar group per run and per run pooled with its --reverse twin: position
+    (consistency across orders within the records and between the twins, first-position win
+    rate; dashed: 50%), length (score margin against length margin per run, with the
+    correlation), accuracy where the longer response is wrong / right, and agreement among the
+    k samples. None (no file) when no panel has data."""
+    groups = bias_groups(runs, seed)
+    if not groups:
+        return None
+    labels = [g.label.replace(" + ", " +\n") for g in groups]
+    fig, axes = _figure((10, 7.5), 2, 2)
+    drawn = False
+
+    first = [m.first_position_wins(g.records) for g in groups]
+    drawn |= _bars(axes[0][0], labels, {
+        "consistency across orders (within)":
+            [m.position_consistency(g.records)["consistency"] for g in groups],
+        "consistency with the --reverse twin":
+            [m.paired_position_consistency(*[t.records for t in g.twin])["consistency"]
+             if g.twin is not None else None for g in groups],
+        "first-position win rate": [f["first_position_win_rate"] for f in first],
+    }, "Position", chance=0.5)
+
+    ax = axes[0][1]
+    any_points = False
+    for g in groups:
+        pts = m.length_points(g.records, g.lengths) if g.twin is None else []
+        if not pts:
+            continue
+        corr = m.length_bias(g.records, g.lengths)["correlation"]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.6,
+                   label=f"{g.label} (r={'n/a' if corr is None else f'{corr:.2f}'})")
+        any_points = True
+    if any_points:
+        ax.axhline(0, lw=0.8, color="grey")
+        ax.axvline(0, lw=0.8, color="grey")
+        ax.set_xlabel("length margin (chars, response 1 - response 2)")
+        ax.set_ylabel("score margin (mean 1-10)")
+        ax.set_title("Length: score margin vs length margin", fontsize=9)
+        ax.legend(fontsize=6)
+        drawn = True
+    else:
+        _no_data(ax, "Length: score margin vs length margin")
+
+    lb = [m.length_bias(g.records, g.lengths, "random", g.seed) for g in groups]
+    drawn |= _bars(axes[1][0], labels, {
+        "accuracy, longer response wrong": [x["acc_longer_wrong"] for x in lb],
+        "accuracy, longer response right": [x["acc_longer_right"] for x in lb],
+        "longer response wins": [x["longer_win_rate"] for x in lb],
+    }, "Length: accuracy by which response is longer (random tie-break)", chance=0.5)
+
+    agree = [m.sample_agreement(g.records) for g in groups]
+    drawn |= _bars(axes[1][1], labels, {
+        "mean agreement of sample pairs": [a["agreement"] for a in agree],
+        "items with unanimous samples": [a["unanimous_rate"] for a in agree],
+    }, "Agreement among the k samples")
+    if not drawn:
+        return None
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=dpi)
     return out
 
 
@@ -178,6 +267,7 @@ def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str],
     made: list[Path | None] = [
         plot_scaling(rs, out / "scaling.png", seed=seed),
         plot_subsets(rs, out / "subsets.png", seed=seed),
+        plot_bias(rs, out / "bias.png", seed=seed),
     ]
     for i, r in enumerate(rs):
         if any("chosen_style" in rec.metadata for rec in r.records):

@@ -114,8 +114,18 @@ def load_run(path: str | os.PathLike[str]) -> BenchRun:
     return BenchRun(path=p, info=read_run_info(p), records=read_results(p), label=p.name)
 
 
-def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[BenchRun]:
+def load_runs(paths: Iterable[str | os.PathLike[str]],
+              aggregate: str | None = None) -> list[BenchRun]:
+    """Runs as stored, or with every Verdict re-voted under another aggregate rule
+    (`judgekit.aggregate.rescore`: overall or weighted, from the stored critiques)."""
     runs = [load_run(p) for p in paths]
+    if aggregate is not None:
+        from judgekit.aggregate import rescore
+
+        for run in runs:
+            for rec in run.records:
+                if rec.verdict is not None:
+                    rec.verdict = rescore(rec.verdict, aggregate)
     names = [r.label for r in runs]
     for r in runs:  # disambiguate equal folder names
         if names.count(r.label) > 1:
@@ -139,6 +149,8 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
     cost = m.cost_stats(recs)
     kappa = m.human_agreement(recs)
     pos = m.position_consistency(recs)
+    n_tie_labels = m.count_tie_labels(recs)
+    ties = m.tie_label_agreement(recs)
     return {
         "dataset": run.info.dataset,
         "subset": run.info.subset or "",
@@ -151,6 +163,8 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
         "failed": ps["items_failed"],
         "acc_strict": _pct(m.accuracy(recs, m.TieRule.STRICT, s).value),
         "acc_random_tiebreak": _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value),
+        "tie_labelled": n_tie_labels,
+        "agreement_incl_ties": _pct(ties["agreement"]) if n_tie_labels else None,
         "tie_rate": _pct(m.tie_rate(recs)["tie_rate"]),
         "invalid_sample_rate": _pct(ps["invalid_sample_rate"]),
         "items_no_valid_sample": ps["items_no_valid_sample"],
@@ -185,6 +199,12 @@ def benchmark_metrics(run: BenchRun, seed: int | None = None) -> dict[str, float
         out["missing_scores"] = res["missing"]
     if not out or ds in ("llmbar", "judgebench", "hhh", "llmbar-processed", "llmbar-casestudy"):
         out["accuracy"] = _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value)
+    n_ties = m.count_tie_labels(recs)
+    if n_ties:  # human-preference data with ties: accuracy above leaves them out
+        ties = m.tie_label_agreement(recs)
+        out["tie_labelled_items"] = float(n_ties)
+        out["agreement_incl_ties"] = _pct(ties["agreement"])
+        out["tie_agreement"] = _pct(ties["tie_agreement"])
     return out
 
 
@@ -295,6 +315,105 @@ def paired_frame(runs: Sequence[Any]) -> Any:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def run_lengths(run: BenchRun) -> dict[str, list[int]]:
+    """Response lengths (characters, dataset order) by item id, for the length probe: {} when
+    the records carry their own (`judgekit bench bias` runs) or the run's dataset is not a
+    registered one that loads here."""
+    if all(m.LENGTHS_KEY in r.metadata for r in run.records):
+        return {}
+    from judgekit.bench.datasets import DatasetError, dataset_names, load_dataset
+
+    if run.info.dataset not in dataset_names():
+        return {}
+    try:
+        items = load_dataset(run.info.dataset, subset=run.info.subset)
+    except (DatasetError, OSError, ValueError):
+        return {}
+    return {it.id: [len(r) for r in it.responses] for it in items}
+
+
+def reverse_twins(runs: Sequence[BenchRun]) -> list[tuple[BenchRun, BenchRun]]:
+    """(run, its --reverse twin) pairs: same dataset, subset, judge, model and k."""
+    def key(r: BenchRun) -> tuple[Any, ...]:
+        return (r.info.dataset, r.info.subset, r.info.baseline, r.model, r.k)
+
+    return [(a, b) for a in runs for b in runs
+            if not a.info.reverse and b.info.reverse and key(a) == key(b)]
+
+
+def bias_summary(records: Sequence[ResultRecord], lengths: dict[str, list[int]] | None = None,
+                 seed: int = 0) -> dict[str, Any]:
+    """The bias probes of a set of records (percentages; the length accuracies use the paper's
+    random tie-break). See `metrics.first_position_wins`, `length_bias`, `sample_agreement`."""
+    pos = m.position_consistency(records)
+    first = m.first_position_wins(records)
+    length = m.length_bias(records, lengths, m.TieRule.RANDOM, seed)
+    agree = m.sample_agreement(records)
+    return {
+        "position_consistency": _pct(pos["consistency"]),
+        "first_position_win_rate": _pct(first["first_position_win_rate"]),
+        "first_position_chance": _pct(first["chance"]),
+        "gold_shown_first": _pct(first["gold_shown_first"]),
+        "tied_samples": first["ties"],
+        "longer_win_rate": _pct(length["longer_win_rate"]),
+        "length_score_corr": _rnd(length["correlation"], 3),
+        "acc_longer_wrong": _pct(length["acc_longer_wrong"]),
+        "n_longer_wrong": length["n_longer_wrong"],
+        "acc_longer_right": _pct(length["acc_longer_right"]),
+        "n_longer_right": length["n_longer_right"],
+        "sample_agreement": _pct(agree["agreement"]),
+        "unanimous_items": _pct(agree["unanimous_rate"]),
+    }
+
+
+@dataclass
+class BiasGroup:
+    """Records the bias probes are computed over: one run, or a run pooled with its --reverse
+    twin (`twin` set: every item seen in both orders, so positions are balanced)."""
+
+    label: str
+    records: list[ResultRecord]
+    lengths: dict[str, list[int]]
+    seed: int
+    twin: tuple[BenchRun, BenchRun] | None = None
+
+
+def bias_groups(runs: Sequence[Any], seed: int | None = None) -> list[BiasGroup]:
+    """One group per run, then one per run and --reverse twin pooled."""
+    rs = _runs(runs)
+    lengths = {id(r): run_lengths(r) for r in rs}
+    groups = [BiasGroup(r.label, r.records, lengths[id(r)], r.seed if seed is None else seed)
+              for r in rs]
+    for a, b in reverse_twins(rs):
+        groups.append(BiasGroup(f"{a.label} + {b.label}", [*a.records, *b.records],
+                                {**lengths[id(a)], **lengths[id(b)]},
+                                a.seed if seed is None else seed, twin=(a, b)))
+    return groups
+
+
+def bias_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+    """Bias probes per run (columns), plus one column per run and --reverse twin pooled, with
+    the share of items where the two orders prefer the same response (`reverse_consistency`).
+    Rows are metrics; an empty frame when nothing was measured."""
+    import pandas as pd
+
+    cols: dict[str, dict[str, Any]] = {}
+    for g in bias_groups(runs, seed):
+        row = bias_summary(g.records, g.lengths, g.seed)
+        if g.twin is not None:
+            paired = m.paired_position_consistency(g.twin[0].records, g.twin[1].records)
+            row = {"reverse_consistency": _pct(paired["consistency"]), **row}
+        cols[g.label] = row
+    frame = pd.DataFrame(cols)
+    if frame.empty:
+        return frame
+    counts = {"tied_samples", "n_longer_wrong", "n_longer_right"}
+    measured = [i for i in frame.index if i not in counts and i != "first_position_chance"]
+    if frame.loc[measured].isna().all().all():
+        return pd.DataFrame()
+    return frame
+
+
 def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any]:
     """Every table of the report, by section name."""
     rs = _runs(runs)
@@ -304,6 +423,7 @@ def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any
         "benchmark": benchmark_frame(rs, seed),
         "scaling": scaling_frame(rs, "random", seed),
         "paired": paired_frame(rs),
+        "bias": bias_frame(rs, seed),
     }
     return {k: v for k, v in frames.items() if not v.empty}
 
@@ -313,11 +433,16 @@ def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any
 # --------------------------------------------------------------------------------------------
 SECTION_TITLES = {
     "summary": "Runs (accuracies and rates in %; strict: a tie is wrong; random: seeded tie-break, "
-               "the paper's rule)",
+               "the paper's rule; accuracies leave tie-labelled items out, as the papers do; "
+               "agreement_incl_ties counts them: a tie label agrees with a tie verdict)",
     "subsets": "Accuracy per subset (%, strict tie rule)",
     "benchmark": "Benchmark metrics (%, the paper's tie rule) next to published numbers",
     "scaling": "Accuracy vs k, recomputed from stored samples (%, paper's tie rule)",
     "paired": "Position consistency between a run and its --reverse twin (%)",
+    "bias": "Bias probes (%): position (consistency across orders, first-position win rate vs "
+            "chance), length (longer response's win rate, score-length correlation, accuracy "
+            "where the longer response is wrong / right, random tie-break), agreement among "
+            "the k samples",
 }
 
 

@@ -3,21 +3,29 @@
 Files in the output directory:
 
 * ``run.json``      what was run: dataset, subset, model, samples, meta, limit, seed, start time
-                    (and every resume time);
+                    (and every resume time), and `settings`: every setting of the judge that
+                    changes results (`judge_settings`);
 * ``results.jsonl`` one `ResultRecord` per line, appended (flush + fsync) as each item finishes:
                     item id, subset, gold label, the item's metadata and the full Verdict.
 
-Re-running the same command resumes: items that already have a result are skipped. An item
-counts as *failed*, and is judged again on the next run, when it has no judgement at all: the
-judge raised, or every sample was an API error. Parse failures are results (a judge that cannot
-produce a score is wrong, and the metrics count it), so they are not retried. When an item
-appears more than once (a failure, then a success), the last line wins. A truncated last line
-(a killed run) is cut off before appending.
+Re-running the same command resumes: items that already have a result are skipped. A resume
+with different settings is refused (naming the differences), since one results file must hold one
+run; `overwrite=True` discards the old run instead. An item counts as *failed*, and is judged
+again on the next run, when it has no judgement at all: the judge raised, or every sample was an
+API error. Two kinds of result are final even so: parse failures (a judge that cannot produce a
+score is wrong, and the metrics count it), and an item whose prompt does not fit the model's
+context (judging it again cannot help; reported apart). When an item appears more than once (a
+failure, then a success), the last line wins. A truncated last line (a killed run) is cut off
+before appending, and a line that does not decode is skipped with a warning (its item is judged
+again). When the backend fails for everyone (a rejected key, a dead server), the run stops early
+with `BenchRunAborted`, its finished items kept for the resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -30,17 +38,29 @@ from pydantic import BaseModel, Field, ValidationError
 
 from judgekit.bench.datasets import DatasetError, load_dataset, select
 from judgekit.bench.items import BenchItem, Label
-from judgekit.errors import JudgekitError
+from judgekit.errors import (
+    ContextLengthError,
+    JudgekitError,
+    RunAbortedError,
+    recorded_error_class,
+)
 from judgekit.schema import SampleStatus, Verdict
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
-# run.json fields that must agree for a resume to append to the same results file
-RESUME_KEYS = ("dataset", "subset", "model", "baseline", "samples", "meta", "seed", "reverse")
+# run.json fields that must agree for a resume to append to the same results file (with
+# `settings`, the judge's own)
+RESUME_KEYS = ("dataset", "subset", "model", "baseline", "samples", "meta", "k_meta", "seed",
+               "reverse")
 
 
 class BenchRunError(JudgekitError, ValueError):
     """A run that cannot start: e.g. resuming into a directory made by a different command."""
+
+
+class BenchRunAborted(BenchRunError, RunAbortedError):
+    """The run stopped early because the backend failed for everyone; finished items are kept
+    and re-running the same command resumes."""
 
 
 class BatchJudge(Protocol):
@@ -68,6 +88,23 @@ class ResultRecord(BaseModel):
     finished_at: str = ""
 
     @property
+    def context_length(self) -> bool:
+        """The item failed because its prompt does not fit the model's context (every failed
+        call a ContextLengthError): a final result, reported apart from other failures."""
+        if self.verdict is None or not self.failed:
+            return False
+        texts = [s.error for s in self.verdict.samples if s.status is SampleStatus.API_ERROR]
+        texts = texts or [self.verdict.error]
+        kinds = [recorded_error_class(t) for t in texts]
+        return bool(kinds) and all(k is not None and issubclass(k, ContextLengthError)
+                                   for k in kinds)
+
+    @property
+    def final(self) -> bool:
+        """Done for good: a judgement, or a failure that judging again cannot fix."""
+        return not self.failed or self.context_length
+
+    @property
     def failed(self) -> bool:
         """No judgement at all (to be retried): no verdict, or an error with no sample that
         reached the model's text (every sample an API error, or none)."""
@@ -90,6 +127,7 @@ class RunInfo(BaseModel):
     meta: bool = False
     limit: int | None = None
     stratify: bool = False
+    k_meta: int | None = None
     seed: int = 0
     reverse: bool = False
     concurrency: int = 4
@@ -97,6 +135,9 @@ class RunInfo(BaseModel):
     started_at: str = ""
     resumed_at: list[str] = Field(default_factory=list)
     finished_at: str | None = None
+    settings: dict[str, Any] | None = Field(
+        None, description="every judge setting that changes results (`judge_settings`); None in "
+        "runs made before it was recorded")
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -107,10 +148,15 @@ class RunResult:
     already_done: int
     judged: int
     failed: int
+    context_length: int = 0
+    """Of the failed items, those whose prompt does not fit the model's context (final)."""
 
     def __str__(self) -> str:
-        return (f"{self.out_dir}: {self.n_items} items, {self.already_done} already done, "
+        text = (f"{self.out_dir}: {self.n_items} items, {self.already_done} already done, "
                 f"{self.judged} judged now, {self.failed} failed")
+        if self.context_length:
+            text += f" ({self.context_length} too long for the model's context)"
+        return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,15 +182,16 @@ def iter_records(path: Path) -> list[ResultRecord]:
     out: list[ResultRecord] = []
     if not path.exists():
         return out
-    with path.open(encoding="utf-8") as fh:
+    with path.open("rb") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 out.append(ResultRecord.model_validate_json(line))
-            except (ValidationError, ValueError) as exc:
-                warnings.warn(f"{path}:{n}: skipping an unreadable line ({exc.__class__.__name__})",
-                              stacklevel=2)
+            except (ValidationError, ValueError) as exc:  # incl. bytes that are not UTF-8
+                warnings.warn(f"{path}:{n}: skipping an unreadable line "
+                              f"({exc.__class__.__name__}); its item is judged again unless "
+                              "another line holds its result", stacklevel=2)
     return out
 
 
@@ -199,12 +246,99 @@ def _record(item: BenchItem, verdict: Verdict | None, order: list[int] | None,
                         finished_at=_now())
 
 
-def _check_resume(old: RunInfo, new: RunInfo) -> None:
-    diff = [k for k in RESUME_KEYS if getattr(old, k) != getattr(new, k)]
+def _digest(value: Any) -> str | None:
+    """A short sha256 of a JSON-able value or of bytes (None stays None)."""
+    if value is None:
+        return None
+    data = value if isinstance(value, bytes) else json.dumps(
+        value, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _template_digest(template: str, template_dir: str | os.PathLike[str] | None) -> str | None:
+    """The hash of a template's source and of the partials it may include: the file in
+    `template_dir` if there, else the shipped one."""
+    from judgekit.prompts import builtin_prompt_dir
+
+    roots = ([Path(template_dir)] if template_dir else []) + [builtin_prompt_dir()]
+    main = next((root / template for root in roots if (root / template).is_file()), None)
+    if main is None:
+        return None
+    parts = [main.read_bytes()]
+    for root in roots:
+        parts.extend(p.read_bytes() for p in sorted((root / "_partials").glob("*.jinja")))
+    return _digest(b"\0".join(parts))
+
+
+def _plain(value: Any) -> Any:
+    """Enums, paths and the like as plain JSON values."""
+    return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
+
+
+def _meta_name(meta: Any) -> str | None:
+    """A MetaSpec as recorded: None, "same-as-judge", a spec string, or the scorer's spec."""
+    if meta is None or meta is False:
+        return None
+    if meta is True:
+        return "same-as-judge"
+    return meta if isinstance(meta, str) else str(getattr(meta, "spec", type(meta).__name__))
+
+
+def judge_settings(judge: Any) -> dict[str, Any]:
+    """Every setting of `judge` that changes its results, as plain JSON values: recorded in
+    run.json and compared on resume. The one place to adjust when the judge gains a setting."""
+    from judgekit.formats import GRMFormat
+    from judgekit.judge import Judge
+
+    if not isinstance(judge, Judge):  # a stand-in or a judge of the caller's own
+        return {"judge": type(judge).__name__, "model": _model_name(judge, None)}
+    fmt = judge.format
+    return _plain({
+        "judge": type(judge).__name__,
+        "model": judge.backend.spec,
+        "format": fmt.name,
+        "aggregate": judge.aggregate,
+        "generation": judge.config.model_dump(exclude={"timeout"}),
+        "temperature": judge.sampling_temperature,
+        "seed": judge.seed,
+        "voting": judge.voting,
+        "tie_rule": judge.tie_rule,
+        "k_meta": judge.k_meta,
+        "meta_model": _meta_name(judge.meta),
+        "template": fmt.template,
+        "template_hash": _template_digest(fmt.template, fmt.template_dir),
+        "system": _digest(fmt.system),
+        "examples": _digest([e.model_dump(mode="json") for e in fmt.examples])
+        if isinstance(fmt, GRMFormat) else None,
+        "max_criteria": fmt.max_criteria if isinstance(fmt, GRMFormat) else None,
+        "structured": judge.structured,
+        "max_reasks": judge.sampler.max_reasks,
+        # Everything else the format is configured with (rubrics, output modes, ...).
+        "format_fingerprint": fmt.fingerprint(),
+    })
+
+
+def _differences(old: RunInfo, new: RunInfo) -> list[str]:
+    diff = [f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in RESUME_KEYS
+            if getattr(old, k) != getattr(new, k)]
+    if old.settings is not None and new.settings is not None:
+        for key in sorted(set(old.settings) | set(new.settings)):
+            before, after = old.settings.get(key), new.settings.get(key)
+            if before != after:
+                diff.append(f"{key}: {before!r} -> {after!r}")
+    return diff
+
+
+def _check_resume(old: RunInfo, new: RunInfo, out: Path) -> None:
+    diff = _differences(old, new)
     if diff:
-        detail = ", ".join(f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in diff)
-        raise BenchRunError(f"this directory holds a different run ({detail}); "
-                            "use another --out directory")
+        raise BenchRunError(
+            f"{out} holds a run with other settings ({'; '.join(diff)}); resuming would mix "
+            "them in one results file. Use another --out directory, or --overwrite to discard "
+            "that run and start afresh")
+    if old.settings is None:
+        warnings.warn(f"{out}: this run predates recorded settings; resuming it assumes the "
+                      "judge settings are unchanged", stacklevel=3)
 
 
 def _model_name(judge: Any, model: str | None) -> str | None:
@@ -234,6 +368,7 @@ async def arun(
     baseline: str | None = None,
     dataset_name: str | None = None,
     extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Judge every selected item not yet done in `out_dir`, appending results as they finish.
 
@@ -241,6 +376,9 @@ async def arun(
     `reverse=True` shows every item's responses in reverse order (pair it with a normal run for
     position consistency). `stratify=True` spreads `limit` evenly over subsets instead of taking
     the first items. `seed` is recorded and used by the report's random tie-break.
+    Resuming with settings that differ from the recorded ones raises BenchRunError;
+    `overwrite=True` deletes the old run's files and starts afresh. A stop because the backend
+    fails for everyone raises BenchRunAborted after recording the finished items.
     """
     if samples < 1:
         raise BenchRunError("samples must be at least 1")
@@ -260,24 +398,28 @@ async def arun(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = RunInfo(dataset=name, subset=subset, model=_model_name(judge, model),
-                   baseline=baseline, samples=samples, meta=meta, limit=limit,
+                   baseline=baseline, samples=samples, meta=meta, k_meta=k_meta, limit=limit,
                    stratify=stratify, seed=seed,
                    reverse=reverse, concurrency=concurrency, n_items=len(items),
-                   started_at=_now(), extra=extra or {})
+                   started_at=_now(), settings=judge_settings(judge), extra=extra or {})
     run_path = out / RUN_FILE
+    results_path = out / RESULTS_FILE
+    if overwrite:
+        for path in (run_path, results_path):
+            path.unlink(missing_ok=True)
     if run_path.exists():
         old = read_run_info(out)
-        _check_resume(old, info)
+        _check_resume(old, info, out)
         info = old.model_copy(update={"limit": limit, "stratify": stratify,
                                       "n_items": len(items),
                                       "resumed_at": [*old.resumed_at, _now()],
-                                      "concurrency": concurrency, "finished_at": None})
+                                      "concurrency": concurrency, "finished_at": None,
+                                      "settings": old.settings or info.settings})
     _write_json_atomic(run_path, info.model_dump_json(indent=2))
 
-    results_path = out / RESULTS_FILE
     if repair_results(results_path):
         warnings.warn(f"{results_path}: removed a truncated last line", stacklevel=2)
-    done = {rec.item_id for rec in read_results(out) if not rec.failed}
+    done = {rec.item_id for rec in read_results(out) if rec.final}
     todo = [it for it in items if it.id not in done]
     orders: list[list[int] | None] = []
     shown: list[BenchItem] = []
@@ -291,17 +433,18 @@ async def arun(
             orders.append(None)
 
     written: set[int] = set()
-    failed = 0
+    failed = too_long = 0
     appender = _Appender(results_path)
 
     def on_result(index: int, verdict: Verdict) -> None:
-        nonlocal failed
+        nonlocal failed, too_long
         if index in written or not 0 <= index < len(shown):
             return
         rec = _record(shown[index], verdict, orders[index])
         appender.write(rec)
         written.add(index)
         failed += rec.failed
+        too_long += rec.context_length
 
     # meta=True asks Judge for meta-guided voting with its own model as meta judge; a judge
     # built with a meta model of its own gets meta=None ("use yours").
@@ -318,6 +461,13 @@ async def arun(
                                                **kwargs)
             for index, verdict in enumerate(verdicts):  # a judge that skipped on_result
                 on_result(index, verdict)
+    except RunAbortedError as exc:
+        for index, finished in exc.verdicts.items():  # a judge that skipped on_result
+            if isinstance(finished, Verdict):
+                on_result(index, finished)
+        raise BenchRunAborted(
+            f"{exc} Results so far: {results_path}",
+            cause=exc.cause, finished=exc.finished, total=exc.total) from None
     finally:
         appender.close()
     missing = [i for i in range(len(shown)) if i not in written]
@@ -332,7 +482,7 @@ async def arun(
     info = info.model_copy(update={"finished_at": _now()})
     _write_json_atomic(run_path, info.model_dump_json(indent=2))
     return RunResult(out_dir=out, n_items=len(items), already_done=len(items) - len(todo),
-                     judged=len(todo), failed=failed)
+                     judged=len(todo), failed=failed, context_length=too_long)
 
 
 def run(dataset: str | Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) -> RunResult:

@@ -1,5 +1,5 @@
-"""SPCT training for judgekit GRMs: rejective fine-tuning data, SFT, rule-based GRPO, and the judge
-as a reward function for RL on other models.
+"""SPCT training for judgekit GRMs: rejective fine-tuning data, SFT, rule-based GRPO, a meta RM
+trained on stored samples, and the judge as a reward function for RL on other models.
 
 Heavy dependencies (torch, transformers, trl, peft, datasets) are imported inside the functions
 that need them, so `import judgekit.train` stays cheap and works without the `train` extra.
@@ -7,9 +7,16 @@ that need them, so `import judgekit.train` stays cheap and works without the `tr
 
 from __future__ import annotations
 
-from judgekit.train.config import GRPOStageConfig, RFTConfig, SFTStageConfig, load_config
+from judgekit.train.config import (
+    GRPOStageConfig,
+    MetaStageConfig,
+    RFTConfig,
+    SFTStageConfig,
+    load_config,
+)
 from judgekit.train.data import TrainItem, load_train_items, to_train_item
 from judgekit.train.grpo import build_grpo_dataset, run_grpo
+from judgekit.train.meta_rm import run_meta
 from judgekit.train.modelspec import resolve_model_dir
 from judgekit.train.reward_adapter import JudgeReward
 from judgekit.train.rewards import (
@@ -26,6 +33,7 @@ __all__ = [
     "BinaryRule",
     "GRPOStageConfig",
     "JudgeReward",
+    "MetaStageConfig",
     "RFTConfig",
     "RFTStats",
     "SFTStageConfig",
@@ -41,6 +49,7 @@ __all__ = [
     "resolve_model_dir",
     "rule_reward",
     "run_grpo",
+    "run_meta",
     "run_rft",
     "run_sft",
     "to_train_item",

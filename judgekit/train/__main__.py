@@ -1,4 +1,4 @@
-"""`python -m judgekit.train rft|sft|grpo ...` until the main CLI registers `judgekit train`."""
+"""`python -m judgekit.train rft|sft|grpo|meta ...` until the main CLI registers `judgekit train`."""
 
 from __future__ import annotations
 

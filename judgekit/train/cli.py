@@ -1,4 +1,4 @@
-"""`judgekit train rft|sft|grpo`: every config field is a flag, flags override `--config`.
+"""`judgekit train rft|sft|grpo|meta`: every config field is a flag, flags override `--config`.
 
 The flags are generated from the pydantic configs, so the CLI, YAML files and the Python API
 cannot drift apart. Bad arguments (unknown flags, values that do not validate, a missing dataset
@@ -17,28 +17,22 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from pydantic import BaseModel
 
+from judgekit.cli_args import OneLineErrorParser, converter_for, utf8_file
 from judgekit.errors import JudgekitError
 from judgekit.train.config import (
     ConfigError,
     GRPOStageConfig,
+    MetaStageConfig,
     RFTConfig,
     SFTStageConfig,
     load_config,
 )
 
 _NONE = "__judgekit_none__"  # `--limit none`: set an optional field to None explicitly
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (`prog: error: ...`) and exit code 2,
-    instead of a usage block listing every generated flag."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _describe_rft(cfg: Any) -> str:
@@ -64,6 +58,29 @@ def _describe_training(stage: str, runner: Callable[[Any], dict[str, Any]]) -> C
     return describe
 
 
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _describe_meta(cfg: Any) -> str:
+    from judgekit.train.meta_rm import run_meta
+
+    s = run_meta(cfg)
+    d, h = s["data"], s["heldout"]
+    auc = h.get("roc_auc")
+    line = (f"meta: {d['train_samples']} samples from {d['train_items']} items "
+            f"({_pct(d['train_positive_rate'])} correct), {s['global_steps']} steps"
+            + (f", train loss {s['train_loss']:.4f}" if isinstance(s.get("train_loss"), float)
+               else "")
+            + f"; held out {h.get('samples', 0)} samples of {d['heldout_items']} items: ROC-AUC "
+            + ("n/a" if auc is None else f"{auc:.3f}"))
+    if h.get("items"):
+        line += (f", accuracy voting {_pct(h['voting_random'])} -> meta-guided "
+                 f"{_pct(h['meta_random'])} (random tie-break; strict {_pct(h['voting_strict'])}"
+                 f" -> {_pct(h['meta_strict'])})")
+    return line + f" -> {s['model_dir']} (use meta={s['meta_spec']!r})"
+
+
 def _run_sft(cfg: Any) -> dict[str, Any]:
     from judgekit.train.sft import run_sft
 
@@ -83,6 +100,9 @@ STAGES: dict[str, tuple[type[BaseModel], Callable[[Any], str], str]] = {
             "fine-tune on RFT data (TRL SFTTrainer, full or LoRA)"),
     "grpo": (GRPOStageConfig, _describe_training("grpo", _run_grpo),
              "rule-based GRPO: reward +1 when the scores pick the labelled best, else -1"),
+    "meta": (MetaStageConfig, _describe_meta,
+             "meta RM: a classifier of stored judgements (correct or not), for meta-guided "
+             "voting as meta='classifier:DIR'"),
 }
 
 
@@ -97,9 +117,16 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 def _converter(kind: Any, optional: bool, flag: str) -> Callable[[str], Any]:
+    """The flag's value converter: the shared one for common arguments (`--temperature`,
+    `--samples`, `--max-tokens`, `--concurrency`, `--data-dir`, `--items-file` ...), so a bad
+    value is refused the same way in every CLI; else by type."""
+    shared = converter_for(flag.removeprefix("--").replace("-", "_"))
+
     def convert(text: str) -> Any:
         if optional and text.lower() in ("none", "null"):
             return _NONE
+        if shared is not None:
+            return shared(text)
         if kind is int:
             return int(text)
         if kind is float:
@@ -107,7 +134,8 @@ def _converter(kind: Any, optional: bool, flag: str) -> Callable[[str], Any]:
         if kind is Path:
             return Path(text)
         return text
-    convert.__name__ = {int: "int", float: "float", Path: "path"}.get(kind, "str")
+    convert.__name__ = getattr(shared, "__name__", None) or \
+        {int: "int", float: "float", Path: "path"}.get(kind, "str")
     return convert
 
 
@@ -123,26 +151,31 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> None:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
             continue
+        nargs = None
+        if typing.get_origin(kind) is list:  # e.g. --samples-from DIR [DIR ...]
+            (kind,) = typing.get_args(kind)
+            nargs = "+"
         choices = None
         if typing.get_origin(kind) is typing.Literal:
             choices = list(typing.get_args(kind))
             kind = str
         parser.add_argument(flag, dest=name, type=_converter(kind, optional, flag), default=None,
-                            choices=choices, metavar=name.upper(), help=help_text)
+                            choices=choices, metavar=name.upper(), help=help_text, nargs=nargs)
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `train` with its `rft`, `sft` and `grpo` subcommands on a subparsers action."""
+    """Register `train` with its `rft`, `sft`, `grpo` and `meta` subcommands."""
     train: argparse.ArgumentParser = subparsers.add_parser(
-        "train", help="SPCT training: RFT data, SFT, rule-based GRPO",
+        "train", help="SPCT training: RFT data, SFT, rule-based GRPO, meta RM",
         description="SPCT training of a GRM: `rft` builds rejective fine-tuning data, `sft` "
-                    "fine-tunes on it, `grpo` runs rule-based online RL. See docs/training.md.")
-    stages = train.add_subparsers(dest="train_stage", metavar="{rft,sft,grpo}",
-                                  parser_class=_OneLineParser)
+                    "fine-tunes on it, `grpo` runs rule-based online RL, `meta` trains a meta RM "
+                    "on stored samples. See docs/training.md.")
+    stages = train.add_subparsers(dest="train_stage", metavar="{rft,sft,grpo,meta}",
+                                  parser_class=OneLineErrorParser)
     stages.required = True
     for name, (cls, _, help_text) in STAGES.items():
         p = stages.add_parser(name, help=help_text, description=(cls.__doc__ or "").strip())
-        p.add_argument("--config", type=Path, default=None,
+        p.add_argument("--config", type=utf8_file, default=None,
                        help="YAML or JSON file of field: value (flags override it)")
         p.add_argument("--print-config", action="store_true",
                        help="print the resolved config as JSON and exit")
@@ -170,7 +203,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
     explicit_none: dict[str, Any] = {}
     for name in cls.model_fields:
         value = getattr(args, name, None)
-        if value == _NONE:
+        if value == _NONE or (isinstance(value, list) and _NONE in value):
             explicit_none[name] = None
         elif value is not None:
             overrides[name] = value
@@ -195,8 +228,8 @@ def run_stage(stage: str, args: argparse.Namespace) -> int:
 
 def build_parser(prog: str = "judgekit") -> argparse.ArgumentParser:
     """A stand-alone parser with only `train` (for `python -m judgekit.train`)."""
-    parser = _OneLineParser(prog=prog)
-    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=_OneLineParser)
+    parser = OneLineErrorParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=OneLineErrorParser)
     sub.required = True
     add_train_parser(sub)
     return parser

@@ -87,8 +87,9 @@ def _checkpointing_field() -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def lora_config(cfg: Any) -> Any:
-    """A peft LoraConfig when `cfg.lora`, else None (full fine-tuning)."""
+def lora_config(cfg: Any, task_type: str = "CAUSAL_LM") -> Any:
+    """A peft LoraConfig when `cfg.lora`, else None (full fine-tuning). `task_type="SEQ_CLS"`
+    (the meta RM) makes peft train the new classification head in full beside the adapters."""
     if not cfg.lora:
         return None
     from peft import LoraConfig
@@ -97,7 +98,7 @@ def lora_config(cfg: Any) -> Any:
     if targets != "all-linear":
         targets = [t.strip() for t in str(targets).split(",") if t.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type=task_type)
 
 
 def save_for_judge(trainer: Any, tokenizer: Any, base_dir: Path, out_dir: Path) -> Path:

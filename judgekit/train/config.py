@@ -96,7 +96,8 @@ class RFTConfig(_Stage, _ItemSource):
                                    "(default: train the hinted trajectory on the plain prompt)")
     max_tokens: int = Field(512, ge=8)
     temperature: float | None = Field(None, ge=0, le=2, description="None: the Judge's 0.5")
-    structured: bool | None = Field(None, description="None: grammar on local backends")
+    structured: bool | None = Field(None, description="None: the Judge default (whole-output "
+                                    "grammar for the embedded model only)")
     examples: bool = Field(True, description="few-shot examples in the prompt (Judge default)")
     max_criteria: int = Field(4, ge=2)
     binary_threshold: float = Field(5.5, ge=1, le=10)
@@ -153,6 +154,37 @@ class GRPOStageConfig(_Stage, _ItemSource, _Trainer):
                              "steps_per_generation defaults to gradient_accumulation_steps) must be "
                              f"a multiple of num_generations ({self.num_generations})")
         return self
+
+
+class MetaStageConfig(_Stage, _Trainer):
+    """Meta RM: a sequence classifier trained with binary cross-entropy on whether each stored
+    judgement's scores pick the labelled best response (a tie is wrong)."""
+
+    samples_from: list[Path] = Field(..., min_length=1, description="bench run directories "
+                                     "(results.jsonl) and/or RFT output directories "
+                                     "(samples.jsonl) whose samples are the training data")
+    eval_from: list[Path] | None = Field(None, description="held-out runs, scored after "
+                                         "training (None: hold out eval_fraction of the "
+                                         "samples_from items)")
+    eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of items (not samples: "
+                                 "an item's samples stay on one side) held out when eval_from "
+                                 "is not given")
+    dataset: str | None = Field(None, description="where the queries and responses come from "
+                                "(None: the dataset the run or RFT config names)")
+    subset: str | None = None
+    items_file: Path | None = Field(None, description="JSONL of {id, query, responses} for the "
+                                    "sampled items (runs over your own files need it)")
+    data_dir: Path | None = None
+    include_hinted: bool = Field(False, description="train on hinted RFT samples too (the "
+                                 "paper uses the non-hinted ones: a hint is absent at inference)")
+    learning_rate: float = Field(1e-5, gt=0, description="paper: 1e-5")
+    max_length: int = Field(4096, ge=16, description="tokens per input; a longer input loses "
+                            "its start and keeps the judgement at its end, as the classifier "
+                            "scorer truncates (its default limit is 4096 too)")
+    k_meta: int | None = Field(None, ge=1, description="samples kept in the held-out "
+                               "meta-guided vote (None: half of each item's k, the paper's)")
+    binary_threshold: float = Field(5.5, ge=1, le=10, description="single-response items: "
+                                    "a correct score lands on the label's side of it")
 
 
 C = TypeVar("C", bound=BaseModel)

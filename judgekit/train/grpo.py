@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from judgekit.prompts import grm_messages, load_examples
+from judgekit.formats import grm_messages
+from judgekit.prompts import load_examples
 from judgekit.train.common import (
     apply_threads,
     default_placement,

@@ -30,16 +30,18 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from judgekit.aggregate import aggregate
+from judgekit.bench.messages import as_query
+from judgekit.errors import ITEM_FAILURES
 from judgekit.schema import Message, Verdict
 from judgekit.train.rewards import completion_text
+from judgekit.voting import VotingMethod
 
 
 def _query_of(prompt: Any) -> str | list[Message]:
-    """The judge's query: a string prompt as is, a conversation as messages."""
-    if isinstance(prompt, str):
-        return prompt
-    return [{"role": str(m.get("role", "user")), "content": str(m.get("content", ""))}
-            for m in prompt]
+    """The judge's query: a string prompt as is, a TRL conversation through the one message
+    normaliser (which names a malformed turn)."""
+    return as_query(prompt)
 
 
 class JudgeReward:
@@ -128,21 +130,21 @@ class JudgeReward:
         return out
 
     async def _judge(self, prompt: Any, responses: list[str]) -> Verdict | None:
-        from judgekit.errors import JudgekitError
-
         try:
             verdict: Verdict = await self.judge.ascore(_query_of(prompt), responses,
                                                        samples=self.samples)
-        except (JudgekitError, ValueError, OSError):
+        except ITEM_FAILURES:
             return None
         return verdict
 
     def _reward(self, verdict: Verdict | None, position: int) -> float | None:
-        """Mean score of one response over the valid samples; None when none was valid."""
+        """The response's mean score over the samples the vote used (the kept ones under
+        meta-guided voting), through the same `aggregate` as the Verdict; None when no sample
+        was valid."""
         if verdict is None:
             return None
-        values = [s.scores[position] for s in verdict.samples if s.valid and s.scores is not None]
-        if not values:
+        mean = aggregate(verdict.samples, verdict.n_responses, voting=VotingMethod.MEAN,
+                         k_meta=verdict.k_meta).scores[position]
+        if mean is None:
             return None
-        mean = sum(values) / len(values)
         return (mean - 1.0) / 9.0 if self.normalize else mean

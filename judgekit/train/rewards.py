@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from judgekit.errors import ParseError
-from judgekit.parsing import parse_grm
+from judgekit.formats import GRMFormat
+from judgekit.schema import AggregateRule
+from judgekit.voting import NEUTRAL_SCORE, unique_best
 
-NEUTRAL_THRESHOLD = 5.5
+NEUTRAL_THRESHOLD = NEUTRAL_SCORE
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,6 @@ class BinaryRule:
 
 
 DEFAULT_RULE = BinaryRule()
-
-
-def unique_best(scores: Sequence[float] | None) -> int | None:
-    """The index of the single highest score; None on a tie for the top or no scores."""
-    if not scores:
-        return None
-    top = max(scores)
-    leaders = [i for i, s in enumerate(scores) if s == top]
-    return leaders[0] if len(leaders) == 1 else None
 
 
 def judgement_correct(scores: Sequence[float] | None, *, best: int | None = None,
@@ -65,14 +58,16 @@ def judgement_correct(scores: Sequence[float] | None, *, best: int | None = None
 
 
 def rule_outcome(text: str, n_responses: int, *, best: int | None = None,
-                 good: bool | None = None, rule: BinaryRule = DEFAULT_RULE) -> str:
+                 good: bool | None = None, rule: BinaryRule = DEFAULT_RULE,
+                 aggregate: AggregateRule | str = AggregateRule.OVERALL) -> str:
     """"correct", "wrong" or "unparseable" for one GRM completion (responses in label order).
 
-    Scores are read as the Judge reads them (`parse_grm`: the weighted principle sum where every
-    principle has a score, else the final boxed line), so RL optimises what inference votes on.
+    Scores are read exactly as the Judge reads them (`GRMFormat.parse`: the final scores line,
+    or the weighted criterion sum under `aggregate="weighted"`), so RL optimises what inference
+    votes on; a completion cut off before its final line is unparseable.
     """
     try:
-        parsed = parse_grm(text, n_responses)
+        parsed = GRMFormat(aggregate=aggregate).parse(text, n_responses)
     except ParseError:
         return "unparseable"
     return "correct" if judgement_correct(parsed.scores, best=best, good=good, rule=rule) else "wrong"

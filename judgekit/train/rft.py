@@ -38,7 +38,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel
 
-from judgekit.prompts import grm_messages
+from judgekit.formats import fence_tag
 from judgekit.schema import Judgement, Message, SampleStatus, Verdict
 from judgekit.train.data import TrainItem
 from judgekit.train.rewards import DEFAULT_RULE, BinaryRule, judgement_correct
@@ -140,9 +140,9 @@ async def process_item(judge: Any, item: TrainItem, *, samples: int = 3, hint: b
             st.hint_skipped_binary += 1
         elif hint and item.best is not None:
             st.items_hinted += 1
-            hinted = await judge.ascore(item.query, item.responses, samples=hint_samples,
-                                        seed=seed + HINT_SEED_OFFSET, item_id=item.id,
-                                        hint_best=item.best)
+            hinted = await judge._averdict(item.query, item.responses, samples=hint_samples,
+                                           seed=seed + HINT_SEED_OFFSET, item_id=item.id,
+                                           hint_best=item.best)
             for sample in hinted.samples:
                 sample.hinted = True
                 ok, reason = _decide(sample, item, rule)
@@ -201,9 +201,9 @@ def _row(judge: Any, item: TrainItem, sample: Judgement, hint_best: int | None,
     """One chat-format training row: the exact prompt the Judge built for this response order."""
     perm = list(sample.permutation)
     hint_pos = perm.index(hint_best) + 1 if hint_best is not None else None
-    prompt = grm_messages(item.query, _shown(item, perm), examples=judge.examples,
-                          template=judge.template, template_dir=judge.template_dir,
-                          hint_best=hint_pos if prompt_with_hint else None, system=judge.system)
+    prompt = judge.format.messages(item.query, _shown(item, perm),
+                                   tag=fence_tag(item.query, item.responses),
+                                   hint_best=hint_pos if prompt_with_hint else None)
     messages: list[Message] = [*prompt, {"role": "assistant", "content": sample.raw_text.strip()}]
     return {
         "messages": messages,

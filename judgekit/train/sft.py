@@ -84,10 +84,15 @@ def run_sft(cfg: Any) -> dict[str, Any]:
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora_config(cfg))
+    processed: Any = trainer.train_dataset  # a datasets.Dataset here (no streaming)
+    used = len(processed)
+    if not used:  # TRL drops rows whose judgement max_length cut off entirely
+        raise TrainDataError(f"no RFT row fits max_length={cfg.max_length}: every prompt is "
+                             "that long before its judgement starts; raise --max-length")
     trainer.train()
     out = Path(cfg.out_dir)
     save_for_judge(trainer, tokenizer, base_dir, out)
     summary = train_summary("sft", cfg, trainer, placement, base_dir, started,
-                            {"train_rows": len(dataset)})
+                            {"train_rows": len(dataset), "train_rows_used": used})
     write_summary(out, summary)
     return summary

@@ -24,6 +24,7 @@ from judgekit.cache import (
     wrap_with_cache,
 )
 from judgekit.config import GenerationConfig
+from judgekit.errors import CacheError
 from judgekit.retry import RetryPolicy
 from judgekit.schema import Message, Usage
 
@@ -311,3 +312,32 @@ def test_two_processes_writing_lose_nothing(tmp_path: Path) -> None:
     with sqlite3.connect(path) as con:
         texts = {row[0] for row in con.execute("SELECT completion FROM completions")}
     assert len(texts) == 600
+
+
+def test_a_corrupt_cache_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    path.write_bytes(b"this is not a sqlite file, " * 200)
+    with pytest.raises(CacheError) as info:
+        ResponseCache(path)
+    text = str(info.value)
+    assert str(path) in text and "delete" in text and "--no-cache" in text
+    assert info.value.__cause__ is None and "\n" not in text
+    with pytest.raises(CacheError):
+        wrap_with_cache(CountingBackend(), path)
+
+
+async def test_a_corrupt_row_is_a_miss_that_gets_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    inner = CountingBackend()
+    cached = CachedBackend(inner, path)
+    first = await cached.generate(MSGS, CFG, n=2)
+    key = cache_key(inner.spec, MSGS, CFG, 1)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE completions SET completion = ? WHERE key = ?", ('{"text": 7', key))
+    again = await cached.generate(MSGS, CFG, n=2)
+    assert inner.calls == [2, 1]  # sample 1 was a miss and was generated again
+    assert again.completions[0] == first.completions[0]
+    assert again.usage.cached_calls == 1
+    third = await cached.generate(MSGS, CFG, n=2)  # the fresh row replaced the corrupt one
+    assert inner.calls == [2, 1] and third.usage.cached_calls == 2
+    assert third.completions[1] == again.completions[1]

@@ -10,11 +10,12 @@ import pytest
 from support.fault_server import FaultServer
 from support.transformers_server import ServedModel
 
+from judgekit.backends._remote import spent_usage
 from judgekit.backends.base import Backend
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.backends.registry import resolve_backend
 from judgekit.config import GenerationConfig
-from judgekit.errors import AuthenticationError
+from judgekit.errors import AuthenticationError, FatalBackendError
 from judgekit.ratelimit import Throttle, estimate_tokens
 from judgekit.retry import RetryPolicy
 
@@ -126,6 +127,25 @@ async def test_server_giving_two_of_five(fault_server: FaultServer) -> None:
     assert sorted(r.n for r in fault_server.records) == [1, 2, 5]  # 2 + 2 + 1
 
 
+async def test_a_failed_top_up_keeps_what_the_other_requests_cost(
+        fault_server: FaultServer) -> None:
+    """n=3 from a one-choice server: the first request and one top-up succeed, the other top-up
+    is refused (400). The call fails, but its error keeps the two paid requests' usage."""
+    fault_server.max_choices = 1
+    fault_server.schedule = {"tf": ["ok", "ok", "400"]}
+    b = backend(fault_server)
+    with pytest.raises(FatalBackendError) as info:
+        await b.generate(msgs("tf"), CFG, n=3)
+    one = await b.generate(msgs("tg"), CFG)  # a same-sized prompt, for its token count
+    await b.aclose()
+    assert fault_server.counts["tf"] == 3
+    spent = spent_usage(info.value)
+    assert spent is not None
+    assert spent.calls == 3  # two paid requests and the failed one
+    assert spent.prompt_tokens == 2 * one.usage.prompt_tokens
+    assert spent.completion_tokens == 2 * one.usage.completion_tokens
+
+
 async def test_logprobs_are_mapped(fault_server: FaultServer) -> None:
     b = backend(fault_server)
     result = await b.generate(msgs("lp"), CFG.with_(logprobs=True, top_logprobs=2), n=2)
@@ -154,7 +174,7 @@ async def test_concurrency_is_bounded_per_backend(fault_server: FaultServer) -> 
 
 
 async def test_requests_per_window_limit() -> None:
-    """aiolimiter leaky bucket: a burst of `max_rate`, then `max_rate` per window."""
+    """A token bucket: a burst of the whole budget, then the budget spread over each window."""
     throttle = Throttle(max_concurrency=10, requests_per_minute=4, period=0.5)
     start = time.monotonic()
     stamps: list[float] = []

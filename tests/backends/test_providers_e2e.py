@@ -119,6 +119,34 @@ def test_200_items_with_faults_then_resume_bills_nothing_twice(
     print(f"\nrun 1: 120 items, {u1.calls} calls, {u1.retries} retries, {t_first:.1f}s")
 
 
+@pytest.mark.parametrize("max_choices", [None, 1])
+def test_requests_per_judgement_are_one_per_distinct_permutation(
+        fault_server: FaultServer, max_choices: int | None) -> None:
+    """What k samples cost: one request per distinct permutation, with n = that permutation's
+    samples, and top-up requests where the server returns fewer choices than n."""
+    fault_server.max_choices = max_choices
+    judge = Judge("openai:judge-test", base_url=fault_server.openai_url, examples=False,
+                  config=GenerationConfig(max_tokens=256, timeout=10.0),
+                  retry=RetryPolicy(sleep=no_sleep))
+    for key, responses, k in (("two", ["GOOD", "bad"], 4), ("three", ["GOOD", "bad", "meh"], 6)):
+        fault_server.reset()
+        v = judge.score(f"jk-item-{key} q", responses, samples=k)
+        assert v.ok and v.valid_samples == k
+        per_perm = Counter(tuple(s.permutation) for s in v.samples)
+        sizes = sorted(r.n for r in fault_server.records)
+        if max_choices is None:
+            assert len(fault_server.records) == len(per_perm)
+            if len(responses) == 2:  # two orders, two samples each: 2 requests for k=4
+                assert len(per_perm) == 2
+            assert sizes == sorted(per_perm.values())
+        else:  # the first request per permutation asks for all, the top-ups for one each
+            assert len(fault_server.records) == k
+            assert sizes == sorted([*per_perm.values(), *[1] * (k - len(per_perm))])
+        assert v.usage.calls == len(fault_server.records)
+        print(f"\nk={k}, {len(responses)} responses, max_choices={max_choices}: "
+              f"{len(fault_server.records)} requests, n={sizes}")
+
+
 # The default GRM prompt is ~650 tokens, whose prefill alone takes 5-30 s per request on a shared
 # 2-core CPU; this short template keeps the real-model test to a few seconds of compute while the
 # whole path (Judge -> OpenAIBackend -> SDK -> server -> parser -> voting) stays real.

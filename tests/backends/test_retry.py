@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fault_server import FaultServer
 
+from judgekit.backends._remote import parse_retry_after
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.config import GenerationConfig
@@ -25,7 +26,7 @@ from judgekit.errors import (
     RateLimitError,
     TransientBackendError,
 )
-from judgekit.retry import RetryPolicy, map_exception, parse_retry_after
+from judgekit.retry import RetryPolicy
 
 CFG = GenerationConfig(timeout=5.0, max_tokens=64)
 # Short enough to cut a hang quickly, long enough that a normal answer on a loaded 2-core box
@@ -80,7 +81,9 @@ def test_wait_honours_and_caps_retry_after_and_backs_off() -> None:
         assert base <= w <= min(8.0, base + 0.5) + 1e-9
 
 
-# -- mapping SDK exceptions ----------------------------------------------------------------------
+# -- mapping SDK exceptions (each provider at its boundary) ----------------------------------------
+
+OPENAI = OpenAIBackend("gpt-4o", base_url="http://127.0.0.1:1/v1", api_key="sk-test-key")
 
 
 def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
@@ -96,9 +99,9 @@ def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.
     (401, AuthenticationError), (403, AuthenticationError),
 ])
 def test_status_codes_map_to_judgekit_errors(status: int, kind: type[BackendError]) -> None:
-    err = map_exception(_status_error(status, {"retry-after": "2"}))
+    err = OPENAI.map_error(_status_error(status, {"retry-after": "2"}))
     assert type(err) is kind
-    assert err.status_code == status
+    assert err is not None and err.status_code == status
     assert err.retryable == (status in (408, 429) or status >= 500)
     if status == 429:
         assert err.retry_after == 2.0
@@ -106,10 +109,11 @@ def test_status_codes_map_to_judgekit_errors(status: int, kind: type[BackendErro
 
 def test_transport_errors_map_and_bugs_do_not() -> None:
     request = httpx2.Request("POST", "http://127.0.0.1/")
-    assert isinstance(map_exception(openai.APITimeoutError(request=request)), APITimeoutError)
-    assert type(map_exception(openai.APIConnectionError(request=request))) is TransientBackendError
-    assert isinstance(map_exception(TimeoutError()), APITimeoutError)
-    assert map_exception(TypeError("a bug")) is None
+    assert isinstance(OPENAI.map_error(openai.APITimeoutError(request=request)), APITimeoutError)
+    assert type(OPENAI.map_error(openai.APIConnectionError(request=request))) is \
+        TransientBackendError
+    assert isinstance(OPENAI.map_error(TimeoutError()), APITimeoutError)
+    assert OPENAI.map_error(TypeError("a bug")) is None
 
 
 async def test_policy_counts_retries_and_stops() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.prompt_blocks import position_of
 
 from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.bench import metrics
@@ -44,8 +44,7 @@ class ScriptedBackend(Backend):
 
 def _good_position(prompt: str) -> int:
     """1-based position of the response containing GOOD in the rendered prompt."""
-    blocks = re.findall(r"\[Start of Response (\d+)\]\n(.*?)\n\[End of Response", prompt, re.S)
-    return next(int(i) for i, body in blocks if "GOOD" in body)
+    return position_of(prompt, "GOOD")
 
 
 def test_choice_scores_encoding() -> None:

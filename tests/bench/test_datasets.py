@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -158,8 +160,8 @@ def test_subset_matching_and_errors() -> None:
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ds, "shipped_data_dir", lambda: tmp_path / "none")
-    monkeypatch.setattr(ds, "default_data_dir", lambda data_dir=None: tmp_path / "also-none")
+    monkeypatch.setattr(ds.roots, "shipped_data_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(ds.roots, "default_data_dir", lambda data_dir=None: tmp_path / "also-none")
     with pytest.raises(ds.DatasetError, match="not found"):
         ds.load_dataset("rmb")
 
@@ -188,3 +190,96 @@ def test_stratified_limit_spreads_over_subsets() -> None:
     few = ds.load_dataset("llmbar", limit=3, stratify=True)
     assert len(few) == 3 and len({it.subset for it in few}) == 3
     assert len(ds.load_dataset("llmbar", limit=1000, stratify=True)) == 419
+
+
+def test_builtin_loaders_keep_empty_responses() -> None:
+    """LLMEval^2 row 169 has an empty output: the item keeps both responses."""
+    items = {it.id: it for it in ds.load_dataset("llmbar-processed", subset="llmeval2")}
+    item = items["llmbar-processed-llmeval2-169"]
+    assert len(item.responses) == 2 and any(not r.strip() for r in item.responses)
+
+
+def _write(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"input": "q", "output_1": "a", "output_2": "b", "label": 1},
+      {"input": "q", "output_1": "a", "label": 2}],
+     "llmbar/LLMBar/Natural/dataset.json row 1: missing field 'output_2'"),
+    ([{"input": "q", "output_1": "a", "output_2": "b", "label": 3}],
+     "llmbar/LLMBar/Natural/dataset.json row 0: field 'label' is 3, not 1 or 2"),
+    ([{"input": "q", "output_1": "a", "output_2": "b", "label": "first"}],
+     "llmbar/LLMBar/Natural/dataset.json row 0: field 'label' is 'first', not 1 or 2"),
+    ([{"input": "q", "output_1": "a", "output_2": None, "label": 1}],
+     "llmbar/LLMBar/Natural/dataset.json row 0: field 'responses.1': Input should be a valid "
+     "string"),
+    (["not an object"], "llmbar/LLMBar/Natural/dataset.json row 0: expected an object, got str"),
+    ({"input": "q"}, "llmbar/LLMBar/Natural/dataset.json: expected a list of objects, got dict"),
+])
+def test_a_malformed_row_of_a_builtin_file_names_file_row_and_field(
+        tmp_path: Path, rows: object, message: str) -> None:
+    _write(tmp_path / "llmbar/LLMBar/Natural/dataset.json", rows)
+    with pytest.raises(ds.DatasetError) as exc:
+        ds.load_llmbar(tmp_path)
+    assert str(exc.value) == message
+
+
+def test_malformed_rows_through_load_dataset(tmp_path: Path) -> None:
+    good = {"id": 1, "prompt": "p", "chosen": ["a", "b", "c"], "rejected": ["d", "e", "f"]}
+    _write(tmp_path / "rm-bench/chat_filtered.json",
+           [good, {"id": 2, "prompt": "p", "chosen": ["a", "b"], "rejected": ["d", "e", "f"]}])
+    with pytest.raises(ds.DatasetError, match=r"rm-bench/chat_filtered.json row 1\): expected 3"):
+        ds.load_dataset("rm-bench", data_dir=tmp_path)
+    jb = tmp_path / "jb"
+    _write(jb / ds.JUDGEBENCH_FILES["gpt"], json.dumps({"pair_id": "x", "label": "A>B"}) + "\n")
+    with pytest.raises(ds.DatasetError, match=r"response_model=gpt-4o-2024-05-13.jsonl row 0: "
+                                              r"missing field 'question'$"):
+        ds.load_judgebench(jb)
+
+
+def test_an_explicit_data_dir_must_exist_and_be_a_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ds.DatasetError, match=r"data directory .*nope does not exist"):
+        ds.load_dataset("rmb", data_dir=tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ds.DatasetError, match="is not a directory"):
+        ds.list_datasets(tmp_path / "file", count=False)
+    monkeypatch.setenv(ds.ENV_DATA_DIR, str(tmp_path / "gone"))
+    with pytest.raises(ds.DatasetError, match=r"\$JUDGEKIT_DATA_DIR .*gone does not exist"):
+        ds.load_dataset("llmbar")
+    monkeypatch.setenv(ds.ENV_DATA_DIR, str(tmp_path))
+    assert ds.data_roots()[-1] == tmp_path
+
+
+def test_an_unreadable_data_dir_is_a_clear_error(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:  # root reads anything: simulate the refusal instead
+        locked.chmod(0)
+    else:
+        monkeypatch.setattr(ds.roots.os, "access", lambda *a, **k: False)
+    try:
+        with pytest.raises(ds.DatasetError, match="is not readable"):
+            ds.load_dataset("rmb", data_dir=locked)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_registry_decorator_carries_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ds.dataset_names():
+        info = ds.get_info(name)
+        assert info.kind in ("pairwise", "pairwise+bon", "binary") and info.expected > 0
+    assert ds.get_info("rmb").kind == "pairwise+bon" and not ds.get_info("rmb").shipped
+    monkeypatch.setattr(ds.registry, "_REGISTRY", dict(ds.registry._REGISTRY))
+
+    @ds.register("tiny", description="two items", marker="llmbar", expected=2, license="MIT",
+                 shipped=True, kind="pairwise")
+    def load_tiny(root: Path) -> list[BenchItem]:
+        return [BenchItem(id=f"t{i}", query="q", responses=["a", "b"], label=Label.best_of(i))
+                for i in range(2)]
+
+    assert "tiny" in ds.dataset_names() and ds.get_info("tiny").loader is load_tiny
+    assert [it.id for it in ds.load_dataset("tiny")] == ["t0", "t1"]

@@ -4,10 +4,10 @@ the GRM prompt, meta-guided voting and the stored samples the scaling curve need
 from __future__ import annotations
 
 import itertools
-import re
 from pathlib import Path
 
 import pytest
+from support.prompt_blocks import shown_responses
 
 from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.bench import metrics, report
@@ -36,8 +36,7 @@ class GRMScript(Backend):
             rating = 2 if "(hasty)" in tail else 9
             outs = [f"Rating: \\boxed{{{rating}}}"] * n
         else:
-            shown = re.findall(r"\[(?:The )?(?:Begin|Start) of Response \d+\]\n(.*?)\n"
-                               r"\[(?:The )?End of Response", text, re.S)
+            shown = shown_responses(text)
             outs = []
             for _ in range(n):
                 right = next(self.counter) % 3 != 2

@@ -14,9 +14,13 @@ of the list (or for unscheduled keys, `default_schedule`) requests succeed. Faul
   malformed  HTTP 200 with a truncated JSON body
   401        authentication error whose message echoes the presented key (as real APIs do)
   400        a bad request
+  ctx        the provider's own context-length 400 (OpenAI code `context_length_exceeded`,
+             Anthropic "prompt is too long")
+  ctx-vllm / ctx-llamacpp / ctx-sglang   the context-length 400 as those servers word it
 
 The answer is judge-like text whose scores depend on content: a response containing GOOD scores 9,
-any other 2, so the best response is the same whatever order the judge shows them in.
+any other 2, so the best response is the same whatever order the judge shows them in. A scripted
+fake model can answer instead (`reply`: the request body -> the text, or (text, finish_reason)).
 Stdlib only (ThreadingHTTPServer), so a connection can really be dropped.
 """
 
@@ -38,6 +42,9 @@ from typing import Any
 KEY_RE = re.compile(r"jk-item-([A-Za-z0-9_.:-]+)")
 _RESPONSE_BLOCK = re.compile(
     r"\[Start of Response (\d+)\]\n?(.*?)\n?\[End of Response \1\]", re.DOTALL)
+# judgekit's prompts fence each response with the prompt's tag (see judgekit.formats).
+_FENCED_BLOCK = re.compile(
+    r"^<response-(\d+) tag=([0-9a-f]{16})>\n(.*?)\n</response-\1 tag=\2>$", re.DOTALL | re.MULTILINE)
 
 
 def judge_text(responses: list[str] | None) -> str:
@@ -55,8 +62,38 @@ def judge_text(responses: list[str] | None) -> str:
 def shown_responses(prompt: str) -> list[str] | None:
     """The responses of the prompt's last 'Responses to Score' section, in shown order."""
     tail = prompt.rsplit("Responses to Score", 1)[-1]
+    fenced = [body for _, _, body in _FENCED_BLOCK.findall(tail)]
+    if fenced:
+        return fenced
     blocks = _RESPONSE_BLOCK.findall(tail)
     return [b for _, b in blocks] or None
+
+
+_CONTEXT_FAULTS: dict[str, dict[str, Any]] = {
+    "ctx": {},
+    "ctx-vllm": {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                 "message": "This model's maximum context length is 2048 tokens. However, you "
+                            "requested 2600 tokens (2088 in the messages, 512 in the "
+                            "completion). Please reduce the length of the messages or "
+                            "completion."},
+    "ctx-llamacpp": {"error": {"code": 400, "type": "exceed_context_size_error",
+                               "message": "the request exceeds the available context size, "
+                                          "try increasing it", "n_prompt_tokens": 5000,
+                               "n_ctx": 4096}},
+    "ctx-sglang": {"object": "error", "type": "BadRequestError", "code": 400,
+                   "message": "The input (5000 tokens) is longer than the model's context "
+                              "length (4096 tokens)."},
+}
+
+
+class _Server(ThreadingHTTPServer):
+    """socketserver's listen backlog is 5: a burst of new connections overflows it, the kernel
+    drops their SYNs, and the clients retransmit after 1 s, 3 s... which a short client timeout
+    turns into connect errors that no request record explains (the e2e test's extra retries).
+    A deep backlog makes every connection reach the handler."""
+
+    request_queue_size = 1024
+    daemon_threads = True
 
 
 @dataclass
@@ -80,6 +117,7 @@ class FaultServer:
     slow_seconds: float = 0.2
     max_choices: int | None = None
     text: Callable[[list[str] | None], str] = judge_text
+    reply: Callable[[dict[str, Any]], str | tuple[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -95,8 +133,7 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         daemon=True, name="fault-server")
         self._thread.start()
@@ -162,6 +199,15 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+def _answer(server: FaultServer, body: dict[str, Any], responses: list[str] | None
+            ) -> tuple[str, str]:
+    """The text of one choice and its finish reason ("stop", or "length" for a cut-off)."""
+    if server.reply is None:
+        return server.text(responses), "stop"
+    out = server.reply(body)
+    return out if isinstance(out, tuple) else (out, "stop")
+
+
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -201,6 +247,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def _post(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if len(raw) < length:  # the client went away mid-request (e.g. it was killed)
+                self.close_connection = True
+                return
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
@@ -264,6 +313,8 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                             f"Incorrect API key provided: {auth}. Check your key.")
             elif fault == "400":
                 self._error(api, 400, "invalid_request_error", "injected bad request")
+            elif fault in _CONTEXT_FAULTS:
+                self._context_length(api, fault)
             elif fault == "hang":
                 server._stop.wait(server.hang_seconds)
                 self.close_connection = True
@@ -277,16 +328,30 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 raise ValueError(f"unknown fault {fault!r}")
             return True
 
+        def _context_length(self, api: str, fault: str) -> None:
+            if fault == "ctx" and api == "anthropic":
+                self._error(api, 400, "invalid_request_error",
+                            "prompt is too long: 210512 tokens > 200000 maximum")
+            elif fault == "ctx":
+                self._json(400, {"error": {
+                    "message": "This model's maximum context length is 8192 tokens. However, "
+                               "your messages resulted in 9000 tokens. Please reduce the length "
+                               "of the messages.",
+                    "type": "invalid_request_error", "param": "messages",
+                    "code": "context_length_exceeded"}})
+            else:
+                self._json(400, _CONTEXT_FAULTS[fault])
+
         def _openai_ok(self, body: dict[str, Any], n: int, responses: list[str] | None,
                        prompt_tokens: int) -> None:
             choices = []
             completion_tokens = 0
             count = n if server.max_choices is None else min(n, server.max_choices)
             for i in range(count):
-                text = server.text(responses)
+                text, finish = _answer(server, body, responses)
                 completion_tokens += max(1, len(text) // 4)
                 choice: dict[str, Any] = {
-                    "index": i, "finish_reason": "stop",
+                    "index": i, "finish_reason": finish,
                     "message": {"role": "assistant", "content": text}, "logprobs": None}
                 if body.get("logprobs"):
                     top_n = int(body.get("top_logprobs") or 0)
@@ -309,12 +374,13 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def _anthropic_ok(self, body: dict[str, Any], responses: list[str] | None,
                           prompt_tokens: int) -> None:
-            text = server.text(responses)
+            text, finish = _answer(server, body, responses)
             self._json(200, {
                 "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
                 "model": body.get("model", "claude-test"),
                 "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn", "stop_sequence": None,
+                "stop_reason": "max_tokens" if finish == "length" else "end_turn",
+                "stop_sequence": None,
                 "usage": {"input_tokens": prompt_tokens,
                           "output_tokens": max(1, len(text) // 4)},
             })

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from judgekit.bench.items import BenchItem, Label
-from judgekit.prompts import grm_messages
+from judgekit.formats import GRMFormat, grm_messages
 from judgekit.schema import Judgement, SampleStatus, Usage, Verdict
 from judgekit.train.cli import main as train_main
 from judgekit.train.config import ConfigError, GRPOStageConfig, RFTConfig, load_config
@@ -124,10 +124,7 @@ def test_real_llmbar_items_load() -> None:
 class ScriptedJudge:
     """Returns pre-set sample scores (in caller order) per item id; hinted calls use `hinted`."""
 
-    examples: tuple[Any, ...] = ()
-    template = "grm/default.jinja"
-    template_dir = None
-    system = None
+    format = GRMFormat()
     model = "scripted"
 
     def __init__(self, plain: dict[str, list[Any]], hinted: dict[str, list[Any]]) -> None:
@@ -157,6 +154,8 @@ class ScriptedJudge:
                                  raw_text=f"judgement {j}\nScores: \\boxed{{{', '.join(map(str, shown))}}}",
                                  hinted=hint_best is not None, usage=Usage(completion_tokens=5)))
         return Verdict(item_id=item_id, n_responses=n, scores=[None] * n, k=samples, samples=out)
+
+    _averdict = ascore  # the Judge's hinted-sampling entry point for RFT
 
 
 def _items() -> list[TrainItem]:

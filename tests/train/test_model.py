@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from judgekit.prompts import grm_messages  # noqa: E402
+from judgekit.formats import grm_messages  # noqa: E402
 from judgekit.train.config import GRPOStageConfig, RFTConfig, SFTStageConfig  # noqa: E402
 from judgekit.train.data import load_train_items  # noqa: E402
 from judgekit.train.rewards import judgement_correct  # noqa: E402
@@ -170,6 +170,19 @@ def test_sft_two_steps_then_judge(tmp_path: Path, base_dir: Path) -> None:
     verdict = judge.score(item.query, item.responses)
     assert verdict.model == f"hf:{out}" and verdict.n_responses == 2
     assert verdict.valid_samples == 1 and all(s is not None for s in verdict.scores)
+
+
+def test_sft_refuses_when_no_row_fits_max_length(tmp_path: Path, base_dir: Path) -> None:
+    """TRL drops a row whose judgement max_length cuts off entirely; with none left, say so
+    instead of failing deep in the data loader."""
+    from judgekit.train.data import TrainDataError
+    from judgekit.train.sft import run_sft
+
+    data = _teacher_rows(tmp_path / "rft.jsonl", n=1)
+    cfg = SFTStageConfig(model="embedded", dataset_path=data, out_dir=tmp_path / "sft",
+                         max_steps=1, max_length=64, save_checkpoints=False, threads=1)
+    with pytest.raises(TrainDataError, match="max_length=64"):
+        run_sft(cfg)
 
 
 def test_grpo_two_steps_lora_structured(tmp_path: Path, base_dir: Path) -> None:

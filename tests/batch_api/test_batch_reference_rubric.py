@@ -1,0 +1,90 @@
+"""References and per-item rubrics in a provider batch run (the real openai SDK against
+BatchFake, tests/support/batch_fake.py): the submitted prompts carry them, they are stored with
+the item, and collecting gives the Verdicts an online run gives over the same outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.batch_fake import BatchFake
+
+from judgekit import Judge, Verdict
+from judgekit.batch_api import BatchRunError
+from judgekit.config import GenerationConfig
+
+RUBRIC = [("Accuracy", "the number is right", 3), ("Clarity", "easy to follow", 1)]
+
+
+@pytest.fixture
+def fake() -> Iterator[BatchFake]:
+    server = BatchFake().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rubric_text(responses: list[str] | None) -> str:
+    """A fixed-rubric answer: GOOD responses Accuracy 10, Clarity 6 (overall 9), others
+    Accuracy 2, Clarity 8 (overall 4)."""
+    rows = [([10, 6], 9) if "GOOD" in r else ([2, 8], 4) for r in responses or ["GOOD", "x"]]
+    lines = ["Analysis:"]
+    for i, (subs, _) in enumerate(rows, 1):
+        lines += [f"Response {i}:", "- Accuracy: checked.", "- Clarity: checked.",
+                  "Criterion scores: " + ", ".join(map(str, subs))]
+    lines.append("Scores: \\boxed{" + ", ".join(str(o) for _, o in rows) + "}")
+    return "\n".join(lines)
+
+
+def _judge(fake: BatchFake) -> Judge:
+    return Judge("openai:judge-test", base_url=fake.openai_url, api_key="sk-test-batch",
+                 examples=False, aggregate="weighted",
+                 config=GenerationConfig(max_tokens=128, timeout=5.0))
+
+
+def _items() -> list[dict[str, Any]]:
+    return [{"id": "ref", "query": "jk-item-ref 6 * 7?", "responses": ["GOOD: 42", "48"],
+             "reference": "6 * 7 = 42"},
+            {"id": "rub", "query": "jk-item-rub 6 * 7?", "responses": ["48", "GOOD: 42"],
+             "principles": RUBRIC},
+            {"id": "plain", "query": "jk-item-plain 6 * 7?", "responses": ["GOOD: 42", "48"]}]
+
+
+def _comparable(v: Verdict) -> dict[str, Any]:
+    return v.model_dump(mode="json", exclude={"wall_time_s"})
+
+
+def test_batch_carries_references_and_item_rubrics_as_online(fake: BatchFake,
+                                                             tmp_path: Path) -> None:
+    fake.text = rubric_text
+    judge = _judge(fake)
+    online = judge.score_many(_items(), samples=2, progress=False)
+    batched = judge.submit_batch(_items(), samples=2, run_dir=tmp_path).collect(
+        poll_interval=0.0)
+    assert [_comparable(v) for v in batched] == [_comparable(v) for v in online]
+    ref, rub, plain = batched
+    assert ref.metadata == {"format": "grm", "reference": True}
+    assert rub.metadata == {"format": "grm", "principles_mode": "fixed"}
+    assert rub.scores == pytest.approx([2 * 3.5, 2 * 9.0]) and rub.best == 1
+    assert plain.metadata == {"format": "grm"}
+    prompts = {r["custom_id"].split("-")[0]: r["body"]["messages"][-1]["content"]
+               for job in fake.jobs.values() for r in job.requests}
+    assert "6 * 7 = 42\n</reference" in prompts["i0"] and "<reference" not in prompts["i2"]
+    assert "1. Accuracy (Weight: 75%)" in prompts["i1"]
+    assert "Evaluation Criteria" not in prompts["i0"] + prompts["i2"]
+    stored = [json.loads(line) for line in (tmp_path / "batch_items.jsonl").read_text()
+              .splitlines()]
+    assert stored[0]["reference"] == "6 * 7 = 42" and stored[1]["principles_mode"] == "fixed"
+    assert [p["name"] for p in stored[1]["principles"]] == ["Accuracy", "Clarity"]
+
+
+def test_an_item_with_another_reference_is_another_item(fake: BatchFake, tmp_path: Path) -> None:
+    judge = _judge(fake)
+    judge.submit_batch(_items()[:1], run_dir=tmp_path)
+    changed = [{**_items()[0], "reference": "6 * 7 = 43"}]
+    with pytest.raises(BatchRunError, match="other content"):
+        judge.submit_batch(changed, run_dir=tmp_path)
