@@ -83,6 +83,33 @@ def pick_engine_dtype(requested: str | None) -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+_INT4_KERNEL_OK: dict[torch.dtype, bool] = {}
+
+
+def int4_kernel_works(dtype: torch.dtype) -> bool:
+    """True when this torch build has the int4 weight-only CPU kernel and it computes a small
+    product correctly in `dtype`. The ops are private (`torch._weight_int4pack_mm_for_cpu`, from
+    torch 2.5), so they are checked by running them, once per dtype, not assumed: without them
+    (an older torch, a build without the kernel) the engine keeps dense weights, which is
+    slower but exact. The kernel has AVX512, AVX2 and scalar paths, so no CPU flag is needed."""
+    if dtype not in _INT4_KERNEL_OK:
+        ok = False
+        try:
+            g = torch.Generator().manual_seed(0)
+            q = torch.randint(0, 16, (16, 64), generator=g, dtype=torch.uint8)
+            step = torch.rand((16, 2), generator=g) * 0.1 + 0.01
+            mn = torch.randn((16, 2), generator=g) * 0.1
+            layer = Int4Linear(q, step, mn, None, dtype)
+            x = torch.randn((2, 64), generator=g)
+            ref = x @ layer.dense.float().t()
+            out = layer(x.to(dtype)).float()
+            ok = bool((out - ref).norm() <= 2e-2 * ref.norm())
+        except (AttributeError, RuntimeError, NotImplementedError):
+            ok = False
+        _INT4_KERNEL_OK[dtype] = ok
+    return _INT4_KERNEL_OK[dtype]
+
+
 def _int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """If every group of 32 input weights of `weight` [out, in] takes values mn + q*step with
     integer q in 0..15 (GGUF Q4_0/Q4_1 dequantised), return (q, step, mn) per group; else None.
@@ -193,19 +220,20 @@ def optimize_model(model: Any, dtype: torch.dtype, *, int4: bool) -> dict[str, i
 
 def _optimize(model: Any, dtype: torch.dtype, int4: bool) -> dict[str, int]:
     counts = {"int4": 0, "dense": 0}
-    if int4 and dtype in (torch.bfloat16, torch.float32):
-        tied = {id(p) for p in model.get_input_embeddings().parameters()}
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is not nn.Linear or id(child.weight) in tied:
-                    counts["dense"] += isinstance(child, nn.Linear)
-                    continue
+    repack = int4 and dtype in (torch.bfloat16, torch.float32) and int4_kernel_works(dtype)
+    tied = {id(p) for p in model.get_input_embeddings().parameters()}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            grid = None
+            if repack and type(child) is nn.Linear and id(child.weight) not in tied:
                 grid = _int4_grid(child.weight)
-                if grid is None:
-                    counts["dense"] += 1
-                    continue
-                setattr(parent, name, Int4Linear(*grid, child.bias, dtype))
-                counts["int4"] += 1
+            if grid is None:
+                counts["dense"] += 1
+                continue
+            setattr(parent, name, Int4Linear(*grid, child.bias, dtype))
+            counts["int4"] += 1
     model.to(dtype)
     return counts
 
