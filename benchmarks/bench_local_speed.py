@@ -73,13 +73,16 @@ def worker_readme(path: str) -> None:
         t2 = time.perf_counter()
         o = judge.score(OTHER_QUERY, OTHER_RESPONSES)
         other = round(time.perf_counter() - t2, 2)
+    engine = getattr(judge.backend, "_engine", None)
     backend: Any = judge.backend
     _emit(task="readme", path=path, cold_s=round(cold, 2), first_call_s=round(first, 2),
           load_s=round(backend.load_seconds or 0.0, 2), warm_s=round(warm, 2),
           warm_other_item_s=other, scores=v.scores, warm_scores=w.scores,
           other_scores=o.scores if o else None, status=v.samples[0].status.value,
           prompt_tokens=v.usage.prompt_tokens, completion_tokens=v.usage.completion_tokens,
-          weights=backend.weights_summary)
+          other_completion_tokens=o.usage.completion_tokens if o else None,
+          weights=backend.weights_summary,
+          decode_step="written-out" if getattr(engine, "step", None) is not None else "generic")
 
 
 class _Stamper:

@@ -96,8 +96,9 @@ def _stream_gguf_weights(gguf_file: Path, config: Any, out: Path) -> None:
     """Dequantise the GGUF tensors one at a time straight into one safetensors file, renamed and
     permuted by transformers' GGUF tensor processors (the mapping its loader uses for llama and
     the other architectures it reads through `load_gguf_checkpoint`). Architectures only its new
-    GGUF loader knows are loaded through `from_pretrained` (one copy) and written out the same
-    way, tensor by tensor."""
+    GGUF loader knows are loaded through `from_pretrained` and written out the same way, tensor
+    by tensor; how many copies transformers' loader holds meanwhile is its own business and was
+    not measured (the streamed path's bound is tested on the embedded model)."""
     import torch
     from gguf import dequantize
     from transformers import AutoModelForCausalLM

@@ -80,6 +80,70 @@ def test_weights_on_a_4bit_grid_are_repacked_losslessly(levels: int) -> None:
         assert (out - ref).norm() / ref.norm() < 1e-2  # only bf16 rounding of scale and zero
 
 
+def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    from judgekit.backends import local_engine
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("no int4 kernel in this torch build")
+
+    monkeypatch.setattr(local_engine, "_INT4_KERNEL_OK", {})
+    monkeypatch.setattr(torch, "_convert_weight_to_int4pack_for_cpu", missing, raising=False)
+    assert not local_engine.int4_kernel_works(torch.bfloat16)
+    model = torch.nn.Sequential(torch.nn.Embedding(8, 128), torch.nn.Linear(128, 64))
+    model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
+    with torch.no_grad():
+        model[1].weight.copy_(_q4_weight(64, 128))
+    counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
+    assert counts == {"int4": 0, "dense": 1, "fused": 0}
+    assert type(model[1]) is torch.nn.Linear and model[1].weight.dtype == torch.bfloat16
+
+
+def _tiny_llama(seed: int = 0) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for i, module in enumerate(m for m in model.modules() if type(m) is torch.nn.Linear):
+            if module is not model.lm_head:
+                module.weight.copy_(_q4_weight(*module.weight.shape, seed=i))
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype) -> None:
+    """LlamaDecodeStep (fused int4 q/k/v and gate/up) gives transformers' logits for decode
+    steps over a cache, with left padding, on the same int4 weights."""
+    from judgekit.backends.local_engine import LlamaDecodeStep, make_cache, optimize_model
+
+    model = _tiny_llama()
+    counts = optimize_model(model, dtype, int4=True)
+    assert counts["int4"] == 14 and counts["fused"] == 4
+    step = LlamaDecodeStep.for_model(model)
+    assert step is not None
+    rows, width = 3, 9
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, 96, (rows, width), generator=g)
+    valid = torch.ones(rows, width + 1, dtype=torch.bool)
+    valid[0, :4] = False  # row 0 is left-padded
+    positions = (valid[:, :width].cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        out = model(input_ids=prompt, attention_mask=valid[:, :width].long(),
+                    position_ids=positions, use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        nxt = torch.randint(0, 96, (rows, 1), generator=g)
+        pos = positions[:, -1:] + 1
+        ref = model(input_ids=nxt, attention_mask=valid.long(), position_ids=pos,
+                    cache=make_cache(kv, width + 1), use_cache=True).logits[:, -1]
+        got = step(nxt, make_cache(kv, width + 1), pos, valid[:, None, None, :])
+    # tight enough that dropping the padding mask fails (2.6e-4 in fp32, 1e-3 in bf16)
+    tol = 1e-5 if dtype == torch.float32 else 2e-4
+    assert torch.allclose(got, ref.float(), atol=tol, rtol=0), (got - ref).abs().max()
+
+
 def test_ordinary_weights_are_never_quantised() -> None:
     assert _int4_grid(torch.randn(64, 128)) is None
     assert _int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
@@ -229,6 +293,7 @@ def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) ->
     config = GenerationConfig(temperature=0.0, max_tokens=40, grammar=GRAMMAR)
     engine = fast.engine
     assert engine is not None and fast.weights_summary["int4"] > 0 and engine.cascade
+    assert engine.step is not None  # the written-out Llama decode step
     engine.use_prefix_cache = False
     engine.cache.clear()
     uncached = {name: _texts(fast.generate_many_sync(_requests(item), config))
@@ -307,18 +372,39 @@ def test_a_prompt_longer_than_the_context_is_refused_before_generating(
     assert all(s.status is SampleStatus.API_ERROR and s.attempts == 1 for s in verdict.samples)
 
 
+_STREAM_RSS = """
+import resource, sys
+from pathlib import Path
+import gguf, numpy, safetensors, torch, transformers  # imports count in the baseline
+from transformers import AutoConfig
+from judgekit.embedded import _stream_gguf_weights, embedded_gguf_path
+config = AutoConfig.from_pretrained(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_stream_gguf_weights(embedded_gguf_path(), config, Path(sys.argv[2]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before * 1024, after * 1024)
+"""
+
+
 @pytest.mark.model
 def test_materialising_streams_the_weights_one_chunk_at_a_time(tmp_path: Path) -> None:
-    """The GGUF's weights go to safetensors without a second copy in memory: numpy's peak
-    allocation while streaming is a small fraction of the weights, and the values are exactly
-    those transformers' own GGUF loader produced for the shipped directory."""
+    """The GGUF's weights go to safetensors without a second copy in memory, and the values are
+    exactly those of transformers' own GGUF loader.
+
+    Memory is checked twice: numpy's traced peak allocation while streaming, and, in a fresh
+    process, how much the peak RSS (everything: torch, numpy, the mapped GGUF pages) grows
+    while streaming. Both must stay a small fraction of the fp32 weights (~540 MB here); the
+    old path (load the model from the GGUF, then save it) held the weights at least twice."""
+    import subprocess
+    import sys
+
     from safetensors import safe_open
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from judgekit.embedded import _stream_gguf_weights, embedded_gguf_path, embedded_model_dir
 
-    reference = embedded_model_dir()
-    config = AutoConfig.from_pretrained(str(reference))
+    directory = embedded_model_dir()
+    config = AutoConfig.from_pretrained(str(directory))
     out = tmp_path / "model.safetensors"
     tracemalloc.start()
     try:
@@ -328,9 +414,16 @@ def test_materialising_streams_the_weights_one_chunk_at_a_time(tmp_path: Path) -
         tracemalloc.stop()
     weights = out.stat().st_size
     assert peak < weights / 8, (peak, weights)
-    with safe_open(str(out), "pt") as new, safe_open(str(reference / "model.safetensors"),
-                                                     "pt") as ref:
-        assert set(new.keys()) == set(ref.keys())
-        for name in sorted(ref.keys()):
-            assert torch.equal(new.get_tensor(name), ref.get_tensor(name)), name
+    proc = subprocess.run([sys.executable, "-c", _STREAM_RSS, str(directory),
+                           str(tmp_path / "again.safetensors")], capture_output=True, text=True,
+                          check=True, cwd=str(Path(__file__).parents[2]))
+    before, after = map(int, proc.stdout.split()[-2:])
+    assert after - before < weights / 3, (before, after, weights)
+    gguf = embedded_gguf_path()
+    reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32).state_dict()
+    with safe_open(str(out), "pt") as new:
+        assert set(new.keys()) == set(reference) - {"lm_head.weight"}  # tied to the embeddings
+        for name in sorted(new.keys()):
+            assert torch.equal(new.get_tensor(name), reference[name]), name
     assert config.architectures == ["LlamaForCausalLM"]
