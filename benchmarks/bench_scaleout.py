@@ -48,8 +48,10 @@ def make_items(n: int) -> list[dict[str, Any]]:
 
 
 def options(fake: BatchFake, args: argparse.Namespace) -> dict[str, Any]:
+    # The fake speaks OpenAI's own protocol, strict JSON schemas included.
     return {"base_url": fake.openai_url, "api_key": "sk-bench", "examples": False,
-            "max_tokens": 256, "concurrency": args.concurrency, "seed": 0}
+            "max_tokens": 256, "concurrency": args.concurrency, "seed": 0,
+            "server_flavour": "openai"}
 
 
 def priced(judge: Judge) -> Judge:

@@ -68,8 +68,12 @@ def default_cache_path() -> Path:
 
 def cache_key(spec: str, messages: Sequence[Message], config: GenerationConfig,
               sample_index: int) -> str:
-    """sha256 hex over the request identity; `timeout` is excluded (it does not change outputs)."""
-    params = config.model_dump(mode="json", exclude={"timeout"})
+    """sha256 hex over the request identity. `timeout` and `cache_prefix_chars` are left out (they
+    do not change outputs), and `json_schema` counts only when set, so keys made before it
+    existed stay valid."""
+    params = config.model_dump(mode="json", exclude={"timeout", "cache_prefix_chars"})
+    if params.get("json_schema") is None:
+        params.pop("json_schema", None)
     blob = json.dumps(
         {"v": _KEY_VERSION, "spec": spec, "messages": [dict(m) for m in messages],
          "params": params, "sample": sample_index},

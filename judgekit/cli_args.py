@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from judgekit.backends.flavours import FLAVOURS
+
 EXIT_USAGE = 2
 VOTING_CHOICES = ("sum", "mean", "majority")
 AGGREGATE_CHOICES = ("overall", "weighted")
@@ -136,13 +138,21 @@ class CommonArg:
 
     @property
     def dest(self) -> str:
-        return self.flags[0].removeprefix("--").replace("-", "_")
+        return str(self.kwargs.get("dest") or self.flags[0].removeprefix("--").replace("-", "_"))
 
 
 COMMON_ARGS: dict[str, CommonArg] = {a.dest: a for a in (
     CommonArg(("--model",), {"help": "embedded (default), hf:<dir>, gguf:<file>, "
                                      "openai:<model>, anthropic:<model>"}),
     CommonArg(("--base-url",), {"help": "OpenAI/Anthropic-compatible server URL for --model"}),
+    CommonArg(("--server-flavour",), {
+        "choices": FLAVOURS, "default": None,
+        "help": "how an openai: --model's server takes a JSON schema (default: openai for "
+                "OpenAI's API, auto-detected for a --base-url)"}),
+    CommonArg(("--no-structured",), {
+        "dest": "structured", "action": "store_false", "default": None,
+        "help": "free text everywhere, even where the backend can enforce a JSON schema or "
+                "grammar"}),
     CommonArg(("--samples", "-k"), {"type": positive_int, "default": 1,
                                     "help": "judgements sampled and voted per item (k, >= 1)"}),
     CommonArg(("--meta",), {"action": "store_true", "help": "meta-guided voting"}),
@@ -192,7 +202,7 @@ def add_common_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
     defaults, e.g. `add_common_args(p, max_tokens=512)`."""
     for name in names if names is not None else COMMON_ARGS:
         arg = COMMON_ARGS[name]
-        kwargs = dict(arg.kwargs)
+        kwargs = {k: v for k, v in arg.kwargs.items() if k != "dest"}
         if name in defaults:
             kwargs["default"] = defaults[name]
         parser.add_argument(*arg.flags, dest=name, **kwargs)
@@ -204,12 +214,20 @@ def check_common(args: argparse.Namespace) -> str | None:
         return "--k-meta needs --meta"
     if getattr(args, "rubric_mode", None) is not None and getattr(args, "rubric", None) is None:
         return "--rubric-mode needs --rubric"
+    model = getattr(args, "model", None) or ""
+    if getattr(args, "server_flavour", None) is not None and not model.startswith("openai:"):
+        return "--server-flavour needs an openai: --model"
     return None
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keywords for the backend (`base_url`)."""
-    return {"base_url": args.base_url} if getattr(args, "base_url", None) else {}
+    """Keywords for the backend (`base_url`, `server_flavour`), each only when given."""
+    out: dict[str, Any] = {}
+    if getattr(args, "base_url", None):
+        out["base_url"] = args.base_url
+    if getattr(args, "server_flavour", None):
+        out["server_flavour"] = args.server_flavour
+    return out
 
 
 def judge_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,6 +241,8 @@ def judge_options(args: argparse.Namespace) -> dict[str, Any]:
         out["k_meta"] = args.k_meta
     if getattr(args, "aggregate", None) is not None:
         out["aggregate"] = args.aggregate
+    if getattr(args, "structured", None) is False:
+        out["structured"] = False
     out.update(rubric_options(args))
     return out
 

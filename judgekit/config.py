@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -24,6 +26,14 @@ class GenerationConfig(BaseModel):
     grammar: str | None = Field(
         None, description="EBNF the output must match; only backends with supports_grammar=True "
         "accept it (the Judge never sends it elsewhere)")
+    json_schema: dict[str, Any] | None = Field(
+        None, description="a JSON schema the whole output must follow; only backends that declare "
+        "`json_schema` accept it, and each completion says if the server refused it "
+        "(`Completion.structured_fallback`)")
+    cache_prefix_chars: int | None = Field(
+        None, ge=1, description="the first N characters of the first user message are a static "
+        "prefix shared by many requests (instructions, criteria, examples): backends with "
+        "explicit prompt caching (Anthropic) mark it as cacheable")
 
     def with_(self, **changes: object) -> GenerationConfig:
         """A copy with some fields changed (validated)."""

@@ -20,6 +20,7 @@ The tree (httpx style)::
         └── FatalBackendError        retrying cannot help: 400/404 and the like
             ├── AuthenticationError  401/403
             ├── ContextLengthError   the prompt does not fit the model's context
+            ├── StructuredOutputRejected  the server refused the JSON schema / grammar parameter
             └── LocalModelError      the in-process model failed (torch/transformers errors)
 
 Which errors become a *recorded* failure (a sample with status `api_error`, a batch item with
@@ -102,6 +103,13 @@ class AuthenticationError(FatalBackendError):
 
 class ContextLengthError(FatalBackendError):
     """The prompt (plus max tokens) does not fit the model's context window. Never retried."""
+
+
+class StructuredOutputRejected(FatalBackendError):
+    """The server answered a request that carried a JSON schema or grammar with an error that
+    names that parameter (llama.cpp's server answers `{"type": "json_schema"}` with HTTP 500).
+    Never retried as a server fault: the backend sends the request once more without it and
+    records the fallback on each completion."""
 
 
 class LocalModelError(FatalBackendError):

@@ -16,6 +16,12 @@ Reference answers and user rubrics: `messages(..., reference=...)` adds a fenced
 answer" block to the item part of the prompt (after the static prefix, which stays
 byte-identical), and `GRMFormat(principles=..., principles_mode=...)` lists a user's rubric in
 the static part (`judgekit.rubric`).
+
+Structured output: a format also gives the JSON schema of its answer (`output_schema`) and reads
+an answer written under it (`parse_structured`) into the same `ParsedJudgement`
+(`judgekit.structured`). Prompt caching: every template writes its static part (instructions,
+criteria, examples) first, byte-identical across items, and the item from the line
+`ITEM_MARKER` on; `static_prefix_chars` tells backends with explicit caching where to cut.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from judgekit.errors import ParseError
 from judgekit.parsing import (
+    ParsedGRM,
     best_line_grammar,
     grm_output_grammar,
     parse_best_index,
@@ -48,9 +56,17 @@ from judgekit.prompts import (
 )
 from judgekit.rubric import PrinciplesMode, Rubric, RubricSpec
 from judgekit.schema import AggregateRule, Critique, Message, Principle
+from judgekit.structured import (
+    choice_schema,
+    grm_output_schema,
+    read_choice_json,
+    read_grm_json,
+)
 
 CHOSEN_SCORE = 10.0
 OTHER_SCORE = 1.0
+ITEM_MARKER = "#### Conversation (tag="
+"""Where the item-dependent part of a built-in prompt starts; everything before it is static."""
 
 
 def fence_tag(query: str | Sequence[Message], responses: Sequence[str],
@@ -143,6 +159,22 @@ class JudgingFormat(ABC):
         """EBNF for the whole answer, for backends that decode under a grammar (None: free).
         `max_tokens` lets the grammar size its free-text lines to the token budget."""
         return None
+
+    def output_schema(self, n_responses: int) -> dict[str, Any] | None:
+        """JSON schema of the whole answer, for backends that enforce one (None: none)."""
+        return None
+
+    def parse_structured(self, text: str, n_responses: int) -> ParsedJudgement:
+        """Read an answer written under `output_schema` (shown order); raises ParseError."""
+        raise ParseError(f"the {self.name} format has no structured answer", raw=text,
+                         n_responses=n_responses)
+
+    def static_prefix_chars(self, messages: Sequence[Message]) -> int | None:
+        """Length of the static prefix of the first user message (the part before
+        `ITEM_MARKER`), or None when the prompt has none (a custom template without it)."""
+        first = next((m["content"] for m in messages if m.get("role") == "user"), "")
+        cut = first.find(ITEM_MARKER)
+        return cut if cut > 0 else None
 
     @abstractmethod
     def final_line_grammar(self, n_responses: int) -> str:
@@ -251,7 +283,10 @@ class GRMFormat(JudgingFormat):
         return max(self.max_criteria, seeds + 1) - seeds
 
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
-        parsed = parse_grm(text, n_responses, self.fixed_rubric, fixes=self.fixes)
+        return self._scored(parse_grm(text, n_responses, self.fixed_rubric, fixes=self.fixes))
+
+    def _scored(self, parsed: ParsedGRM) -> ParsedJudgement:
+        """The scores under the aggregate rule, whichever way the answer was read."""
         critiques = parsed.critiques
         if self.aggregate is AggregateRule.WEIGHTED:
             scores, fallback = parsed.weighted_scores()
@@ -278,6 +313,21 @@ class GRMFormat(JudgingFormat):
                                   name_chars=40, desc_chars=desc, analysis_chars=analysis,
                                   seed_names=self.rubric.names() if self.rubric else (),
                                   fixes=fixes, fix_chars=fix_chars)
+
+    def output_schema(self, n_responses: int) -> dict[str, Any] | None:
+        fixed = self.fixed_rubric
+        seeds = len(self.rubric.principles) if self.rubric and not self.rubric.fixed else 0
+        return grm_output_schema(
+            n_responses, seeds + self._seed_extra() if seeds else self.max_criteria,
+            criterion_scores=self.aggregate is AggregateRule.WEIGHTED,
+            fixed_names=[p.name for p in fixed] if fixed is not None else None,
+            max_fixes=self.max_fixes if self.fixes else 0)
+
+    def parse_structured(self, text: str, n_responses: int) -> ParsedJudgement:
+        principles, critiques, overall = read_grm_json(text, n_responses, self.fixed_rubric,
+                                                       fixes=self.fixes)
+        return self._scored(ParsedGRM(principles=principles, critiques=critiques,
+                                      overall_scores=overall))
 
     def final_line_grammar(self, n_responses: int) -> str:
         return scores_line_grammar(n_responses)
@@ -318,6 +368,13 @@ class PairwiseFormat(JudgingFormat):
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
         chosen = parse_best_index(text, n_responses)
         return ParsedJudgement(scores=choice_scores(chosen, n_responses))
+
+    def output_schema(self, n_responses: int) -> dict[str, Any] | None:
+        return choice_schema(n_responses)
+
+    def parse_structured(self, text: str, n_responses: int) -> ParsedJudgement:
+        return ParsedJudgement(scores=choice_scores(read_choice_json(text, n_responses),
+                                                    n_responses))
 
     def final_line_grammar(self, n_responses: int) -> str:
         return best_line_grammar(n_responses)
@@ -380,6 +437,7 @@ def choice_scores(chosen: int, n: int) -> list[float]:
 
 
 __all__ = [
+    "ITEM_MARKER",
     "GRMFormat",
     "JudgingFormat",
     "PairwiseFormat",

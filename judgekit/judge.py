@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from judgekit.aggregate import build_verdict, default_k_meta
 from judgekit.backends.base import Backend
-from judgekit.backends.registry import EMBEDDED_SPEC, resolve_backend
+from judgekit.backends.registry import resolve_backend
 from judgekit.batch import JudgeItem, score_batch
 from judgekit.cache import CacheSpec, wrap_with_cache
 from judgekit.config import GenerationConfig
@@ -52,8 +52,11 @@ class Judge:
         `random` breaks them with the item's seed; `seed` seeds permutations and sampling.
       concurrency: items in flight in `score_many` (the only cap: backends add none).
       max_reasks: re-asks for an unreadable answer on backends that cannot force a final line.
-      structured: decode the whole answer under the format's grammar; default only for the
-        embedded model (bigger local models write free text, the final line forced if needed).
+      structured: constrain the whole answer (`judgekit.structured.resolve_structured`). None,
+        the default: the format's JSON schema wherever the backend declares one (OpenAI, Anthropic,
+        llama.cpp, vLLM, SGLang, Ollama), the output grammar for the embedded model (bigger local
+        models write free text, the final line forced if needed). True: a schema, else the
+        grammar, else CapabilityError. False: free text everywhere.
       cache: an on-disk response cache (`True`, a path, or a ResponseCache).
       backend_kwargs: passed to the backend (base_url, api_key, device, ...).
     """
@@ -94,9 +97,6 @@ class Judge:
         self.tie_rule = TieRule(tie_rule)
         self.seed = seed
         self.concurrency = concurrency
-        if structured is None:
-            structured = (self.backend.spec == EMBEDDED_SPEC and self.backend.capabilities.grammar
-                          and self.format.output_grammar(2, self.config.max_tokens) is not None)
         self.sampler = Sampler(self.backend, self.format, structured=structured,
                                max_reasks=max_reasks)
         self._meta = MetaResolver(self.backend)

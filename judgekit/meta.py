@@ -3,9 +3,12 @@
 DEVIATION from the paper, stated plainly: DeepSeek's meta RM is a trained pointwise scalar model
 (Gemma-2-27B with a value head). `MetaJudge` is prompt-based: any chat model is asked whether a
 judgement is sound, and its P("yes") (from token log-probabilities where the backend gives them,
-else a sampled 1-10 rating rescaled to [0, 1]) is the meta score. `SequenceClassifierMetaScorer`
-accepts a local sequence-classification model directory instead (such as the released
-DeepSeek-GRM-27B-MetaRM); its logit is the meta score, as in the paper.
+else a sampled 1-10 rating rescaled to [0, 1]) is the meta score. Both questions use the same
+structured-output machinery as the judge: the yes/no is constrained (a grammar where the backend
+takes one, such as llama.cpp's, else a JSON schema) so that the answer token IS yes or no, and
+the rating is written under a JSON schema where the backend declares one, so it always reads.
+`SequenceClassifierMetaScorer` accepts a local sequence-classification model directory instead
+(such as the released DeepSeek-GRM-27B-MetaRM); its logit is the meta score, as in the paper.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from judgekit.formats import fence_tag
 from judgekit.parsing import parse_rating, scores_line_grammar
 from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
 from judgekit.schema import Judgement, Message, Usage
+from judgekit.structured import YES_NO_GRAMMAR, rating_schema, read_rating_json, yes_no_schema
 
 MetaMode = Literal["auto", "logprob", "rating"]
 _YES = {"yes", "y", "true"}
@@ -40,15 +44,23 @@ class MetaResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+def _word(token: str) -> str:
+    """A token as a bare lower-case word (a JSON answer's token may carry its quote)."""
+    return token.strip().strip("\"'{}:,").strip().lower()
+
+
 def p_yes_from_logprobs(completion: Completion) -> float | None:
-    """P(yes) / (P(yes) + P(no)) over the first token's top alternatives, or None."""
+    """P(yes) / (P(yes) + P(no)) over the top alternatives at the answer token, or None. The
+    answer token is the first one that reads yes or no: the first token of a plain or grammar
+    answer, the value's token of a JSON answer `{"answer": "Yes"}`."""
     if not completion.logprobs:
         return None
-    first = completion.logprobs[0]
-    alts = dict(first.top) or {first.token: first.logprob}
-    alts.setdefault(first.token, first.logprob)
-    yes = sum(math.exp(lp) for tok, lp in alts.items() if tok.strip().lower() in _YES)
-    no = sum(math.exp(lp) for tok, lp in alts.items() if tok.strip().lower() in _NO)
+    at = next((t for t in completion.logprobs if _word(t.token) in _YES | _NO),
+              completion.logprobs[0])
+    alts = dict(at.top) or {at.token: at.logprob}
+    alts.setdefault(at.token, at.logprob)
+    yes = sum(math.exp(lp) for tok, lp in alts.items() if _word(tok) in _YES)
+    no = sum(math.exp(lp) for tok, lp in alts.items() if _word(tok) in _NO)
     if yes + no <= 0:
         return None
     return yes / (yes + no)
@@ -112,12 +124,12 @@ class MetaJudge(MetaScorer):
                     spent: list[Usage], reference: str | None) -> float | None:
         shown = [responses[i] for i in jd.permutation] if jd.permutation else responses
         tag = fence_tag(query, [*responses, jd.raw_text], reference)
-        if self._logprobs_work is not False:
+        caps = self.backend.capabilities
+        if self._logprobs_work is not False and (caps.logprobs or self.mode == "logprob"):
             msgs = meta_messages(query, shown, jd.raw_text, mode="yes_no", tag=tag,
                                  template=self.template, template_dir=self.template_dir,
                                  reference=reference)
-            cfg = self.config.with_(max_tokens=1, logprobs=True, top_logprobs=10, temperature=0.0)
-            result = await self.backend.generate(msgs, cfg, 1)
+            result = await self.backend.generate(msgs, self._yes_no_config(), 1)
             spent.append(result.usage)
             p = p_yes_from_logprobs(result.completions[0]) if result.completions else None
             if p is not None:
@@ -129,15 +141,20 @@ class MetaJudge(MetaScorer):
         msgs = meta_messages(query, shown, jd.raw_text, mode="rating", tag=tag,
                              template=self.template, template_dir=self.template_dir,
                              reference=reference)
-        result = await self.backend.generate(msgs, self.config, 1)
+        config = (self.config.with_(json_schema=rating_schema()) if caps.json_schema
+                  else self.config)
+        result = await self.backend.generate(msgs, config, 1)
         spent.append(result.usage)
         reply = result.completions[0] if result.completions else Completion(text="")
         text = reply.text
+        as_json = config.json_schema is not None and reply.structured_fallback is None
         try:
             if reply.truncated:
                 raise ParseError("truncated rating", raw=text)
-            rating = parse_rating(text)
+            rating = read_rating_json(text) if as_json else parse_rating(text)
         except ParseError:
+            if as_json:
+                return None
             if not self.backend.capabilities.complete_under_grammar:
                 return None
             fr = await self.backend.complete_under_grammar(
@@ -148,6 +165,17 @@ class MetaJudge(MetaScorer):
             except (ParseError, IndexError):
                 return None
         return (rating - 1.0) / 9.0
+
+    def _yes_no_config(self) -> GenerationConfig:
+        """The yes/no request: greedy, with log-probabilities, the answer constrained to Yes or
+        No by a grammar (llama.cpp, local models) or a JSON schema where the backend takes one."""
+        caps = self.backend.capabilities
+        cfg = self.config.with_(max_tokens=1, logprobs=True, top_logprobs=10, temperature=0.0)
+        if caps.grammar:
+            return cfg.with_(grammar=YES_NO_GRAMMAR)
+        if caps.json_schema:
+            return cfg.with_(json_schema=yes_no_schema(), max_tokens=16)
+        return cfg
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
                              judgements: Sequence[Judgement], *,

@@ -7,8 +7,15 @@ Rules that live here and nowhere else:
 * **Dispatch.** All requests of an item go to `backend.generate_many` (one batched call on a
   local model, concurrent requests elsewhere). A failed call is recorded on its samples as
   `api_error` with the calls and retries it spent; its siblings keep their results and usage.
+* **Structured output.** `structured` is resolved once (`judgekit.structured.resolve_structured`):
+  requests carry the format's JSON schema or its output grammar, or nothing. An answer written
+  under the schema is read by field (`format.parse_structured`); one the server wrote without it
+  (it refused the schema: `Completion.structured_fallback`) is read as text, and the sample
+  records the fallback.
 * **Which text counts.** A completion that stopped on the token limit is never accepted as it
   stands, whatever box it contains. Otherwise the format's parser reads the final line.
+* **Prompt caching.** Requests say where the format's static prefix ends
+  (`GenerationConfig.cache_prefix_chars`), so backends with explicit caching can mark it.
 * **Recovery.** An unreadable or truncated sample gets its final line completed under the
   format's grammar where the backend declares `complete_under_grammar` (status `forced`), and is
   re-asked (at most `max_reasks` times, carrying the parse error) elsewhere. What still fails is
@@ -28,6 +35,7 @@ from judgekit.errors import BackendError, ParseError, describe_error, is_recorde
 from judgekit.formats import JudgingFormat, fence_tag
 from judgekit.prompts import as_messages
 from judgekit.schema import Critique, Judgement, Message, SampleStatus, Usage
+from judgekit.structured import StructuredMode, resolve_structured
 from judgekit.voting import balanced_permutations, unpermute
 
 DEFAULT_SAMPLING_TEMPERATURE = 0.5  # the paper's temperature for k > 1
@@ -61,28 +69,32 @@ class SamplePrompt:
 class Sampler:
     """Samples judgements of one item from `backend` in `fmt`.
 
-    `structured` sends the format's output grammar (only to backends that declare grammar
-    support); `max_reasks` bounds re-asks on backends that cannot force a final line.
+    `structured` (None: the default rule, True, False) picks the format's JSON schema or output
+    grammar as `judgekit.structured.resolve_structured` says; `max_reasks` bounds re-asks on
+    backends that cannot force a final line.
     """
 
-    def __init__(self, backend: Backend, fmt: JudgingFormat, *, structured: bool = False,
+    def __init__(self, backend: Backend, fmt: JudgingFormat, *, structured: bool | None = None,
                  max_reasks: int = 1) -> None:
-        if structured and not backend.capabilities.grammar:
-            from judgekit.errors import CapabilityError
-
-            raise CapabilityError(f"{backend.spec} cannot constrain output to a grammar")
         if max_reasks < 0:
             raise ValueError("max_reasks must be at least 0")
         self.backend = backend
         self.format = fmt
-        self.structured = structured
+        self.requested_structured = structured
+        self.mode = resolve_structured(backend, fmt, structured)
         self.max_reasks = max_reasks
 
     def with_format(self, fmt: JudgingFormat) -> Sampler:
         """This sampler, or one like it for another format (a call's rubric)."""
         if fmt is self.format:
             return self
-        return Sampler(self.backend, fmt, structured=self.structured, max_reasks=self.max_reasks)
+        return Sampler(self.backend, fmt, structured=self.requested_structured,
+                       max_reasks=self.max_reasks)
+
+    @property
+    def structured(self) -> bool:
+        """Whether requests carry the format's schema or grammar."""
+        return self.mode is not StructuredMode.OFF
 
     def prompts(self, query: str | Sequence[Message], responses: Sequence[str], k: int,
                 seed: int, hint_best: int | None = None,
@@ -102,12 +114,18 @@ class Sampler:
                 query, shown, tag=tag, hint_best=hint_pos, reference=reference), indices))
         return out
 
-    def request_config(self, config: GenerationConfig, n_responses: int) -> GenerationConfig:
-        """The config the requests are sent with (the output grammar when structured)."""
-        if self.structured:
-            return config.with_(grammar=self.format.output_grammar(n_responses,
-                                                                   config.max_tokens))
-        return config
+    def request_config(self, config: GenerationConfig, n_responses: int,
+                       messages: Sequence[Message] | None = None) -> GenerationConfig:
+        """The config the requests are sent with: the format's schema or grammar when
+        structured, and where the static prefix of `messages` (a prompt of the item) ends."""
+        changes: dict[str, object] = {}
+        if self.mode is StructuredMode.SCHEMA:
+            changes["json_schema"] = self.format.output_schema(n_responses)
+        elif self.mode is StructuredMode.GRAMMAR:
+            changes["grammar"] = self.format.output_grammar(n_responses, config.max_tokens)
+        if messages is not None:
+            changes["cache_prefix_chars"] = self.format.static_prefix_chars(messages)
+        return config.with_(**changes) if changes else config
 
     async def sample(self, query: str | Sequence[Message], responses: Sequence[str], *, k: int,
                      config: GenerationConfig, seed: int, hint_best: int | None = None,
@@ -115,7 +133,7 @@ class Sampler:
         """k judgements in sample order; every one has an explicit status."""
         n = len(responses)
         prompts = self.prompts(query, responses, k, seed, hint_best, reference)
-        config = self.request_config(config, n)
+        config = self.request_config(config, n, prompts[0].messages)
         outcomes = await self.backend.generate_many(
             [(p.messages, len(p.samples)) for p in prompts], config)
         return await self.collect(prompts, outcomes, n_responses=n, config=config,
@@ -160,26 +178,36 @@ class Sampler:
                           f"{len(prompt.samples)} completions"))
                 continue
             made.append(self.read(outcome.completions[pos], n, perm, j, usage,
-                                  config.max_tokens))
+                                  config.max_tokens, schema=config.json_schema is not None,
+                                  grammar=config.grammar is not None))
         return made
 
     def read(self, completion: Completion, n: int, perm: list[int], index: int, usage: Usage,
-             max_tokens: int | None = None) -> Judgement:
-        """One completion as a Judgement: truncated text is refused, else the format parses it."""
+             max_tokens: int | None = None, *, schema: bool = False,
+             grammar: bool = False) -> Judgement:
+        """One completion as a Judgement: truncated text is refused, else the format parses it
+        (by field when it was written under the format's `schema`, else as text)."""
+        fallback = completion.structured_fallback if schema else None
+        as_json = schema and fallback is None
         if completion.truncated:
             return Judgement(
                 sample_index=index, status=SampleStatus.PARSE_FAILURE, permutation=perm,
                 raw_text=completion.text, usage=usage, truncated=True,
+                structured=as_json or grammar, structured_fallback=fallback,
                 error=f"output truncated at the token limit (max_tokens={max_tokens}); "
                       "a truncated judgement is never read as it stands")
-        return self.judgement_from_text(completion.text, n, perm, index, usage)
+        jd = self.judgement_from_text(completion.text, n, perm, index, usage, structured=as_json)
+        jd.structured = as_json or grammar
+        jd.structured_fallback = fallback
+        return jd
 
     def judgement_from_text(self, text: str, n: int, perm: list[int], index: int,
-                            usage: Usage) -> Judgement:
+                            usage: Usage, *, structured: bool = False) -> Judgement:
         """Parse a complete answer into a Judgement in the caller's order (OK or
-        PARSE_FAILURE)."""
+        PARSE_FAILURE); `structured`: the answer is JSON under the format's schema."""
         try:
-            parsed = self.format.parse(text, n)
+            parsed = (self.format.parse_structured(text, n) if structured
+                      else self.format.parse(text, n))
         except ParseError as exc:
             return Judgement(sample_index=index, status=SampleStatus.PARSE_FAILURE,
                              permutation=perm, raw_text=text, error=str(exc), usage=usage)
@@ -206,7 +234,7 @@ class Sampler:
         """Complete the final line under the format's grammar, for every failed sample of one
         prompt in one call. A forced line is the final line, so it is what the parser reads."""
         force_config = config.with_(max_tokens=self.format.final_line_tokens(n), grammar=None,
-                                    temperature=0.0)
+                                    json_schema=None, temperature=0.0)
         try:
             result = await self.backend.complete_under_grammar(
                 messages, [jd.raw_text for jd in failed], self.format.final_line_grammar(n),
@@ -236,7 +264,7 @@ class Sampler:
         for _ in range(self.max_reasks):
             follow = self.format.reask_messages(messages, jd.raw_text, jd.error or "", n)
             reask_config = config.with_(max_tokens=max(64, self.format.final_line_tokens(n)),
-                                        grammar=None)
+                                        grammar=None, json_schema=None)
             try:
                 result = await self.backend.generate(follow, reask_config, 1)
             except Exception as exc:
@@ -295,3 +323,4 @@ def _adopt(target: Judgement, source: Judgement, status: SampleStatus) -> None:
     target.scores = source.scores
     target.raw_text = source.raw_text
     target.error = None
+    target.structured = False  # the recovered answer ends with a free-text (or forced) line

@@ -134,6 +134,11 @@ class Judgement(BaseModel):
     hinted: bool = False
     meta_score: float | None = None
     kept: bool = True
+    structured: bool = Field(False, description="written under the format's JSON schema (raw_text "
+                             "is that JSON) or output grammar")
+    structured_fallback: str | None = Field(
+        None, description="structured output was asked for, but this sample was written in free "
+        "text: why (the server refused the schema, or is not known to support one)")
 
     @field_validator("scores")
     @classmethod

@@ -1,4 +1,5 @@
-"""Shared fixtures: the fault-injecting protocol server and a real `transformers serve` server."""
+"""Shared fixtures: the fault-injecting protocol server, a real `transformers serve` server and
+llama.cpp's own server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.fault_server import FaultServer
+from support.llamacpp_server import LlamaServer, llamacpp_server_missing, start_llamacpp_server
 from support.transformers_server import ServedModel, start_transformers_serve
 
 
@@ -50,6 +52,26 @@ def transformers_serve() -> Iterator[ServedModel]:
         served = start_transformers_serve(model_dir)
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server() -> Iterator[LlamaServer]:
+    """llama.cpp's server (llama-cpp-python[server]) with the embedded GGUF, started once per
+    session and stopped after. Skipped, saying why, only where the package cannot be imported."""
+    from judgekit.embedded import embedded_gguf_path
+
+    missing = llamacpp_server_missing()
+    if missing:
+        pytest.skip(missing)
+    try:
+        gguf = embedded_gguf_path()
+    except Exception as exc:  # the embedded model package is an optional extra
+        pytest.skip(f"embedded model unavailable: {exc}")
+    served = start_llamacpp_server(gguf)
     try:
         yield served
     finally:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
+from judgekit import Judge
+from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.cli import main
+from judgekit.cli_args import add_common_args, check_common, judge_options
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -20,6 +24,8 @@ from judgekit.cli import main
     (["judge", "--query", "q", "--response", "a", "--samples", "0"], "--samples"),
     (["judge", "--query", "q", "--response", "a", "--k-meta", "2"], "--k-meta needs --meta"),
     (["judge", "--response", "a"], "--query"),
+    (["judge", "--query", "q", "--response", "a", "--server-flavour", "vllm"],
+     "--server-flavour needs an openai: --model"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str], message: str,
@@ -34,6 +40,22 @@ def test_model_dir_without_config_is_a_spec_error(tmp_path: object,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["judge", "--query", "q", "--response", "a", "--model", f"hf:{tmp_path}"]) == 2
     assert "not a Hugging Face model directory" in capsys.readouterr().err
+
+
+def test_server_flavour_and_no_structured_reach_the_judge() -> None:
+    parser = argparse.ArgumentParser()
+    add_common_args(parser)
+    args = parser.parse_args(["--model", "openai:m", "--base-url", "http://127.0.0.1:9/v1",
+                              "--server-flavour", "llamacpp", "--no-structured"])
+    assert check_common(args) is None
+    options = judge_options(args)
+    assert options["server_flavour"] == "llamacpp" and options["structured"] is False
+    judge = Judge(args.model, **options)  # constructing it sends nothing
+    assert isinstance(judge.backend, OpenAIBackend)
+    assert judge.backend.server_flavour == "llamacpp" and not judge.structured
+    # Left out, neither is passed: the backend's and the Judge's own defaults apply.
+    plain = judge_options(parser.parse_args(["--model", "openai:m"]))
+    assert "server_flavour" not in plain and "structured" not in plain
 
 
 @pytest.mark.model

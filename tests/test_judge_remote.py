@@ -44,7 +44,10 @@ class GarbleFirst:
 def test_unparseable_answer_is_reasked_once_carrying_the_error(
         fault_server: FaultServer, api: str) -> None:
     fault_server.text = GarbleFirst(bad=1)
-    v = _judge(fault_server, api).score("jk-item-r What is 2+2?", ["GOOD: 4", "5"])
+    # Free text: under a schema (Anthropic's default, a forced tool call) the server's answer
+    # is the tool call, never this text.
+    v = _judge(fault_server, api, structured=False).score("jk-item-r What is 2+2?",
+                                                          ["GOOD: 4", "5"])
     jd = v.samples[0]
     assert jd.status is SampleStatus.OK and jd.attempts == 2
     assert v.scores == [9.0, 2.0] and v.best == 0

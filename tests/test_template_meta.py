@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from judgekit.backends.base import Backend, Completion, GenerationResult, TokenLogprob
+from judgekit.backends.base import (
+    Backend,
+    BackendCapabilities,
+    Completion,
+    GenerationResult,
+    TokenLogprob,
+)
 from judgekit.config import GenerationConfig
 from judgekit.errors import ParseError, TemplateError
 from judgekit.formats import fence_tag
@@ -157,7 +163,11 @@ def test_p_yes_from_logprobs() -> None:
 
 # -- MetaJudge sends this template, in each sample's shown order ---------------------------------
 class _ScriptedMeta(Backend):
+    """Declares log-probabilities (the meta judge asks only backends that do); `logprobs` says
+    whether it actually returns them."""
+
     spec = "scripted:meta"
+    CAPABILITIES = BackendCapabilities(logprobs=True)
 
     def __init__(self, *, logprobs: bool, rating: str = "Rating: \\boxed{7}") -> None:
         self.logprobs = logprobs

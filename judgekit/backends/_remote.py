@@ -408,9 +408,13 @@ class RemoteBackend(Backend, Generic[ClientT]):
     def scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+    def cost(self, prompt_tokens: int, completion_tokens: int, *, cached: int = 0,
+             written: int = 0) -> float | None:
+        """USD for one call; `cached` / `written` prompt tokens (part of `prompt_tokens`) are
+        billed at the model's cache-read / cache-write prices."""
         return call_cost(self.model, prompt_tokens, completion_tokens, self.prices,
-                         local=self.local)
+                         local=self.local, cached_prompt_tokens=cached,
+                         cache_write_tokens=written)
 
     async def _call(
         self,
@@ -477,10 +481,17 @@ class RemoteBackend(Backend, Generic[ClientT]):
             raise CapabilityError(
                 f"{self.spec} cannot constrain output to a grammar; for a server with its own "
                 "guided decoding, pass it through extra_body=")
+        if config.json_schema is not None and not self.capabilities.json_schema:
+            raise CapabilityError(f"{self.spec} cannot constrain output to a JSON schema")
 
-    def usage(self, prompt_tokens: int, completion_tokens: int, retries: int) -> Usage:
+    def usage(self, prompt_tokens: int, completion_tokens: int, retries: int, *,
+              cached: int = 0, written: int = 0) -> Usage:
+        """One call's usage; `cached` / `written`: prompt tokens read from / written to the
+        provider's prompt cache (both part of `prompt_tokens`)."""
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, calls=1,
-                     retries=retries, cost_usd=self.cost(prompt_tokens, completion_tokens))
+                     retries=retries, cached_prompt_tokens=cached, cache_write_tokens=written,
+                     cost_usd=self.cost(prompt_tokens, completion_tokens, cached=cached,
+                                        written=written))
 
     async def aclose(self) -> None:
         """Close this loop's SDK client; clients of other loops are dropped (their loops are gone

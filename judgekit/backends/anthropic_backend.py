@@ -3,17 +3,37 @@
 The API has no `n`, so `n` completions are `n` parallel requests (bounded by the throttle). System
 messages move to the `system` parameter. No log-probabilities are offered, so `logprobs` is None,
 and no seed (`config.seed` is ignored).
+
+Structured output is a forced tool call: the schema is the tool's `input_schema`, `tool_choice`
+names the tool, and the tool call's input (as JSON) is the completion's text. A server that
+refuses tools falls back once to free text, recorded on each completion, as does an answer that
+comes back without the tool call.
+
+Prompt caching: when the request says where the static prefix of the prompt ends
+(`GenerationConfig.cache_prefix_chars`), the first user turn is sent as two text blocks, the
+static one marked `cache_control: ephemeral`, so later items read it from the cache. Usage
+counts the cached and written tokens as prompt tokens (Anthropic's `input_tokens` leaves them
+out) and bills them at the cache prices.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from judgekit.backends import flavours
 from judgekit.backends._remote import RemoteBackend, gather_requests, map_sdk_error
-from judgekit.backends.base import Completion, GenerationResult
+from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError, MissingDependencyError, TransientBackendError
+from judgekit.errors import (
+    BackendError,
+    MissingDependencyError,
+    StructuredOutputRejected,
+    TransientBackendError,
+)
 from judgekit.schema import Message, Usage
+
+NO_TOOL_CALL = "the answer came without the forced tool call"
 
 
 def split_system(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
@@ -39,8 +59,11 @@ class AnthropicBackend(RemoteBackend[Any]):
     ANTHROPIC_BASE_URL."""
 
     provider = "anthropic"
+    CAPABILITIES = BackendCapabilities(json_schema=True)
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
+
+    _refused: str | None = None  # why the server refused the forced tool call, once it did
 
     def _import_sdk(self) -> None:
         try:
@@ -62,11 +85,12 @@ class AnthropicBackend(RemoteBackend[Any]):
 
         return map_sdk_error(anthropic, exc)
 
-    def _params(self, messages: list[Message], config: GenerationConfig) -> dict[str, Any]:
+    def _params(self, messages: list[Message], config: GenerationConfig,
+                structured: bool = True) -> dict[str, Any]:
         system, turns = split_system(messages)
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": turns,
+            "messages": cache_marked(turns, config.cache_prefix_chars),
             "max_tokens": config.max_tokens,
             "timeout": config.timeout,
         }
@@ -86,31 +110,82 @@ class AnthropicBackend(RemoteBackend[Any]):
         body.update(self.extra_body or {})
         if body:
             params["extra_body"] = body
+        if structured and config.json_schema is not None and self._refused is None:
+            name = flavours.schema_name(config.json_schema)
+            params["tools"] = [{"name": name, "description": "Record your answer in this form.",
+                                "input_schema": config.json_schema}]
+            params["tool_choice"] = {"type": "tool", "name": name}
         return params
 
-    async def _request(self, params: dict[str, Any], messages: list[Message],
-                       config: GenerationConfig) -> tuple[Completion, Usage]:
-        async def send() -> Any:
-            return await self.client.messages.create(**params)
-
-        response, retries = await self._call(send, messages, config, 1)
+    async def _request(self, messages: list[Message], config: GenerationConfig
+                       ) -> tuple[Completion, Usage]:
+        params = self._params(messages, config)
+        spent = Usage()
+        try:
+            response, retries = await self._send(params, messages, config)
+        except StructuredOutputRejected as err:
+            # Once, and never as a server fault: the same request without the tool.
+            self._refused = str(err)
+            spent = Usage(calls=1, retries=err.retries)
+            params = self._params(messages, config, structured=False)
+            response, retries = await self._send(params, messages, config)
         blocks = getattr(response, "content", None)
         if blocks is None:
             raise TransientBackendError(f"{self.spec}: response without content")
         text = "".join(getattr(b, "text", "") for b in blocks if getattr(b, "type", "") == "text")
+        fallback = None
+        if config.json_schema is not None:
+            tool = next((b for b in blocks if getattr(b, "type", "") == "tool_use"), None)
+            if "tools" in params and tool is not None:
+                text = json.dumps(getattr(tool, "input", None), ensure_ascii=False)
+            else:
+                fallback = flavours.fallback_note(self._refused or NO_TOOL_CALL)
         u = getattr(response, "usage", None)
-        prompt = int(getattr(u, "input_tokens", 0) or 0)
+        cached = int(getattr(u, "cache_read_input_tokens", 0) or 0)
+        written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
+        prompt = int(getattr(u, "input_tokens", 0) or 0) + cached + written
         completion = int(getattr(u, "output_tokens", 0) or 0)
-        return (Completion(text=text, finish_reason=getattr(response, "stop_reason", None)),
-                self.usage(prompt, completion, retries))
+        return (Completion(text=text, finish_reason=getattr(response, "stop_reason", None),
+                           structured_fallback=fallback),
+                spent + self.usage(prompt, completion, retries, cached=cached, written=written))
+
+    async def _send(self, params: dict[str, Any], messages: list[Message],
+                    config: GenerationConfig) -> tuple[Any, int]:
+        """One request under the retry policy; one with a forced tool that the server refuses
+        raises StructuredOutputRejected (never retried)."""
+
+        async def send() -> Any:
+            try:
+                return await self.client.messages.create(**params)
+            except Exception as exc:
+                import anthropic
+
+                refused = flavours.refusal(exc, anthropic) if "tools" in params else None
+                if refused is None:
+                    raise
+                raise refused from None
+
+        return await self._call(send, messages, config, 1)
 
     async def generate(
         self, messages: list[Message], config: GenerationConfig, n: int = 1
     ) -> GenerationResult:
         """`n` parallel requests (the API has no `n`)."""
         self.check_config(config, n)
-        params = self._params(messages, config)
-        results = await gather_requests([self._request(params, messages, config)
-                                         for _ in range(n)])
+        results = await gather_requests([self._request(messages, config) for _ in range(n)])
         return GenerationResult(completions=[c for c, _ in results],
                                 usage=Usage.total(u for _, u in results))
+
+
+def cache_marked(turns: list[dict[str, str]], prefix_chars: int | None) -> list[dict[str, Any]]:
+    """`turns` with the first user turn split at `prefix_chars` into a static text block marked
+    for Anthropic's prompt cache and the rest (unchanged when there is nothing to split)."""
+    if not prefix_chars or not turns or turns[0]["role"] != "user":
+        return list(turns)
+    text = turns[0]["content"]
+    if not 0 < prefix_chars < len(text):
+        return list(turns)
+    first = {"role": "user", "content": [
+        {"type": "text", "text": text[:prefix_chars], "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": text[prefix_chars:]}]}
+    return [first, *turns[1:]]

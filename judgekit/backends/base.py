@@ -3,9 +3,9 @@
 A new provider is one module with a subclass of `Backend`, registered in
 `judgekit.backends.registry`. What a backend can do beyond `generate` is declared in its
 `CAPABILITIES` (never probed with hasattr): the sampler reads them to decide whether to batch
-every prompt of an item into one call, send a grammar, or complete a scores line under a grammar
-when free text did not parse. Defaults are the safe ones (inspect_ai's `ModelAPI` style), so a
-minimal provider implements `spec` and `generate` only.
+every prompt of an item into one call, send a grammar or a JSON schema, or complete a scores line
+under a grammar when free text did not parse. Defaults are the safe ones (inspect_ai's `ModelAPI`
+style), so a minimal provider implements `spec` and `generate` only.
 
 Errors are mapped once, at the backend's boundary: a backend raises `BackendError` subclasses
 (`judgekit.errors`) for every failure of the model call, and nothing else (a bug propagates as
@@ -42,6 +42,10 @@ class Completion(BaseModel):
     text: str
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
+    structured_fallback: str | None = Field(
+        None, description="set when the request carried a JSON schema but this text was written "
+        "without it (the server refused the parameter, or is not known to support one): why. "
+        "The text is then free text, read by the format's text parser")
 
     @property
     def truncated(self) -> bool:
@@ -69,6 +73,11 @@ class BackendCapabilities(BaseModel):
         False, description="can continue given assistant text under a grammar: the sampler "
         "completes an unreadable sample's scores line this way (status `forced`)")
     logprobs: bool = Field(False, description="returns token log-probabilities when asked")
+    json_schema: bool = Field(
+        False, description="honours GenerationConfig.json_schema: the output is JSON under the "
+        "schema (OpenAI strict json_schema, an Anthropic forced tool call, a compatible server's "
+        "guided decoding). A server that refuses the parameter is answered in free text once "
+        "more, and each such completion says so (`Completion.structured_fallback`)")
 
 
 GenerationRequest = tuple[list[Message], int]

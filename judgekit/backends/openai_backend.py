@@ -6,17 +6,32 @@ Servers that return fewer choices than asked (transformers serve returns one) ar
 parallel requests, each billed for its prompt; the backend remembers how many choices the server
 gives and splits later calls up front. A failed top-up fails the call, but the error keeps what
 the successful requests cost (`spent_usage`).
+
+Structured output depends on the server (`server_flavour`, see `judgekit.backends.flavours`):
+OpenAI's strict JSON schemas, llama.cpp's schema or GBNF grammar, vLLM / SGLang / Ollama
+schemas; `auto` asks the server what it is. A refused schema falls back once to free text,
+recorded on each completion. Cached prompt tokens (`prompt_tokens_details.cached_tokens`: OpenAI
+caches a static prefix of 1,024 tokens or more by itself) are recorded and billed at the cached
+price.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from typing import Any
 
+from judgekit.backends import flavours
 from judgekit.backends._remote import RemoteBackend, gather_requests, map_sdk_error, spent_usage
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult, TokenLogprob
 from judgekit.config import GenerationConfig
-from judgekit.errors import BackendError, MissingDependencyError, TransientBackendError
+from judgekit.errors import (
+    BackendError,
+    MissingDependencyError,
+    StructuredOutputRejected,
+    TransientBackendError,
+)
 from judgekit.schema import Message, Usage
 
 _OFFICIAL_HOSTS = ("api.openai.com",)
@@ -24,7 +39,12 @@ _OFFICIAL_HOSTS = ("api.openai.com",)
 
 class OpenAIBackend(RemoteBackend[Any]):
     """`openai:<model>`. Key from `api_key` or OPENAI_API_KEY, URL from `base_url` or
-    OPENAI_BASE_URL; a local server with no key gets a placeholder key."""
+    OPENAI_BASE_URL; a local server with no key gets a placeholder key.
+
+    `server_flavour` says how the server takes a JSON schema or grammar: `openai`, `llamacpp`,
+    `vllm`, `sglang`, `ollama`, `generic` (none) or `auto` (ask the server); default `openai`
+    for OpenAI's API and `auto` for any other base URL. Other arguments: see `RemoteBackend`.
+    """
 
     provider = "openai"
     CAPABILITIES = BackendCapabilities(logprobs=True)
@@ -33,6 +53,54 @@ class OpenAIBackend(RemoteBackend[Any]):
 
     # How many choices one request returns at most; learnt from the server (None: trust `n`).
     _choices_cap: int | None = None
+
+    def __init__(self, model: str, *, server_flavour: flavours.ServerFlavour | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.server_flavour = flavours.check_flavour(server_flavour, official=self._official)
+        self._detected: tuple[str, str] | None = None  # (flavour, evidence) once `auto` asked
+        self._detect_lock = threading.Lock()  # one detection, whatever the concurrency
+        self._refused: str | None = None  # why the server refused the schema, once it did
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        """What the server's flavour can enforce (see `judgekit.backends.flavours`)."""
+        detected = self._detected[0] if self._detected else None
+        return flavours.capabilities(self.server_flavour, detected)
+
+    @property
+    def flavour(self) -> str:
+        """The flavour requests are written for (`generic` while `auto` has not asked yet)."""
+        if self.server_flavour != "auto":
+            return self.server_flavour
+        return self._detected[0] if self._detected else "generic"
+
+    async def _ensure_flavour(self, config: GenerationConfig) -> None:
+        """Ask an `auto` server what it is, once, before its first structured request."""
+        if self.server_flavour != "auto" or self._detected is not None:
+            return
+        if config.json_schema is None and config.grammar is None:
+            return
+
+        def detect_once() -> None:
+            with self._detect_lock:
+                if self._detected is None:
+                    self._detected = flavours.detect_flavour(self._sdk_base_url or "",
+                                                             self._key.get())
+
+        await asyncio.to_thread(detect_once)
+
+    def _structured(self, config: GenerationConfig) -> tuple[dict[str, Any], str | None]:
+        """(body fields carrying the schema / grammar, why they are not sent when asked)."""
+        if config.json_schema is None and config.grammar is None:
+            return {}, None
+        if self._refused is not None:
+            return {}, flavours.fallback_note(self._refused)
+        fields = flavours.structured_fields(self.flavour, config)
+        if config.json_schema is not None and "response_format" not in fields:
+            why = self._detected[1] if self._detected else f"{self.flavour} takes no JSON schema"
+            return fields, flavours.fallback_note(why)
+        return fields, None
 
     def _import_sdk(self) -> None:
         try:
@@ -60,7 +128,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         return self.base_url is None or any(h in self.base_url for h in _OFFICIAL_HOSTS)
 
     def _params(self, messages: list[Message], config: GenerationConfig, n: int,
-                seed_offset: int) -> dict[str, Any]:
+                seed_offset: int, structured: dict[str, Any] | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -83,32 +151,61 @@ class OpenAIBackend(RemoteBackend[Any]):
             params["logprobs"] = True
             if config.top_logprobs:
                 params["top_logprobs"] = config.top_logprobs
-        if self.extra_body:
-            params["extra_body"] = self.extra_body
+        body = {**(structured or {}), **(self.extra_body or {})}
+        if body:
+            params["extra_body"] = body
         return params
 
     async def _request(self, messages: list[Message], config: GenerationConfig, n: int,
                        seed_offset: int = 0) -> tuple[list[Completion], Usage]:
-        params = self._params(messages, config, n, seed_offset)
+        structured, note = self._structured(config)
+        spent = Usage()
+        try:
+            response, retries = await self._send(
+                self._params(messages, config, n, seed_offset, structured), messages, config, n,
+                bool(structured))
+        except StructuredOutputRejected as err:
+            # Once, and never as a server fault: the same request without the parameter.
+            self._refused = str(err)
+            note = flavours.fallback_note(self._refused)
+            spent = Usage(calls=1, retries=err.retries)
+            response, retries = await self._send(
+                self._params(messages, config, n, seed_offset), messages, config, n, False)
+        completions = [_completion(choice, note) for choice in response.choices]
+        u = getattr(response, "usage", None)
+        prompt = int(getattr(u, "prompt_tokens", 0) or 0)
+        completion = int(getattr(u, "completion_tokens", 0) or 0)
+        details = getattr(u, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0)
+        return completions, spent + self.usage(prompt, completion, retries, cached=cached)
+
+    async def _send(self, params: dict[str, Any], messages: list[Message],
+                    config: GenerationConfig, n: int, structured: bool) -> tuple[Any, int]:
+        """One request under the retry policy; a structured one that the server refuses raises
+        StructuredOutputRejected (never retried)."""
 
         async def send() -> Any:
-            response = await self.client.chat.completions.create(**params)
+            try:
+                response = await self.client.chat.completions.create(**params)
+            except Exception as exc:
+                import openai
+
+                refused = flavours.refusal(exc, openai) if structured else None
+                if refused is None:
+                    raise
+                raise refused from None
             if not getattr(response, "choices", None):
                 raise TransientBackendError(f"{self.spec}: response without choices")
             return response
 
-        response, retries = await self._call(send, messages, config, n)
-        completions = [_completion(choice) for choice in response.choices]
-        u = getattr(response, "usage", None)
-        prompt = int(getattr(u, "prompt_tokens", 0) or 0)
-        completion = int(getattr(u, "completion_tokens", 0) or 0)
-        return completions, self.usage(prompt, completion, retries)
+        return await self._call(send, messages, config, n)
 
     async def generate(
         self, messages: list[Message], config: GenerationConfig, n: int = 1
     ) -> GenerationResult:
         """`n` completions: one request for all, topped up in parallel if the server gives fewer."""
         self.check_config(config, n)
+        await self._ensure_flavour(config)
         completions: list[Completion] = []
         usage = Usage()
         per_request = n if self._choices_cap is None else min(n, self._choices_cap)
@@ -145,11 +242,12 @@ def _openai_context_length(exc: Any) -> bool | None:
     return True if code in ("context_length_exceeded", "exceed_context_size_error") else None
 
 
-def _completion(choice: Any) -> Completion:
+def _completion(choice: Any, structured_fallback: str | None = None) -> Completion:
     message = getattr(choice, "message", None)
     text = getattr(message, "content", None) or ""
     return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),
-                      logprobs=_logprobs(getattr(choice, "logprobs", None)))
+                      logprobs=_logprobs(getattr(choice, "logprobs", None)),
+                      structured_fallback=structured_fallback)
 
 
 def _logprobs(lp: Any) -> list[TokenLogprob] | None:

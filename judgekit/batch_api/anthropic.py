@@ -10,6 +10,7 @@ The API keeps no metadata on a job, so `find` cannot recover a job whose id a cr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
@@ -81,8 +82,11 @@ class AnthropicBatchProvider(BatchProvider):
         kind = result.get("type")
         if kind == "succeeded":
             message = result.get("message") or {}
-            text = "".join(b.get("text", "") for b in message.get("content") or []
-                           if b.get("type") == "text")
+            blocks = message.get("content") or []
+            tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
+            # Under a JSON schema the answer is the forced tool call's input, as online.
+            text = (json.dumps(tool.get("input"), ensure_ascii=False) if tool is not None
+                    else "".join(b.get("text", "") for b in blocks if b.get("type") == "text"))
             usage = message.get("usage") or {}
             return custom_id, GenerationResult(
                 completions=[Completion(text=text, finish_reason=message.get("stop_reason"))],

@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
+from judgekit.backends import flavours
 from judgekit.backends.base import GenerationOutcome, GenerationResult
 from judgekit.backends.openai_backend import OpenAIBackend, _completion
 from judgekit.batch_api.base import (
@@ -40,7 +41,10 @@ class OpenAIBatchProvider(BatchProvider):
         """The request body: the online backend's parameters, minus the client-side timeout,
         with `extra_body` merged in (the SDK would merge it into the body online)."""
         backend = cast(OpenAIBackend, self.backend)
-        params = backend._params(request.messages, request.config, request.n, 0)
+        # The Batch API is OpenAI's own: a JSON schema goes as OpenAI's strict `json_schema`,
+        # whatever flavour the online backend detected for its base URL.
+        structured = flavours.structured_fields("openai", request.config)
+        params = backend._params(request.messages, request.config, request.n, 0, structured)
         params.pop("timeout", None)
         extra = params.pop("extra_body", None) or {}
         return {**params, **extra}

@@ -67,6 +67,7 @@ from judgekit.rubric import PrinciplesMode
 from judgekit.runtime import run_sync
 from judgekit.sampler import SamplePrompt, Sampler
 from judgekit.schema import Message, Principle, Verdict
+from judgekit.structured import StructuredMode
 
 if TYPE_CHECKING:
     from judgekit.judge import Judge, MetaSpec
@@ -580,7 +581,7 @@ async def asubmit_batch(judge: Judge | JudgeSpec, items: Sequence[JudgeItem | di
     live = judge.build() if isinstance(judge, JudgeSpec) else judge
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    if live.structured:
+    if live.sampler.mode is StructuredMode.GRAMMAR:
         raise CapabilityError("batch APIs take no output grammar (structured=True)")
     provider = provider_for(live.backend, batch_prices)
     parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]

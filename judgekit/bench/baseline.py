@@ -23,8 +23,9 @@ class PairwiseBaselineJudge(Judge):
 
     def __init__(self, model: str | Backend | None = None, *, template_dir: str | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(model, format=PairwiseFormat(template_dir=template_dir),
-                         structured=False, **kwargs)
+        # Structured output follows the same rule as the GRM judge's (a JSON schema where the
+        # backend enforces one), so the two are compared on equal terms.
+        super().__init__(model, format=PairwiseFormat(template_dir=template_dir), **kwargs)
 
     @property
     def model(self) -> str:

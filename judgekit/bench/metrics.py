@@ -206,14 +206,20 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def cost_stats(records: Iterable[ResultRecord]) -> dict[str, Any]:
-    """Mean tokens, calls, cost (USD, over items whose cost is known) and wall time per item."""
+    """Mean tokens, calls, cost (USD, over items whose cost is known) and wall time per item,
+    and the cached share: the fraction of all prompt tokens the provider read from its prompt
+    cache (None when no prompt token was billed)."""
     recs = [r for r in records if r.verdict is not None]
     usages = [r.verdict.usage for r in recs if r.verdict is not None]
     costs = [u.cost_usd for u in usages if u.cost_usd is not None]
     walls = [r.verdict.wall_time_s for r in recs if r.verdict is not None]
+    prompt_total = sum(u.prompt_tokens for u in usages)
     return {
         "items": len(recs),
         "prompt_tokens": _mean([u.prompt_tokens for u in usages]),
+        "cached_prompt_tokens": _mean([u.cached_prompt_tokens for u in usages]),
+        "cached_share": (sum(u.cached_prompt_tokens for u in usages) / prompt_total
+                         if prompt_total else None),
         "completion_tokens": _mean([u.completion_tokens for u in usages]),
         "total_tokens": _mean([u.total_tokens for u in usages]),
         "calls": _mean([u.calls for u in usages]),

@@ -1,7 +1,8 @@
 """Reports over stored runs: tables (text, markdown, CSV) and pandas frames. Never calls a model.
 
 Accuracies and rates in the tables are percentages (as the paper prints them); token counts are
-per item, cost is USD per item, time is seconds per item.
+per item, cost is USD per item, time is seconds per item. `cached_prompt_share` is the percentage
+of all prompt tokens the provider served from its prompt cache.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
         "position_consistency": _pct(pos["consistency"]),
         "kappa_vs_human": _rnd(kappa["kappa"], 3),
         "tokens_per_item": _rnd(cost["total_tokens"], 1),
+        "cached_prompt_share": _pct(cost["cached_share"]),
         "cost_usd_per_item": _rnd(cost["cost_usd"], 6),
         "seconds_per_item": _rnd(cost["wall_time_s"], 3),
     }

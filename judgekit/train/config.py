@@ -97,7 +97,9 @@ class RFTConfig(_Stage, _ItemSource):
     max_tokens: int = Field(512, ge=8)
     temperature: float | None = Field(None, ge=0, le=2, description="None: the Judge's 0.5")
     structured: bool | None = Field(None, description="None: the Judge default (whole-output "
-                                    "grammar for the embedded model only)")
+                                    "grammar for the embedded model only), except that a "
+                                    "teacher whose default is a JSON schema writes free text "
+                                    "(the samples are SFT targets in the prompt's text format)")
     examples: bool = Field(True, description="few-shot examples in the prompt (Judge default)")
     max_criteria: int = Field(4, ge=2)
     binary_threshold: float = Field(5.5, ge=1, le=10)

@@ -288,11 +288,20 @@ def generate_rft(items: Sequence[TrainItem], judge: Any, out_dir: str | Path,
 def build_judge(cfg: Any) -> Any:
     """The Judge an RFTConfig describes (any backend: a strong remote teacher works too)."""
     from judgekit.judge import Judge
+    from judgekit.structured import StructuredMode
     from judgekit.train.modelspec import judge_spec
 
-    return Judge(judge_spec(cfg.model), max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                 structured=cfg.structured, examples=cfg.examples, max_criteria=cfg.max_criteria,
-                 seed=cfg.seed)
+    def make(structured: bool | None) -> Any:
+        return Judge(judge_spec(cfg.model), max_tokens=cfg.max_tokens,
+                     temperature=cfg.temperature, structured=structured, examples=cfg.examples,
+                     max_criteria=cfg.max_criteria, seed=cfg.seed)
+
+    judge = make(cfg.structured)
+    if cfg.structured is None and judge.sampler.mode is StructuredMode.SCHEMA:
+        # The samples become SFT targets for the text format the prompt asks for: a teacher
+        # that would answer in JSON by default writes free text instead.
+        judge = make(False)
+    return judge
 
 
 def run_rft(cfg: Any, *, judge: Any = None, progress: bool = False) -> RFTStats:

@@ -51,8 +51,10 @@ def fake() -> Iterator[BatchFake]:
 
 
 def options(fake: BatchFake, api: str) -> dict[str, Any]:
+    # The fake speaks OpenAI's own protocol (strict JSON schemas), as the Batch API does.
+    flavour = {"server_flavour": "openai"} if api == "openai" else {}
     return {"base_url": fake.openai_url if api == "openai" else fake.anthropic_url,
-            "api_key": "sk-test-batch", "examples": False, "max_tokens": 128}
+            "api_key": "sk-test-batch", "examples": False, "max_tokens": 128, **flavour}
 
 
 def judge(fake: BatchFake, api: str = "openai", **kw: Any) -> Judge:

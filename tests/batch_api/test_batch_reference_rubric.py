@@ -42,6 +42,7 @@ def rubric_text(responses: list[str] | None) -> str:
 
 def _judge(fake: BatchFake) -> Judge:
     return Judge("openai:judge-test", base_url=fake.openai_url, api_key="sk-test-batch",
+                 server_flavour="openai",
                  examples=False, aggregate="weighted",
                  config=GenerationConfig(max_tokens=128, timeout=5.0))
 

@@ -38,7 +38,14 @@ from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from support.fault_server import KEY_RE, _content_text, judge_text, shown_responses
+from support.fault_server import (
+    KEY_RE,
+    _content_text,
+    judge_text,
+    shown_responses,
+    structured_answer,
+    structured_schema,
+)
 
 OPENAI_STEPS = ("validating", "in_progress", "finalizing")
 
@@ -131,10 +138,14 @@ class BatchFake:
         prompt = self.prompt_of(body)
         responses = shown_responses(prompt)
         prompt_tokens = max(1, len(prompt) // 4)
+        # Under a JSON schema the default answer is JSON for it (a scripted `text` still answers
+        # as scripted, so tests of unreadable answers keep their text).
+        schema = structured_schema(body) if self.text is judge_text else None
         if api == "openai":
             choices, completion_tokens = [], 0
             for i in range(int(body.get("n") or 1)):
-                text = self.text(responses)
+                text = (self.text(responses) if schema is None
+                        else json.dumps(structured_answer(schema, responses)))
                 completion_tokens += max(1, len(text) // 4)
                 choices.append({"index": i, "finish_reason": "stop", "logprobs": None,
                                 "message": {"role": "assistant", "content": text}})
@@ -145,9 +156,15 @@ class BatchFake:
                               "completion_tokens": completion_tokens,
                               "total_tokens": prompt_tokens + completion_tokens}}
         text = self.text(responses)
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if schema is not None:
+            answer = structured_answer(schema, responses)
+            text = json.dumps(answer)
+            content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}",
+                        "name": body["tool_choice"]["name"], "input": answer}]
         return {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
                 "model": body.get("model", "claude-test"),
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "content": content, "stop_reason": "tool_use" if schema else "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": prompt_tokens, "output_tokens": max(1, len(text) // 4)}}
 

@@ -22,6 +22,18 @@ The answer is judge-like text whose scores depend on content: a response contain
 any other 2, so the best response is the same whatever order the judge shows them in. A scripted
 fake model can answer instead (`reply`: the request body -> the text, or (text, finish_reason)).
 Stdlib only (ThreadingHTTPServer), so a connection can really be dropped.
+
+Structured output and prompt caching, as the providers do them:
+  * a JSON schema (OpenAI `response_format` json_schema, llama.cpp's json_object + schema) is
+    answered with JSON for that schema, and an Anthropic forced tool call with a `tool_use` block
+    (`structured_answer`); `refuse_structured=True` answers them as llama-cpp-python's server
+    answers `{"type": "json_schema"}`: HTTP 500 naming `response_format`;
+  * OpenAI caches automatically: a prompt's longest prefix shared with an earlier prompt, in
+    128-token steps from `min_cached_tokens`, is reported as `prompt_tokens_details.cached_tokens`;
+  * Anthropic caches what a `cache_control` block marks (tools, system and the text up to it): a
+    first sight is `cache_creation_input_tokens`, later ones `cache_read_input_tokens`, and
+    `input_tokens` counts the rest, as the API does;
+  * `models_owned_by` is what GET /v1/models says owns the model (vLLM says "vllm").
 """
 
 from __future__ import annotations
@@ -118,6 +130,9 @@ class FaultServer:
     max_choices: int | None = None
     text: Callable[[list[str] | None], str] = judge_text
     reply: Callable[[dict[str, Any]], str | tuple[str, str]] | None = None
+    refuse_structured: bool = False
+    min_cached_tokens: int = 1024
+    models_owned_by: str | None = None
 
     def __post_init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -128,6 +143,7 @@ class FaultServer:
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.prompt_cache = PromptCache(self.min_cached_tokens)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -233,7 +249,10 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path.rstrip("/") in ("/health", "/v1/models"):
-                self._json(200, {"status": "ok", "data": [{"id": "judge-test"}]})
+                model: dict[str, Any] = {"id": "judge-test"}
+                if server.models_owned_by is not None:
+                    model["owned_by"] = server.models_owned_by
+                self._json(200, {"status": "ok", "data": [model]})
             else:
                 self._json(404, {"error": {"message": "not found"}})
 
@@ -278,6 +297,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             n = int(body.get("n") or 1) if api == "openai" else 1
             fault = server.next_fault(api, key, n, auth, body)
             if self._inject(api, fault, auth):
+                return
+            if server.refuse_structured and structured_schema(body) is not None:
+                self._json(500, LLAMACPP_REFUSAL)
                 return
             responses = shown_responses(prompt)
             prompt_tokens = max(1, len(prompt) // 4)
@@ -347,8 +369,12 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             choices = []
             completion_tokens = 0
             count = n if server.max_choices is None else min(n, server.max_choices)
+            schema = structured_schema(body)
             for i in range(count):
-                text, finish = _answer(server, body, responses)
+                if schema is None:
+                    text, finish = _answer(server, body, responses)
+                else:
+                    text, finish = json.dumps(structured_answer(schema, responses)), "stop"
                 completion_tokens += max(1, len(text) // 4)
                 choice: dict[str, Any] = {
                     "index": i, "finish_reason": finish,
@@ -369,20 +395,148 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 "created": int(time.time()), "model": body.get("model", "judge-test"),
                 "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
+                          "total_tokens": prompt_tokens + completion_tokens,
+                          "prompt_tokens_details": {"cached_tokens": server.prompt_cache.openai(
+                              _prompt_of(body))}},
             })
 
         def _anthropic_ok(self, body: dict[str, Any], responses: list[str] | None,
                           prompt_tokens: int) -> None:
+            schema = structured_schema(body)
             text, finish = _answer(server, body, responses)
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+            stop = "max_tokens" if finish == "length" else "end_turn"
+            if schema is not None:
+                answer = structured_answer(schema, responses)
+                text = json.dumps(answer)
+                content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}",
+                            "name": body["tool_choice"]["name"], "input": answer}]
+                stop = "tool_use"
+            read, written = server.prompt_cache.anthropic(body)
+            if body.get("tools"):  # tool definitions are billed as input, ahead of the prompt
+                prompt_tokens += len(json.dumps(body["tools"])) // 4
             self._json(200, {
                 "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
                 "model": body.get("model", "claude-test"),
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "max_tokens" if finish == "length" else "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": prompt_tokens,
+                "content": content,
+                "stop_reason": stop, "stop_sequence": None,
+                "usage": {"input_tokens": max(1, prompt_tokens - read - written),
+                          "cache_read_input_tokens": read,
+                          "cache_creation_input_tokens": written,
                           "output_tokens": max(1, len(text) // 4)},
             })
 
     return Handler
+
+
+# -- structured output and prompt caching ---------------------------------------------------------
+LLAMACPP_REFUSAL = {"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': "
+                              "('body', 'response_format', 'type'), 'msg': \"Input should be "
+                              "'text' or 'json_object'\", 'input': 'json_schema'}",
+                              "type": "internal_server_error"}}
+"""What llama-cpp-python's server answers to `response_format={"type": "json_schema"}` (500)."""
+
+
+def structured_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a request asks its answer to follow, however the API carries it."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_schema":
+            return dict(fmt.get("json_schema", {}).get("schema") or {})
+        if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
+            return dict(fmt["schema"])
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        for tool in body.get("tools") or []:
+            if tool.get("name") == choice.get("name"):
+                return dict(tool.get("input_schema") or {})
+    return None
+
+
+def structured_answer(schema: dict[str, Any], responses: list[str] | None) -> dict[str, Any]:
+    """An answer for judgekit's schemas, by their fields: GOOD responses score 9, others 2."""
+    responses = responses or ["GOOD", "bad"]
+    scores = [9 if "GOOD" in r else 2 for r in responses]
+    props = schema.get("properties", {})
+    if "scores" in props:
+        per = props["analysis"]["items"]["properties"]
+        # A fixed rubric's schema lists no criteria: it says how many scores each analysis has.
+        n_criteria = (2 if "criteria" in props
+                      else per.get("criterion_scores", {}).get("minItems", 0))
+        analysis = []
+        for s in scores:
+            item: dict[str, Any] = {"analysis": "fine" if s > 5 else "worse"}
+            if "criterion_scores" in per:
+                item["criterion_scores"] = [s] * n_criteria
+            if "fixes" in per:
+                item["fixes"] = [] if s > 5 else ["say it better"]
+            analysis.append(item)
+        answer: dict[str, Any] = {"analysis": analysis, "scores": scores}
+        if "criteria" in props:
+            answer = {"criteria": [{"name": "Accuracy", "weight": 60, "description": "correct"},
+                                   {"name": "Clarity", "weight": 40, "description": "clear"}],
+                      **answer}
+        return answer
+    if "best" in props:
+        return {"reasoning": "the GOOD one", "best": scores.index(max(scores)) + 1}
+    if "rating" in props:
+        return {"reason": "sound", "rating": 8}
+    return {"answer": "Yes"}
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix (binary search over slice comparisons)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _prompt_of(body: dict[str, Any]) -> str:
+    return "\n".join(_content_text(m.get("content")) for m in body.get("messages") or [])
+
+
+class PromptCache:
+    """The providers' prompt caches, approximated at 4 characters per token."""
+
+    def __init__(self, min_tokens: int) -> None:
+        self.min_tokens = min_tokens
+        self._prompts: list[str] = []
+        self._prefixes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def openai(self, prompt: str) -> int:
+        """Cached tokens of `prompt`: its longest prefix shared with an earlier prompt, counted
+        in 128-token steps once it reaches `min_tokens` (OpenAI's automatic caching)."""
+        with self._lock:
+            shared = max((_shared_prefix(prompt, p) for p in self._prompts), default=0)
+            self._prompts.append(prompt)
+        tokens = shared // 4
+        return tokens // 128 * 128 if tokens >= self.min_tokens else 0
+
+    def anthropic(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(cache-read, cache-write) tokens: the prefix up to the last `cache_control` block
+        (tools, then system, then the messages' blocks), read when seen before, else written."""
+        parts: list[str] = [json.dumps(body.get("tools") or []), _content_text(body.get("system"))]
+        marked_at = None
+        for m in body.get("messages") or []:
+            content = m.get("content")
+            blocks = content if isinstance(content, list) else [{"text": content or ""}]
+            for block in blocks:
+                parts.append(str(block.get("text", "")))
+                if block.get("cache_control"):
+                    marked_at = len(parts)
+        if marked_at is None:
+            return 0, 0
+        prefix = "".join(parts[:marked_at])
+        tokens = len(prefix) // 4
+        if tokens < self.min_tokens:
+            return 0, 0
+        with self._lock:
+            seen = prefix in self._prefixes
+            self._prefixes.add(prefix)
+        return (tokens, 0) if seen else (0, tokens)
