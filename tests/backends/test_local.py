@@ -1,0 +1,434 @@
+"""The local transformers backend: the fast engine's pieces (prefix cache, int4 re-pack, thread
+tuner, sampling, streaming materialisation) and, on the real embedded model (`model` marker),
+exactness against the uncached and `generate` paths and the context-length refusal."""
+
+from __future__ import annotations
+
+import json
+import struct
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from judgekit.backends.base import GenerationResult
+from judgekit.backends.local import TransformersBackend, context_window
+from judgekit.backends.local_engine import (
+    CacheEntry,
+    DecodeEngine,
+    DecodeParams,
+    Int4Linear,
+    PrefixCache,
+    ThreadTuner,
+    _int4_grid,
+    common_prefix,
+    kv_bytes,
+)
+from judgekit.config import GenerationConfig
+from judgekit.embedded import SafetensorsStreamWriter
+from judgekit.errors import ContextLengthError
+from judgekit.schema import Message
+
+# -- pieces, no model ---------------------------------------------------------------------------
+
+
+def _kv(tokens: int, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.full((1, 1, tokens, 4), float(i)), torch.full((1, 1, tokens, 4), float(-i)))
+            for i in range(layers)]
+
+
+def test_prefix_cache_finds_the_longest_common_prefix_and_evicts_by_bytes() -> None:
+    def entry(tokens: int) -> CacheEntry:
+        return CacheEntry(_kv(tokens), aligned=0, prompt=True)
+
+    cache = PrefixCache(max_bytes=kv_bytes(_kv(10)) * 2)
+    cache.put([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], entry(10))
+    cache.put([1, 2, 3, 9, 9], entry(5))
+    n, found = cache.longest([1, 2, 3, 4, 5, 0])
+    assert n == 5 and found is not None and found.tokens == 10
+    assert cache.longest([7, 7])[0] == 0
+    cache.put([5] * 10, entry(10))  # over budget: the least recently used entry goes
+    assert len(cache) == 2 and cache.longest([1, 2, 3, 9])[0] == 3
+    assert cache.bytes <= cache.max_bytes
+    assert common_prefix([1, 2, 3], (1, 2, 4)) == 2 and common_prefix([], [1]) == 0
+
+
+def _q4_weight(out_f: int, in_f: int, levels: int = 15, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, levels + 1, (out_f, in_f // 32, 32), generator=g).float()
+    q[..., 0], q[..., 1] = 0, levels  # every group spans its levels, as GGUF Q4 blocks do
+    step = torch.rand((out_f, in_f // 32, 1), generator=g) * 0.02 + 1e-3
+    mn = torch.randn((out_f, in_f // 32, 1), generator=g) * 0.05
+    return (mn + q * step).reshape(out_f, in_f)
+
+
+@pytest.mark.parametrize("levels", [15, 11])
+def test_weights_on_a_4bit_grid_are_repacked_losslessly(levels: int) -> None:
+    w = _q4_weight(64, 128, levels)
+    grid = _int4_grid(w)
+    assert grid is not None
+    q, step, mn = grid
+    rebuilt = (mn.repeat_interleave(32, dim=1) + q.float() * step.repeat_interleave(32, dim=1))
+    assert torch.allclose(rebuilt, w, atol=1e-6)
+    x = torch.randn(3, 128)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = Int4Linear(q, step, mn, None, dtype)(x.to(dtype)).float()
+        ref = x @ w.t()
+        assert (out - ref).norm() / ref.norm() < 1e-2  # only bf16 rounding of scale and zero
+
+
+def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    from judgekit.backends import local_engine
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("no int4 kernel in this torch build")
+
+    monkeypatch.setattr(local_engine, "_INT4_KERNEL_OK", {})
+    monkeypatch.setattr(torch, "_convert_weight_to_int4pack_for_cpu", missing, raising=False)
+    assert not local_engine.int4_kernel_works(torch.bfloat16)
+    model = torch.nn.Sequential(torch.nn.Embedding(8, 128), torch.nn.Linear(128, 64))
+    model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
+    with torch.no_grad():
+        model[1].weight.copy_(_q4_weight(64, 128))
+    counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
+    assert counts == {"int4": 0, "dense": 1, "fused": 0}
+    assert type(model[1]) is torch.nn.Linear and model[1].weight.dtype == torch.bfloat16
+
+
+def _tiny_llama(seed: int = 0) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for i, module in enumerate(m for m in model.modules() if type(m) is torch.nn.Linear):
+            if module is not model.lm_head:
+                module.weight.copy_(_q4_weight(*module.weight.shape, seed=i))
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype) -> None:
+    """LlamaDecodeStep (fused int4 q/k/v and gate/up) gives transformers' logits for decode
+    steps over a cache, with left padding, on the same int4 weights."""
+    from judgekit.backends.local_engine import LlamaDecodeStep, make_cache, optimize_model
+
+    model = _tiny_llama()
+    counts = optimize_model(model, dtype, int4=True)
+    assert counts["int4"] == 14 and counts["fused"] == 4
+    step = LlamaDecodeStep.for_model(model)
+    assert step is not None
+    rows, width = 3, 9
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, 96, (rows, width), generator=g)
+    valid = torch.ones(rows, width + 1, dtype=torch.bool)
+    valid[0, :4] = False  # row 0 is left-padded
+    positions = (valid[:, :width].cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        out = model(input_ids=prompt, attention_mask=valid[:, :width].long(),
+                    position_ids=positions, use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        nxt = torch.randint(0, 96, (rows, 1), generator=g)
+        pos = positions[:, -1:] + 1
+        ref = model(input_ids=nxt, attention_mask=valid.long(), position_ids=pos,
+                    cache=make_cache(kv, width + 1), use_cache=True).logits[:, -1]
+        got = step(nxt, make_cache(kv, width + 1), pos, valid[:, None, None, :])
+    # tight enough that dropping the padding mask fails (2.6e-4 in fp32, 1e-3 in bf16)
+    tol = 1e-5 if dtype == torch.float32 else 2e-4
+    assert torch.allclose(got, ref.float(), atol=tol, rtol=0), (got - ref).abs().max()
+
+
+def test_ordinary_weights_are_never_quantised() -> None:
+    assert _int4_grid(torch.randn(64, 128)) is None
+    assert _int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
+
+
+def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
+    saved = torch.get_num_threads()
+    tuner = ThreadTuner()
+    tuner.start()
+    assert tuner.best == 1  # starts safe
+    tuner.other = 2  # as on a 2-core machine
+    cost = {2: 0.010, 1: 0.020}  # an idle machine: two threads win
+    for _ in range(200):
+        n = tuner.before_step()
+        tuner.after_step(n, cost[n])
+    assert tuner.best == 2
+    cost = {2: 0.050, 1: 0.020}  # a neighbour's load arrives: one thread wins
+    for _ in range(200):
+        n = tuner.before_step()
+        tuner.after_step(n, cost[n])
+    assert tuner.best == 1
+    cost = {2: 0.080, 1: 0.020}
+    for _ in range(400):
+        n = tuner.before_step()
+        tuner.after_step(n, cost[n])
+    assert tuner.best == 1
+    probes_before, period = tuner._step, tuner._period
+    assert period > ThreadTuner.BASE_PERIOD  # losing probes made probing rarer
+    tuner.finish()
+    assert torch.get_num_threads() == saved and probes_before > 0
+    fixed = ThreadTuner(1)
+    fixed.start()
+    assert fixed.before_step() == 1 and fixed.other is None
+    fixed.finish()
+
+
+def test_cascade_attention_equals_attention_over_the_whole_sequence() -> None:
+    from judgekit.backends.local_engine import cascade_attention
+
+    class Layer:
+        layer_idx = 0
+
+    g = torch.Generator().manual_seed(0)
+    rows, heads, kv_heads, dim, shared, own = 3, 6, 2, 16, 40, 7
+    q = torch.randn(rows, heads, 1, dim, generator=g)
+    prefix_k, prefix_v = (torch.randn(1, kv_heads, shared, dim, generator=g) for _ in range(2))
+    own_k, own_v = (torch.randn(rows, kv_heads, own, dim, generator=g) for _ in range(2))
+    keep = torch.ones(rows, 1, 1, own, dtype=torch.bool)
+    keep[0, ..., :3] = False  # a left-padded row
+    additive = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    out, _ = cascade_attention(Layer(), q, own_k, own_v, additive, scaling=0.25,
+                               jk_prefix=[(prefix_k, prefix_v)])
+    full_k = torch.cat([prefix_k.expand(rows, -1, -1, -1), own_k], 2).repeat_interleave(3, 1)
+    full_v = torch.cat([prefix_v.expand(rows, -1, -1, -1), own_v], 2).repeat_interleave(3, 1)
+    full_mask = torch.cat([torch.ones(rows, 1, 1, shared, dtype=torch.bool), keep], -1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, full_k, full_v,
+                                                           attn_mask=full_mask, scale=0.25)
+    assert torch.allclose(out, ref.transpose(1, 2), atol=1e-5)
+
+
+def test_sampling_never_picks_a_masked_token() -> None:
+    logits = torch.full((4, 50), float("-inf"))
+    logits[:, 7] = 0.0
+    logits[:, 30] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    for top_p in (1.0, 0.5):
+        params = DecodeParams(max_new_tokens=1, temperature=1.0, top_p=top_p)
+        seen = {int(t) for _ in range(200) for t in DecodeEngine._choose(logits, params, gen)}
+        assert seen <= {7, 30} and (top_p < 1.0 or seen == {7, 30})
+    assert DecodeEngine._choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
+
+
+def test_streamed_safetensors_load_back(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.torch import load_file
+
+    path = tmp_path / "model.safetensors"
+    tensors = {"a.weight": torch.randn(3, 5), "b.bias": np.arange(7, dtype=np.float32)}
+    with SafetensorsStreamWriter(path, n_tensors=2) as writer:
+        for name, value in tensors.items():
+            writer.add(name, value)
+    loaded = load_file(str(path))
+    assert torch.equal(loaded["a.weight"], tensors["a.weight"])
+    assert loaded["b.bias"].tolist() == list(range(7))
+    raw = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    assert header_len % 8 == 0 and json.loads(raw[8:8 + header_len])["__metadata__"] == {
+        "format": "pt"}
+
+
+def test_context_window_reads_the_config() -> None:
+    class Config:
+        max_position_embeddings = 2048
+
+    class NoLimit:
+        pass
+
+    class Tok:
+        model_max_length = 512
+
+    assert context_window(Config()) == 2048
+    assert context_window(NoLimit(), Tok()) == 512
+    assert context_window(NoLimit()) is None
+
+
+# -- the real embedded model ---------------------------------------------------------------------
+
+SYSTEM = ("You judge answers to questions. Read the question and both responses, decide which "
+          "response is more helpful, accurate and specific, and say why in one short line. ") * 10
+GRAMMAR = 'root ::= "Better: Response " [12] "\\nReason: " [^\\n]{1,100} "\\n"'
+SCORES = 'root ::= "Scores: " [1-9] ", " [1-9]'
+
+
+def _messages(query: str, a: str, b: str, system: str = SYSTEM) -> list[Message]:
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"Question: {query}\nResponse 1: {a}\nResponse 2: {b}"}]
+
+
+ITEM_A = ("Give me one tip for learning a new language.", "Practise fifteen minutes every day.",
+          "Languages are hard.")
+ITEM_B = ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are tasty.")
+
+
+def _requests(item: tuple[str, str, str],
+              system: str = SYSTEM) -> list[tuple[list[Message], int]]:
+    q, a, b = item
+    return [(_messages(q, a, b, system), 2), (_messages(q, b, a, system), 2)]
+
+
+SHORT = SYSTEM[:len(SYSTEM) // 4]  # the generate path is slow: a shorter prompt
+
+
+def _texts(results: list[Any]) -> list[list[str]]:
+    assert all(isinstance(r, GenerationResult) for r in results)
+    return [[c.text for c in r.completions] for r in results]
+
+
+@pytest.fixture(scope="module")
+def fast() -> Iterator[TransformersBackend]:
+    backend = TransformersBackend.from_spec("embedded")
+    backend.tokenizer  # noqa: B018 - load
+    yield backend
+
+
+@pytest.mark.model
+def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) -> None:
+    config = GenerationConfig(temperature=0.0, max_tokens=40, grammar=GRAMMAR)
+    engine = fast.engine
+    assert engine is not None and fast.weights_summary["int4"] > 0 and engine.cascade
+    assert engine.step is not None  # the written-out Llama decode step
+    engine.use_prefix_cache = False
+    engine.cache.clear()
+    uncached = {name: _texts(fast.generate_many_sync(_requests(item), config))
+                for name, item in (("a", ITEM_A), ("b", ITEM_B))}
+    assert len(engine.cache) == 0
+    engine.use_prefix_cache = True
+    assert _texts(fast.generate_many_sync(_requests(ITEM_A), config)) == uncached["a"]
+    entry = engine.cache.entries()[0].kv
+    before = [(k.clone(), v.clone()) for k, v in entry]
+    reused = engine.stats.reused_tokens
+    assert _texts(fast.generate_many_sync(_requests(ITEM_A), config)) == uncached["a"]
+    assert _texts(fast.generate_many_sync(_requests(ITEM_B), config)) == uncached["b"]
+    assert engine.stats.reused_tokens - reused > 2 * len(SYSTEM) // 8  # the system prompt
+    assert all(torch.equal(k, k0) and torch.equal(v, v0)
+               for (k, v), (k0, v0) in zip(entry, before, strict=True))  # never written to
+    assert all(t.startswith("Better: Response ") for r in uncached.values() for row in r
+               for t in row)
+
+
+@pytest.mark.model
+def test_fp32_engine_matches_generate(fast: TransformersBackend) -> None:
+    """The fast engine in fp32 with the prefix cache gives generate's greedy tokens, its
+    log-probabilities and its forced scores line."""
+    engine = TransformersBackend.from_spec("embedded", dtype="float32", int4=False)
+    old = TransformersBackend.from_spec("embedded", fast=False)
+    config = GenerationConfig(temperature=0.0, max_tokens=12, grammar=GRAMMAR)
+    assert _texts(engine.generate_many_sync(_requests(ITEM_A, SHORT), config)) == _texts(
+        old.generate_many_sync(_requests(ITEM_A, SHORT), config))
+    lp_config = GenerationConfig(temperature=0.0, max_tokens=2, logprobs=True, top_logprobs=3)
+    messages = _messages(*ITEM_B, system=SHORT)
+    new_lp = engine.generate_sync(messages, lp_config).completions[0].logprobs
+    old_lp = old.generate_sync(messages, lp_config).completions[0].logprobs
+    assert new_lp and old_lp and len(new_lp) == len(old_lp)
+    for a, b in zip(new_lp, old_lp, strict=True):
+        assert a.token == b.token and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        assert a.top.keys() == b.top.keys()
+    prefixes = ["Better: Response 1\nReason: it is specific", "Better: Response 2"]
+    reused = engine.engine.stats.reused_tokens
+    forced = engine.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes, SCORES, config)
+    assert engine.engine.stats.reused_tokens > reused  # the prompt came from the cache
+    reference = old.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes, SCORES, config)
+    assert [c.text for c in forced.completions] == [c.text for c in reference.completions]
+    assert all(c.text.startswith("Scores: ") and c.finish_reason == "forced"
+               for c in forced.completions)
+
+
+@pytest.mark.model
+def test_a_prompt_longer_than_the_context_is_refused_before_generating(
+        fast: TransformersBackend) -> None:
+    from judgekit import Judge, SampleStatus
+
+    window = fast.context_length()
+    assert window == fast.model.config.max_position_embeddings == 8192
+    long_query = "Summarise this text. " + "lorem ipsum dolor sit amet " * 1700
+    messages: list[Message] = [{"role": "user", "content": long_query}]
+    assert len(fast.tokenizer(long_query)["input_ids"]) > window
+    engine = fast.engine
+    prefilled = engine.stats.prefilled_tokens
+    config = GenerationConfig(temperature=0.0, max_tokens=4)
+    with pytest.raises(ContextLengthError, match="8192"):
+        fast.generate_sync(messages, config)
+    short: list[Message] = [{"role": "user", "content": "Say hi."}]
+    outcomes = fast.generate_many_sync([(messages, 1), (short, 1)], config)
+    assert isinstance(outcomes[0], ContextLengthError) and not outcomes[0].retryable
+    assert isinstance(outcomes[1], GenerationResult)
+    assert engine.stats.prefilled_tokens - prefilled < 100  # only the short prompt ran
+    # a prompt that fits, but not with max_tokens on top
+    fits = "lorem ipsum dolor sit amet " * 760
+    n = len(fast.tokenizer(fits)["input_ids"])
+    assert n < window
+    with pytest.raises(ContextLengthError, match="max_tokens"):
+        fast.generate_sync([{"role": "user", "content": fits}],
+                           GenerationConfig(max_tokens=window - n + 50))
+    verdict = Judge(fast, max_tokens=64).score(long_query, ["a", "b"])
+    assert verdict.best is None and verdict.error and "ContextLengthError" in verdict.error
+    assert all(s.status is SampleStatus.API_ERROR and s.attempts == 1 for s in verdict.samples)
+
+
+_STREAM_RSS = """
+import resource, sys
+from pathlib import Path
+import gguf, numpy, safetensors, torch, transformers  # imports count in the baseline
+from transformers import AutoConfig
+from judgekit.embedded import _stream_gguf_weights, embedded_gguf_path
+config = AutoConfig.from_pretrained(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_stream_gguf_weights(embedded_gguf_path(), config, Path(sys.argv[2]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before * 1024, after * 1024)
+"""
+
+
+@pytest.mark.model
+def test_materialising_streams_the_weights_one_chunk_at_a_time(tmp_path: Path) -> None:
+    """The GGUF's weights go to safetensors without a second copy in memory, and the values are
+    exactly those of transformers' own GGUF loader.
+
+    Memory is checked twice: numpy's traced peak allocation while streaming, and, in a fresh
+    process, how much the peak RSS (everything: torch, numpy, the mapped GGUF pages) grows
+    while streaming. Both must stay well under one copy of the fp32 weights (538 MB here); the
+    old path (load the model from the GGUF, copy it into a plain model, save it) held the weights
+    at least twice."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from judgekit.embedded import _stream_gguf_weights, embedded_gguf_path, embedded_model_dir
+
+    directory = embedded_model_dir()
+    config = AutoConfig.from_pretrained(str(directory))
+    out = tmp_path / "model.safetensors"
+    tracemalloc.start()
+    try:
+        _stream_gguf_weights(embedded_gguf_path(), config, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    weights = out.stat().st_size
+    # ~60 MB stay traced throughout (the GGUF header and tables, not weights-sized), the
+    # per-tensor buffers come on top: well under one copy of the fp32 weights (538 MB)
+    assert peak < weights / 4, (peak, weights)
+    proc = subprocess.run([sys.executable, "-c", _STREAM_RSS, str(directory),
+                           str(tmp_path / "again.safetensors")], capture_output=True, text=True,
+                          check=True, cwd=str(Path(__file__).parents[2]))
+    before, after = map(int, proc.stdout.split()[-2:])
+    # measured 268 MB, the memory-mapped 94 MB GGUF included; one copy of the weights is 538 MB,
+    # the previous code (quantised model + plain model + state dict) held at least two
+    assert after - before < 0.75 * weights, (before, after, weights)
+    gguf = embedded_gguf_path()
+    reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32).state_dict()
+    with safe_open(str(out), "pt") as new:
+        assert set(new.keys()) == set(reference) - {"lm_head.weight"}  # tied to the embeddings
+        for name in sorted(new.keys()):
+            assert torch.equal(new.get_tensor(name), reference[name]), name
+    assert config.architectures == ["LlamaForCausalLM"]
