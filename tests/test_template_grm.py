@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import random
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.grammar import accepts, grammar_compiler, random_walk
 
 from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
@@ -499,27 +499,7 @@ def test_builtin_template_is_found() -> None:
 # -- the grammars, compiled against the embedded model's tokenizer ----------------------------
 @pytest.fixture(scope="module")
 def compiler() -> Any:
-    xgr = pytest.importorskip("xgrammar")
-    transformers = pytest.importorskip("transformers")
-    try:
-        from judgekit.embedded import embedded_model_dir
-
-        model_dir = embedded_model_dir()
-    except Exception as exc:  # the embedded model is an optional extra
-        pytest.skip(f"embedded model unavailable: {exc}")
-    tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))  # the tokenizer only
-    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=vocab)
-    return xgr, tok, info, xgr.GrammarCompiler(info)
-
-
-def _accepts(compiler: Any, grammar: str, text: str) -> bool:
-    """Whether the grammar accepts exactly `text`: all of it, and then the end of output."""
-    xgr, _, info, comp = compiler
-    matcher = xgr.GrammarMatcher(comp.compile_grammar(grammar))
-    if not matcher.accept_string(text):
-        return False
-    return any(matcher.accept_token(t) for t in info.stop_token_ids) and matcher.is_terminated()
+    return grammar_compiler()
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
@@ -527,13 +507,13 @@ def test_scores_line_grammar_accepts_the_format(compiler: Any, n: int) -> None:
     scores = [10, 3, 1, 7, 9][:n]
     line = "Scores: \\boxed{" + ", ".join(map(str, scores)) + "}"
     grammar = scores_line_grammar(n)
-    assert _accepts(compiler, grammar, line)
+    assert accepts(compiler, grammar, line)
     assert parse_grm(line, n).overall_scores == [float(s) for s in scores]
     for bad in ("Scores: \\boxed{" + ", ".join(["0"] * n) + "}",
                 "Scores: \\boxed{" + ", ".join(["11"] * n) + "}",
                 "Scores: \\boxed{" + ", ".join(["5"] * (n + 1)) + "}",
                 "Scores: \\\\boxed{" + ", ".join(["5"] * n) + "}"):
-        assert not _accepts(compiler, grammar, bad)
+        assert not accepts(compiler, grammar, bad)
 
 
 SUBS = [(9, 8, 8), (2, 7, 8), (10, 6, 9), (1, 9, 10), (8, 8, 5)]
@@ -559,20 +539,20 @@ def _valid_output(n: int, *, criterion_scores: bool = False) -> str:
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_grm_output_grammar_accepts_a_valid_output_that_parses(compiler: Any, n: int) -> None:
     text = _valid_output(n)
-    assert _accepts(compiler, grm_output_grammar(n), text)
+    assert accepts(compiler, grm_output_grammar(n), text)
     parsed = parse_grm(text, n)
     assert parsed.overall_scores == [float(s) for s in OVERALL[:n]]
     assert [p.name for p in parsed.principles] == ["Accuracy", "Clarity", "Brevity"]
     # Sub-scores written in prose are never read: no criterion scores, no weighted score.
     assert all(c.principle_scores == {} and c.weighted is None for c in parsed.critiques)
     # Missing analysis line, one criterion only, or a wrong score count: rejected.
-    assert not _accepts(compiler, grm_output_grammar(n + 1), text)
+    assert not accepts(compiler, grm_output_grammar(n + 1), text)
     one_crit = re.sub(r"(?m)^[23]\. .*\n", "", text)
-    assert not _accepts(compiler, grm_output_grammar(n), one_crit)
+    assert not accepts(compiler, grm_output_grammar(n), one_crit)
     # Without the criterion scores lines the weighted grammar rejects it; with them the plain
     # grammar does.
-    assert not _accepts(compiler, grm_output_grammar(n, criterion_scores=True), text)
-    assert not _accepts(compiler, grm_output_grammar(n), _valid_output(n, criterion_scores=True))
+    assert not accepts(compiler, grm_output_grammar(n, criterion_scores=True), text)
+    assert not accepts(compiler, grm_output_grammar(n), _valid_output(n, criterion_scores=True))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
@@ -581,7 +561,7 @@ def test_criterion_scores_grammar_accepts_a_valid_output_that_parses_back(compil
     text = _valid_output(n, criterion_scores=True)
     grammar = grm_output_grammar(n, criterion_scores=True)
     assert grammar == GRMFormat(aggregate="weighted").output_grammar(n)
-    assert _accepts(compiler, grammar, text)
+    assert accepts(compiler, grammar, text)
     parsed = parse_grm(text, n)
     assert parsed.overall_scores == [float(s) for s in OVERALL[:n]]
     for critique, (a, c, b) in zip(parsed.critiques, SUBS, strict=False):
@@ -600,7 +580,7 @@ def test_criterion_scores_grammar_accepts_a_valid_output_that_parses_back(compil
                 text.replace("Criterion scores: 9, 8, 8", "Criterion scores: 9, 8, 11", 1),
                 text.replace("Criterion scores: 9, 8, 8", "Criterion scores: 9, 8, 0", 1)):
         assert bad != text
-        assert not _accepts(compiler, grammar, bad)
+        assert not accepts(compiler, grammar, bad)
 
 
 def test_grm_output_grammar_allows_realistic_lengths(compiler: Any) -> None:
@@ -619,44 +599,21 @@ def test_grm_output_grammar_allows_realistic_lengths(compiler: Any) -> None:
 
     for criteria in (2, 3, 4):
         text = output(criteria)
-        assert _accepts(compiler, grm_output_grammar(2), text)
+        assert accepts(compiler, grm_output_grammar(2), text)
         assert len(parse_grm(text, 2).principles) == criteria
-    assert not _accepts(compiler, grm_output_grammar(2), output(5))  # max_criteria=4
-    assert _accepts(compiler, grm_output_grammar(2, max_criteria=6), output(5))
+    assert not accepts(compiler, grm_output_grammar(2), output(5))  # max_criteria=4
+    assert accepts(compiler, grm_output_grammar(2, max_criteria=6), output(5))
     # The bounds are parameters.
-    assert not _accepts(compiler, grm_output_grammar(2, analysis_chars=100), output(2))
+    assert not accepts(compiler, grm_output_grammar(2, analysis_chars=100), output(2))
     with pytest.raises(ValueError):
         grm_output_grammar(2, max_criteria=1)
-
-
-def _random_walk(compiler: Any, grammar: str, seed: int, max_steps: int = 2000) -> str:
-    """Sample a string from the grammar by picking a random allowed token at every step."""
-    import numpy as np
-
-    xgr, tok, info, comp = compiler
-    matcher = xgr.GrammarMatcher(comp.compile_grammar(grammar))
-    mask = xgr.allocate_token_bitmask(1, info.vocab_size)
-    rng = random.Random(seed)
-    ids: list[int] = []
-    for _ in range(max_steps):
-        matcher.fill_next_token_bitmask(mask)
-        bits = np.unpackbits(mask[0].numpy().view(np.uint8), bitorder="little")[: info.vocab_size]
-        allowed = np.flatnonzero(bits).tolist()
-        token = rng.choice(allowed)
-        assert matcher.accept_token(token)
-        if token in info.stop_token_ids:
-            break
-        ids.append(token)
-    assert matcher.is_terminated()
-    text: str = tok.decode(ids)
-    return text
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_whatever_the_output_grammar_emits_parses(compiler: Any, n: int) -> None:
     """Random strings drawn from the grammar (junk criteria, junk analysis) all parse."""
     for seed in range(3):
-        text = _random_walk(compiler, grm_output_grammar(n, desc_chars=16, analysis_chars=16), seed)
+        text = random_walk(compiler, grm_output_grammar(n, desc_chars=16, analysis_chars=16), seed)
         parsed = parse_grm(text, n)
         box = re.search(r"\\boxed\{([0-9, ]+)\}$", text)
         assert box is not None, text
@@ -671,7 +628,7 @@ def test_whatever_the_criterion_scores_grammar_emits_parses_back(compiler: Any, 
     response, and every response gets its weighted score from them."""
     grammar = grm_output_grammar(n, criterion_scores=True, desc_chars=16, analysis_chars=16)
     for seed in range(3):
-        text = _random_walk(compiler, grammar, seed)
+        text = random_walk(compiler, grammar, seed)
         parsed = parse_grm(text, n)
         written = [[float(x) for x in line.split(",")] for line in re.findall(
             r"(?m)^Criterion scores: ([0-9, ]+)$", text)]

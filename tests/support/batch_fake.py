@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import default as email_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from support.fault_server import (
@@ -46,6 +46,7 @@ from support.fault_server import (
     structured_answer,
     structured_schema,
 )
+from support.loopback import LoopbackServer
 
 OPENAI_STEPS = ("validating", "in_progress", "finalizing")
 
@@ -71,7 +72,7 @@ class Job:
 
 
 @dataclass
-class BatchFake:
+class BatchFake(LoopbackServer):
     steps: tuple[str, ...] | None = None
     end: str = "completed"
     unfinished: set[str] = field(default_factory=set)
@@ -86,40 +87,12 @@ class BatchFake:
         self.online_bodies: list[dict[str, Any]] = []
         self.fault_counts: Counter[str] = Counter()
         self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> BatchFake:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 128
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True,
-                         name="batch-fake").start()
-        return self
+    thread_name = "batch-fake"
 
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-
-    def __enter__(self) -> BatchFake:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None
-        return int(self._httpd.server_address[1])
-
-    @property
-    def openai_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def anthropic_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def submitted_custom_ids(self) -> list[str]:
         with self._lock:
@@ -354,10 +327,10 @@ def _make_handler(fake: BatchFake) -> type[BaseHTTPRequestHandler]:
                     self._json(200, fake.openai_job(job))
                 elif parts[:2] == ["v1", "files"] and parts[-1] == "content":
                     fake.http["openai file download"] += 1
-                    data = fake.files.get(parts[2])
-                    if data is None:
+                    content = fake.files.get(parts[2])
+                    if content is None:
                         return self._not_found()
-                    self._send(200, data, "application/octet-stream")
+                    self._send(200, content, "application/octet-stream")
                 elif parts[:3] == ["v1", "messages", "batches"] and len(parts) == 4:
                     fake.http["anthropic batch retrieve"] += 1
                     job = fake.jobs.get(parts[3])

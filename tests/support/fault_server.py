@@ -48,8 +48,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from support.loopback import LoopbackServer
 
 KEY_RE = re.compile(r"jk-item-([A-Za-z0-9_.:-]+)")
 _RESPONSE_BLOCK = re.compile(
@@ -98,16 +100,6 @@ _CONTEXT_FAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    """socketserver's listen backlog is 5: a burst of new connections overflows it, the kernel
-    drops their SYNs, and the clients retransmit after 1 s, 3 s... which a short client timeout
-    turns into connect errors that no request record explains (the e2e test's extra retries).
-    A deep backlog makes every connection reach the handler."""
-
-    request_queue_size = 1024
-    daemon_threads = True
-
-
 @dataclass
 class Record:
     api: str
@@ -121,7 +113,7 @@ class Record:
 
 
 @dataclass
-class FaultServer:
+class FaultServer(LoopbackServer):
     schedule: dict[str, list[str]] = field(default_factory=dict)
     default_schedule: list[str] = field(default_factory=list)
     retry_after: str = "1"
@@ -141,44 +133,18 @@ class FaultServer:
         self.peak_in_flight = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.prompt_cache = PromptCache(self.min_cached_tokens)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> FaultServer:
-        handler = _make_handler(self)
-        self._httpd = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        daemon=True, name="fault-server")
-        self._thread.start()
-        return self
+    thread_name = "fault-server"
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None
-        return int(self._httpd.server_address[1])
-
-    @property
-    def openai_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def anthropic_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self._stop.set()  # a hanging answer returns at once
+        super().stop()
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
