@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.batch_fake import BatchFake
 from support.fault_server import FaultServer
 from support.llamacpp_server import LlamaServer, llamacpp_server_missing, start_llamacpp_server
 from support.transformers_server import ServedModel, start_transformers_serve
@@ -37,6 +38,13 @@ def fault_server() -> Iterator[FaultServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def batch_fake() -> Iterator[BatchFake]:
+    """A fresh protocol fake of the providers' batch endpoints per test."""
+    with BatchFake() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

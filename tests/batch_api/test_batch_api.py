@@ -1,5 +1,5 @@
 """Provider batch APIs through the real openai and anthropic SDKs, against BatchFake (a protocol
-fake of the batch endpoints on 127.0.0.1, tests/support/batch_fake.py): the same Verdicts as an
+batch_fake of the batch endpoints on 127.0.0.1, tests/support/batch_fake.py): the same Verdicts as an
 online run, stable custom ids, every job state, per-request errors, expiry, cancellation,
 resubmission, resuming after a killed process, and batch prices."""
 
@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +41,16 @@ ROOT = Path(__file__).resolve().parents[2]
 GARBLE = "I liked the first one more, I think."
 
 
-@pytest.fixture
-def fake() -> Iterator[BatchFake]:
-    server = BatchFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def options(fake: BatchFake, api: str) -> dict[str, Any]:
+def options(batch_fake: BatchFake, api: str) -> dict[str, Any]:
     # The fake speaks OpenAI's own protocol (strict JSON schemas), as the Batch API does.
     flavour = {"server_flavour": "openai"} if api == "openai" else {}
-    return {"base_url": fake.openai_url if api == "openai" else fake.anthropic_url,
+    return {"base_url": batch_fake.openai_url if api == "openai" else batch_fake.anthropic_url,
             "api_key": "sk-test-batch", "examples": False, "max_tokens": 128, **flavour}
 
 
-def judge(fake: BatchFake, api: str = "openai", **kw: Any) -> Judge:
+def judge(batch_fake: BatchFake, api: str = "openai", **kw: Any) -> Judge:
     return Judge(f"{api}:judge-test", config=GenerationConfig(max_tokens=128, timeout=5.0),
-                 **{**options(fake, api), **kw})
+                 **{**options(batch_fake, api), **kw})
 
 
 def items(*keys: str) -> list[dict[str, Any]]:
@@ -96,9 +87,9 @@ class OrderMeta(MetaScorer):
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("api", APIS)
 def test_batch_and_online_runs_over_the_same_outputs_give_identical_verdicts(
-        fake: BatchFake, api: str, tmp_path: Path) -> None:
+        batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
     batch_items = items("a", "b", "c3")
-    j = judge(fake, api)
+    j = judge(batch_fake, api)
     online = j.score_many(batch_items, samples=4, meta=OrderMeta(), k_meta=2, progress=False)
     handle = j.submit_batch(batch_items, samples=4, run_dir=tmp_path, meta=OrderMeta(), k_meta=2)
     batched = collect(handle)
@@ -107,15 +98,15 @@ def test_batch_and_online_runs_over_the_same_outputs_give_identical_verdicts(
     assert sum(v.k_meta == 2 and sum(s.kept for s in v.samples) == 2 for v in batched) == 3
     # no online generation happened in the batch run: only the online run's calls
     online_calls = sum(v.usage.calls for v in online)
-    assert fake.http[f"{api} online"] == online_calls
+    assert batch_fake.http[f"{api} online"] == online_calls
 
 
 @pytest.mark.parametrize("api", APIS)
 def test_custom_ids_are_stable_and_name_item_permutation_and_samples(
-        fake: BatchFake, api: str, tmp_path: Path) -> None:
-    j = judge(fake, api)
+        batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
+    j = judge(batch_fake, api)
     j.submit_batch(items("a", "b3"), samples=3, run_dir=tmp_path)
-    first = fake.submitted_custom_ids()
+    first = batch_fake.submitted_custom_ids()
     if api == "openai":  # one request per distinct order, n = its samples
         assert first == ["i0-p01-s0n2", "i0-p10-s1", "i1-p012-s0", "i1-p120-s1", "i1-p201-s2"]
     else:  # no n: one request per sample
@@ -124,21 +115,21 @@ def test_custom_ids_are_stable_and_name_item_permutation_and_samples(
     assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cid) for cid in first)
     # the same call again resumes: nothing new is submitted; a new item is, after the others
     j.submit_batch(items("a", "b3"), samples=3, run_dir=tmp_path)
-    assert fake.submitted_custom_ids() == first
+    assert batch_fake.submitted_custom_ids() == first
     j.submit_batch(items("a", "b3", "c"), samples=3, run_dir=tmp_path)
-    assert fake.submitted_custom_ids()[:len(first)] == first
-    assert all(cid.startswith("i2-") for cid in fake.submitted_custom_ids()[len(first):])
+    assert batch_fake.submitted_custom_ids()[:len(first)] == first
+    assert all(cid.startswith("i2-") for cid in batch_fake.submitted_custom_ids()[len(first):])
 
 
-def test_a_directory_of_another_run_is_refused(fake: BatchFake, tmp_path: Path) -> None:
-    judge(fake).submit_batch(items("a"), samples=2, run_dir=tmp_path)
+def test_a_directory_of_another_run_is_refused(batch_fake: BatchFake, tmp_path: Path) -> None:
+    judge(batch_fake).submit_batch(items("a"), samples=2, run_dir=tmp_path)
     with pytest.raises(BatchRunError, match="samples: 2 -> 3"):
-        judge(fake).submit_batch(items("a"), samples=3, run_dir=tmp_path)
+        judge(batch_fake).submit_batch(items("a"), samples=3, run_dir=tmp_path)
     changed = [{**items("a")[0], "responses": ["other", "texts"]}]
     with pytest.raises(BatchRunError, match="other content"):
-        judge(fake).submit_batch(changed, samples=2, run_dir=tmp_path)
+        judge(batch_fake).submit_batch(changed, samples=2, run_dir=tmp_path)
     with pytest.raises(BatchRunError, match="other prompts"):  # other template options
-        collect(open_batch(tmp_path, judge(fake, max_tokens=64)))
+        collect(open_batch(tmp_path, judge(batch_fake, max_tokens=64)))
 
 
 def test_a_local_model_has_no_batch_api(tmp_path: Path) -> None:
@@ -161,8 +152,8 @@ def test_a_local_model_has_no_batch_api(tmp_path: Path) -> None:
 # Job states
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("api", APIS)
-def test_job_states_are_followed_until_the_end(fake: BatchFake, api: str, tmp_path: Path) -> None:
-    handle = judge(fake, api).submit_batch(items("a"), samples=2, run_dir=tmp_path)
+def test_job_states_are_followed_until_the_end(batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
+    handle = judge(batch_fake, api).submit_batch(items("a"), samples=2, run_dir=tmp_path)
     with pytest.raises(BatchNotReady, match="still running"):  # one poll, then it returns
         handle.collect(wait=False)
     seen = [handle.run.state.jobs[0].state]
@@ -177,9 +168,9 @@ def test_job_states_are_followed_until_the_end(fake: BatchFake, api: str, tmp_pa
 
 @pytest.mark.parametrize("api", APIS)
 def test_errors_inside_a_completed_batch_are_recorded_per_sample(
-        fake: BatchFake, api: str, tmp_path: Path) -> None:
-    fake.request_faults = {"bad": ["400", "400"], "busy": ["500", "500"]}
-    a, bad, busy = collect(judge(fake, api).submit_batch(items("a", "bad", "busy"), samples=2,
+        batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
+    batch_fake.request_faults = {"bad": ["400", "400"], "busy": ["500", "500"]}
+    a, bad, busy = collect(judge(batch_fake, api).submit_batch(items("a", "bad", "busy"), samples=2,
                                                          run_dir=tmp_path))
     assert a.ok and a.valid_samples == 2
     for v, kind in ((bad, "FatalBackendError"), (busy, "TransientBackendError")):
@@ -191,19 +182,19 @@ def test_errors_inside_a_completed_batch_are_recorded_per_sample(
 
 @pytest.mark.parametrize("api", APIS)
 def test_expired_requests_fail_per_sample_and_are_resubmitted(
-        fake: BatchFake, api: str, tmp_path: Path) -> None:
-    fake.end, fake.unfinished = "expired", {"late"}
-    handle = judge(fake, api).submit_batch(items("a", "late"), samples=2, run_dir=tmp_path)
+        batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
+    batch_fake.end, batch_fake.unfinished = "expired", {"late"}
+    handle = judge(batch_fake, api).submit_batch(items("a", "late"), samples=2, run_dir=tmp_path)
     a, late = collect(handle)
     assert handle.run.state.jobs[0].state == ("expired" if api == "openai" else "ended")
     assert a.ok and not late.ok
     assert all(s.status is SampleStatus.API_ERROR and "BatchRequestNotRun" in (s.error or "")
                for s in late.samples)
-    late_ids = [c for c in fake.submitted_custom_ids() if c.startswith("i1-")]
-    fake.end = "completed"
+    late_ids = [c for c in batch_fake.submitted_custom_ids() if c.startswith("i1-")]
+    batch_fake.end = "completed"
     assert handle.resubmit_failed() == len(late_ids)
     assert handle.run.state.jobs[1].round == 1
-    assert fake.submitted_custom_ids()[-len(late_ids):] == late_ids  # the same custom ids
+    assert batch_fake.submitted_custom_ids()[-len(late_ids):] == late_ids  # the same custom ids
     a2, late2 = collect(handle)
     assert comparable(a2) == comparable(a) and late2.ok and late2.best == 0
     assert handle.resubmit_failed() == 0
@@ -211,9 +202,9 @@ def test_expired_requests_fail_per_sample_and_are_resubmitted(
 
 @pytest.mark.parametrize("api", APIS)
 def test_cancel_keeps_finished_requests_and_fails_the_rest(
-        fake: BatchFake, api: str, tmp_path: Path) -> None:
-    fake.steps, fake.unfinished = ("in_progress",) * 50, {"slow"}
-    handle = judge(fake, api).submit_batch(items("a", "slow"), samples=2, run_dir=tmp_path)
+        batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
+    batch_fake.steps, batch_fake.unfinished = ("in_progress",) * 50, {"slow"}
+    handle = judge(batch_fake, api).submit_batch(items("a", "slow"), samples=2, run_dir=tmp_path)
     handle.status()
     assert handle.cancel()["jobs"] == {"cancelling" if api == "openai" else "canceling": 1}
     a, slow = collect(handle)
@@ -222,8 +213,8 @@ def test_cancel_keeps_finished_requests_and_fails_the_rest(
     assert not slow.ok and all("cancel" in (s.error or "") for s in slow.samples)
 
 
-def test_a_job_that_fails_validation_fails_every_request(fake: BatchFake, tmp_path: Path) -> None:
-    provider = OpenAIBatchProvider(judge(fake).backend)  # type: ignore[arg-type]
+def test_a_job_that_fails_validation_fails_every_request(batch_fake: BatchFake, tmp_path: Path) -> None:
+    provider = OpenAIBatchProvider(judge(batch_fake).backend)  # type: ignore[arg-type]
     request = BatchRequest("dup", [{"role": "user", "content": "hi"}], 1, GenerationConfig())
 
     async def go() -> Any:
@@ -239,24 +230,24 @@ def test_a_job_that_fails_validation_fails_every_request(fake: BatchFake, tmp_pa
 # --------------------------------------------------------------------------------------------
 # Re-asks, resuming
 # --------------------------------------------------------------------------------------------
-def test_an_unreadable_batch_answer_is_reasked_online(fake: BatchFake, tmp_path: Path) -> None:
+def test_an_unreadable_batch_answer_is_reasked_online(batch_fake: BatchFake, tmp_path: Path) -> None:
     served = []
 
     def garble_first(responses: list[str] | None) -> str:
         served.append(1)
         return GARBLE if len(served) == 1 else judge_text(responses)
 
-    fake.text = garble_first
-    (v,) = collect(judge(fake).submit_batch(items("a"), run_dir=tmp_path))
+    batch_fake.text = garble_first
+    (v,) = collect(judge(batch_fake).submit_batch(items("a"), run_dir=tmp_path))
     assert v.ok and v.samples[0].status is SampleStatus.OK and v.samples[0].attempts == 2
-    assert fake.http["openai online"] == 1  # the re-ask, and nothing else, went online
-    assert "could not be read" in str(fake.online_bodies[0]["messages"][-1]["content"])
+    assert batch_fake.http["openai online"] == 1  # the re-ask, and nothing else, went online
+    assert "could not be read" in str(batch_fake.online_bodies[0]["messages"][-1]["content"])
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_another_handle_collects_without_resubmitting(fake: BatchFake, api: str,
+def test_another_handle_collects_without_resubmitting(batch_fake: BatchFake, api: str,
                                                       tmp_path: Path) -> None:
-    spec = JudgeSpec(model=f"{api}:judge-test", options=options(fake, api))
+    spec = JudgeSpec(model=f"{api}:judge-test", options=options(batch_fake, api))
     from judgekit.batch_api import asubmit_batch
     from judgekit.runtime import run_sync
 
@@ -269,32 +260,32 @@ def test_another_handle_collects_without_resubmitting(fake: BatchFake, api: str,
     finally:
         os.environ.pop("OPENAI_API_KEY" if api == "openai" else "ANTHROPIC_API_KEY")
     assert [v.item_id for v in verdicts] == ["a", "b"] and all(v.best == 0 for v in verdicts)
-    assert fake.http[f"{api} batch create"] == 1
+    assert batch_fake.http[f"{api} batch create"] == 1
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_a_create_call_in_flight_when_the_process_died(fake: BatchFake, api: str,
+def test_a_create_call_in_flight_when_the_process_died(batch_fake: BatchFake, api: str,
                                                        tmp_path: Path) -> None:
     """The job was recorded, the provider created it, the process died before writing its id.
     OpenAI finds it by its metadata tag; Anthropic keeps none, so it is created again."""
-    j = judge(fake, api)
+    j = judge(batch_fake, api)
     j.submit_batch(items("a"), samples=2, run_dir=tmp_path)
     run = BatchRun.load(tmp_path)
     run.state.jobs[0].job_id, run.state.jobs[0].state = None, "submitting"
     run.save()
     (v,) = collect(open_batch(tmp_path, j))
     assert v.ok
-    assert fake.http[f"{api} batch create"] == (1 if api == "openai" else 2)
+    assert batch_fake.http[f"{api} batch create"] == (1 if api == "openai" else 2)
 
 
-def test_a_killed_process_resumes_polling_without_resubmitting(fake: BatchFake,
+def test_a_killed_process_resumes_polling_without_resubmitting(batch_fake: BatchFake,
                                                                tmp_path: Path) -> None:
     """A real process submits and polls; it is killed mid-poll; the next collect (here, in this
     process) polls the same job and submits nothing."""
-    fake.steps = ("in_progress",) * 40
+    batch_fake.steps = ("in_progress",) * 40
     script = (
         "import sys; from judgekit import Judge; from judgekit.config import GenerationConfig\n"
-        f"j = Judge('openai:judge-test', base_url={fake.openai_url!r}, api_key='sk-x', "
+        f"j = Judge('openai:judge-test', base_url={batch_fake.openai_url!r}, api_key='sk-x', "
         "examples=False, config=GenerationConfig(max_tokens=128))\n"
         f"h = j.submit_batch({items('a', 'b')!r}, samples=2, run_dir={str(tmp_path)!r})\n"
         "print('submitted', flush=True)\n"
@@ -305,16 +296,16 @@ def test_a_killed_process_resumes_polling_without_resubmitting(fake: BatchFake,
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "submitted"
         deadline = time.monotonic() + 30
-        while fake.http["openai batch retrieve"] < 3 and time.monotonic() < deadline:
+        while batch_fake.http["openai batch retrieve"] < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert fake.http["openai batch retrieve"] >= 3  # it was polling
+        assert batch_fake.http["openai batch retrieve"] >= 3  # it was polling
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
-    assert fake.http["openai batch create"] == 1
-    verdicts = collect_batch(tmp_path, judge(fake), poll_interval=0.0)
+    assert batch_fake.http["openai batch create"] == 1
+    verdicts = collect_batch(tmp_path, judge(batch_fake), poll_interval=0.0)
     assert [v.best for v in verdicts] == [0, 0]
-    assert fake.http["openai batch create"] == 1 and fake.http["openai file upload"] == 1
+    assert batch_fake.http["openai batch create"] == 1 and batch_fake.http["openai file upload"] == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,9 +320,9 @@ def test_the_price_table_says_which_prices_are_batch_prices() -> None:
 
 
 @pytest.mark.parametrize("api,model", [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5")])
-def test_batch_requests_are_counted_at_batch_prices(fake: BatchFake, api: str, model: str,
+def test_batch_requests_are_counted_at_batch_prices(batch_fake: BatchFake, api: str, model: str,
                                                     tmp_path: Path) -> None:
-    j = Judge(f"{api}:{model}", **options(fake, api))
+    j = Judge(f"{api}:{model}", **options(batch_fake, api))
     j.backend.local = False  # type: ignore[attr-defined]  # priced as the hosted model
     (online,) = j.score_many(items("a"), samples=2, progress=False)
     (batched,) = collect(j.submit_batch(items("a"), samples=2, run_dir=tmp_path))

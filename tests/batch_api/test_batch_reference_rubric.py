@@ -5,7 +5,6 @@ the item, and collecting gives the Verdicts an online run gives over the same ou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,6 @@ from judgekit.batch_api import BatchRunError
 from judgekit.config import GenerationConfig
 
 RUBRIC = [("Accuracy", "the number is right", 3), ("Clarity", "easy to follow", 1)]
-
-
-@pytest.fixture
-def fake() -> Iterator[BatchFake]:
-    server = BatchFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def rubric_text(responses: list[str] | None) -> str:
@@ -40,8 +30,8 @@ def rubric_text(responses: list[str] | None) -> str:
     return "\n".join(lines)
 
 
-def _judge(fake: BatchFake) -> Judge:
-    return Judge("openai:judge-test", base_url=fake.openai_url, api_key="sk-test-batch",
+def _judge(batch_fake: BatchFake) -> Judge:
+    return Judge("openai:judge-test", base_url=batch_fake.openai_url, api_key="sk-test-batch",
                  server_flavour="openai",
                  examples=False, aggregate="weighted",
                  config=GenerationConfig(max_tokens=128, timeout=5.0))
@@ -59,10 +49,10 @@ def _comparable(v: Verdict) -> dict[str, Any]:
     return v.model_dump(mode="json", exclude={"wall_time_s"})
 
 
-def test_batch_carries_references_and_item_rubrics_as_online(fake: BatchFake,
+def test_batch_carries_references_and_item_rubrics_as_online(batch_fake: BatchFake,
                                                              tmp_path: Path) -> None:
-    fake.text = rubric_text
-    judge = _judge(fake)
+    batch_fake.text = rubric_text
+    judge = _judge(batch_fake)
     online = judge.score_many(_items(), samples=2, progress=False)
     batched = judge.submit_batch(_items(), samples=2, run_dir=tmp_path).collect(
         poll_interval=0.0)
@@ -73,7 +63,7 @@ def test_batch_carries_references_and_item_rubrics_as_online(fake: BatchFake,
     assert rub.scores == pytest.approx([2 * 3.5, 2 * 9.0]) and rub.best == 1
     assert plain.metadata == {"format": "grm"}
     prompts = {r["custom_id"].split("-")[0]: r["body"]["messages"][-1]["content"]
-               for job in fake.jobs.values() for r in job.requests}
+               for job in batch_fake.jobs.values() for r in job.requests}
     assert "6 * 7 = 42\n</reference" in prompts["i0"] and "<reference" not in prompts["i2"]
     assert "1. Accuracy (Weight: 75%)" in prompts["i1"]
     assert "Evaluation Criteria" not in prompts["i0"] + prompts["i2"]
@@ -83,8 +73,8 @@ def test_batch_carries_references_and_item_rubrics_as_online(fake: BatchFake,
     assert [p["name"] for p in stored[1]["principles"]] == ["Accuracy", "Clarity"]
 
 
-def test_an_item_with_another_reference_is_another_item(fake: BatchFake, tmp_path: Path) -> None:
-    judge = _judge(fake)
+def test_an_item_with_another_reference_is_another_item(batch_fake: BatchFake, tmp_path: Path) -> None:
+    judge = _judge(batch_fake)
     judge.submit_batch(_items()[:1], run_dir=tmp_path)
     changed = [{**_items()[0], "reference": "6 * 7 = 43"}]
     with pytest.raises(BatchRunError, match="other content"):

@@ -9,22 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.batch_fake import BatchFake
 
 from judgekit.bench.cli import EXIT_NOT_READY, main
-
-
-@pytest.fixture
-def fake() -> Iterator[BatchFake]:
-    server = BatchFake().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def dataset(tmp_path: Path, *keys: str) -> Path:
@@ -35,8 +25,8 @@ def dataset(tmp_path: Path, *keys: str) -> Path:
     return path
 
 
-def run(fake: BatchFake, data: Path, out: Path, *extra: str) -> int:
-    return main(["run", str(data), "--model", "openai:judge-test", "--base-url", fake.openai_url,
+def run(batch_fake: BatchFake, data: Path, out: Path, *extra: str) -> int:
+    return main(["run", str(data), "--model", "openai:judge-test", "--base-url", batch_fake.openai_url,
                  "--samples", "2", "--no-examples", "--no-cache", "--no-progress", "--out",
                  str(out), "--batch", "--poll-interval", "0", *extra])
 
@@ -47,35 +37,35 @@ def records(out: Path) -> dict[str, dict]:
 
 
 def test_batch_run_writes_results_and_resumes_without_resubmitting(
-        fake: BatchFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        batch_fake: BatchFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, out = dataset(tmp_path, "a", "b", "c"), tmp_path / "run"
-    assert run(fake, data, out, "--no-wait") == EXIT_NOT_READY  # submitted, not done yet
+    assert run(batch_fake, data, out, "--no-wait") == EXIT_NOT_READY  # submitted, not done yet
     assert "collect again later" in capsys.readouterr().err
     assert (out / "batch" / "batch.json").is_file()
-    assert run(fake, data, out) == 0  # the same command collects
+    assert run(batch_fake, data, out) == 0  # the same command collects
     got = records(out)
     assert sorted(got) == ["a", "b", "c"]
     assert all(r["verdict"]["best"] == 0 and r["verdict"]["valid_samples"] == 2
                for r in got.values())
     assert json.loads((out / "run.json").read_text())["extra"]["mode"] == "batch"
-    assert run(fake, data, out) == 0
+    assert run(batch_fake, data, out) == 0
     assert "3 already done, 0 judged now" in capsys.readouterr().out
-    assert fake.http["openai batch create"] == 1 and fake.http["openai online"] == 0
+    assert batch_fake.http["openai batch create"] == 1 and batch_fake.http["openai online"] == 0
 
 
-def test_failed_requests_are_resubmitted_on_request(fake: BatchFake, tmp_path: Path,
+def test_failed_requests_are_resubmitted_on_request(batch_fake: BatchFake, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     data, out = dataset(tmp_path, "a", "late"), tmp_path / "run"
-    fake.end, fake.unfinished = "expired", {"late"}
-    assert run(fake, data, out) == 0
+    batch_fake.end, batch_fake.unfinished = "expired", {"late"}
+    assert run(batch_fake, data, out) == 0
     first = records(out)
     assert first["a"]["verdict"]["best"] == 0
     assert first["late"]["verdict"]["error"] and "BatchRequestNotRun" in first["late"]["error"]
-    assert run(fake, data, out) == 1  # without the flag: collected again, all still failed
-    assert fake.http["openai batch create"] == 1
-    fake.end = "completed"
-    assert run(fake, data, out, "--resubmit-failed") == 0
-    assert fake.http["openai batch create"] == 2
+    assert run(batch_fake, data, out) == 1  # without the flag: collected again, all still failed
+    assert batch_fake.http["openai batch create"] == 1
+    batch_fake.end = "completed"
+    assert run(batch_fake, data, out, "--resubmit-failed") == 0
+    assert batch_fake.http["openai batch create"] == 2
     again = records(out)
     assert again["late"]["verdict"]["best"] == 0 and again["late"]["error"] is None
     assert "1 already done, 1 judged now" in capsys.readouterr().out.splitlines()[-2]
