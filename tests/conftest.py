@@ -9,6 +9,7 @@ import pytest
 from support.batch_fake import BatchFake
 from support.fault_server import FaultServer
 from support.llamacpp_server import LlamaServer, llamacpp_server_missing, start_llamacpp_server
+from support.scripted_judges import scripted_reply
 from support.transformers_server import ServedModel, start_transformers_serve
 
 
@@ -38,6 +39,14 @@ def fault_server() -> Iterator[FaultServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[FaultServer]:
+    """A fault server whose answers come from the scripted judges and revisers
+    (`support.scripted_judges.scripted_reply`)."""
+    with FaultServer(reply=scripted_reply) as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ errors."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.fault_server import FaultServer
-from support.scripted_judges import scripted_reply
 
 from judgekit.cli import main
 from judgekit.improve import ImproveTrace, read_traces
@@ -19,18 +17,9 @@ QUERY = "Why is the sky blue?"
 RESPONSE = "The sky is blue because of Rayleigh scattering."
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    srv = FaultServer(reply=scripted_reply).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def args(server: FaultServer, *extra: str) -> list[str]:
+def args(scripted_server: FaultServer, *extra: str) -> list[str]:
     return ["improve", "--judge", "openai:judge-a", "--judge", "openai:judge-b",
-            "--reviser", "openai:reviser", "--base-url", server.openai_url, "--no-examples",
+            "--reviser", "openai:reviser", "--base-url", scripted_server.openai_url, "--no-examples",
             *extra]
 
 
@@ -40,9 +29,9 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_one_response_prints_the_rounds_and_writes_the_trace(
-        server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        scripted_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "trace.json"
-    code = main(args(server, "--query", QUERY, "--response", RESPONSE, "--rounds", "2",
+    code = main(args(scripted_server, "--query", QUERY, "--response", RESPONSE, "--rounds", "2",
                      "--out", str(out)))
     text = capsys.readouterr().out
     assert code == 0
@@ -56,11 +45,11 @@ def test_one_response_prints_the_rounds_and_writes_the_trace(
     assert trace.final in text and trace.settings.rounds == 2 and trace.settings.samples == 2
 
 
-def test_json_prints_the_trace(server: FaultServer, capsys: pytest.CaptureFixture[str],
+def test_json_prints_the_trace(scripted_server: FaultServer, capsys: pytest.CaptureFixture[str],
                                tmp_path: Path) -> None:
     q = tmp_path / "q.txt"
     q.write_text(QUERY, encoding="utf-8")
-    assert main(args(server, "--query", f"@{q}", "--response", RESPONSE, "--rounds", "1",
+    assert main(args(scripted_server, "--query", f"@{q}", "--response", RESPONSE, "--rounds", "1",
                      "--json", "--target", "9", "--debate-rounds", "2",
                      "--reference", "Rayleigh.")) == 0
     trace = ImproveTrace.model_validate_json(capsys.readouterr().out)
@@ -70,14 +59,14 @@ def test_json_prints_the_trace(server: FaultServer, capsys: pytest.CaptureFixtur
 
 
 def test_a_dataset_run_resumes_and_writes_preference_pairs(
-        server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        scripted_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     items = tmp_path / "items.jsonl"
     items.write_text("\n".join(json.dumps(x) for x in [
         {"id": "a", "query": QUERY, "response": RESPONSE},
         {"id": "b", "query": "Why is grass green?", "response": "Chlorophyll reflects green."},
     ]) + "\n", encoding="utf-8")
     out, pairs = tmp_path / "traces.jsonl", tmp_path / "pairs.jsonl"
-    argv = args(server, "--items", str(items), "--out", str(out), "--rounds", "1",
+    argv = args(scripted_server, "--items", str(items), "--out", str(out), "--rounds", "1",
                 "--pairs", str(pairs), "--conversational", "--no-progress")
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -86,9 +75,9 @@ def test_a_dataset_run_resumes_and_writes_preference_pairs(
     rows = [json.loads(line) for line in pairs.read_text().splitlines()]
     assert [r["item_id"] for r in rows] == ["a", "b"]
     assert rows[0]["prompt"] == [{"role": "user", "content": QUERY}]
-    calls = len(server.records)
+    calls = len(scripted_server.records)
     assert main(argv) == 0  # resumed: nothing to do, the pairs are written again
-    assert len(server.records) == calls and len(read_traces(out)) == 2
+    assert len(scripted_server.records) == calls and len(read_traces(out)) == 2
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -99,20 +88,20 @@ def test_a_dataset_run_resumes_and_writes_preference_pairs(
     (["--items", "@missing"], "file not found"),
     (["--items", __file__, "--out", "t.jsonl", "--reference", "r"], "leave out --query"),
 ])
-def test_bad_arguments_exit_2_with_one_line(server: FaultServer, extra: list[str], message: str,
+def test_bad_arguments_exit_2_with_one_line(scripted_server: FaultServer, extra: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(args(server, *extra)) == 2
+    assert main(args(scripted_server, *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("judgekit: error:")
     assert message in err
-    assert server.records == []
+    assert scripted_server.records == []
 
 
 def test_a_dataset_needs_a_jsonl_out_and_readable_items(
-        server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        scripted_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     items = tmp_path / "items.jsonl"
     items.write_text('{"id": "a", "query": "q"}\n', encoding="utf-8")
-    assert main(args(server, "--items", str(items))) == 2
+    assert main(args(scripted_server, "--items", str(items))) == 2
     assert "needs --out FILE.jsonl" in capsys.readouterr().err
-    assert main(args(server, "--items", str(items), "--out", str(tmp_path / "t.jsonl"))) == 2
+    assert main(args(scripted_server, "--items", str(items), "--out", str(tmp_path / "t.jsonl"))) == 2
     assert "item 1: response: Field required" in capsys.readouterr().err

@@ -5,7 +5,6 @@ that disagree, through the real OpenAI SDK, backend, sampler and parser on a loo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.fault_server import FaultServer
 from support.grammar import accepts, grammar_compiler, random_walk
-from support.scripted_judges import scripted_reply
 
 from judgekit import Judge, SampleStatus
 from judgekit.debate import DebateResult, ReviewFormat, adebate
@@ -122,23 +120,14 @@ def test_review_grammar_shrinks_its_reasons_to_the_token_budget() -> None:
 
 
 # -- debates among scripted judges ---------------------------------------------------------------
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    srv = FaultServer(reply=scripted_reply).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def judges(server: FaultServer, *models: str) -> list[Judge]:
-    return [Judge(f"openai:{m}", fixes=True, examples=False, base_url=server.openai_url,
+def judges(scripted_server: FaultServer, *models: str) -> list[Judge]:
+    return [Judge(f"openai:{m}", fixes=True, examples=False, base_url=scripted_server.openai_url,
                   api_key="test-key") for m in models]
 
 
-def review_prompts(server: FaultServer, model: str) -> list[str]:
+def review_prompts(scripted_server: FaultServer, model: str) -> list[str]:
     out = []
-    for r in server.records:
+    for r in scripted_server.records:
         first = r.body["messages"][0]["content"]
         if r.body.get("model") == model and "#### Fixes to Review" in first \
                 and len(r.body["messages"]) == 1:
@@ -147,8 +136,8 @@ def review_prompts(server: FaultServer, model: str) -> list[str]:
 
 
 async def test_judges_that_disagree_accept_reject_and_change_their_minds(
-        server: FaultServer) -> None:
-    d = await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-b"))
+        scripted_server: FaultServer) -> None:
+    d = await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-b"))
     assert [(f.id, f.judge, f.response) for f in d.fixes] == [("F1", 0, 0), ("F2", 1, 0),
                                                              ("F3", 1, 0)]
     by_id = {f.id: f for f in d.fixes}
@@ -176,9 +165,9 @@ async def test_judges_that_disagree_accept_reject_and_change_their_minds(
 
 
 async def test_the_review_prompt_shows_the_others_and_asks_only_their_fixes(
-        server: FaultServer) -> None:
-    await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-b"))
-    (prompt,) = review_prompts(server, "judge-a")
+        scripted_server: FaultServer) -> None:
+    await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-b"))
+    (prompt,) = review_prompts(scripted_server, "judge-a")
     tag = re.search(r"#### Responses \(tag=([0-9a-f]{16})\)", prompt)
     assert tag
     t = tag.group(1)
@@ -190,20 +179,20 @@ async def test_the_review_prompt_shows_the_others_and_asks_only_their_fixes(
     assert re.findall(r"(?m)^(F\d+): <accept or reject>", out_format) == ["F2", "F3"]
     assert out_format.rstrip().endswith("and nothing may follow it.")
     # The static instructions come first and are identical for every judge and item.
-    (other,) = review_prompts(server, "judge-b")
+    (other,) = review_prompts(scripted_server, "judge-b")
     cut = prompt.index("#### Conversation")
     assert other[:cut] == prompt[:cut]
 
 
-async def test_a_quoted_fence_cannot_close_a_debate_block(server: FaultServer) -> None:
+async def test_a_quoted_fence_cannot_close_a_debate_block(scripted_server: FaultServer) -> None:
     """A judge may echo the tag of its own judging prompt; the debate prompt fences with a tag
     computed over everything it fences, so the echo stays inside the echoing judge's block."""
-    d = await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-echo"))
-    opening = next(r.body["messages"][0]["content"] for r in server.records
+    d = await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-echo"))
+    opening = next(r.body["messages"][0]["content"] for r in scripted_server.records
                    if r.body.get("model") == "judge-echo")
     grm_tag = re.search(r"<response-1 tag=([0-9a-f]{16})>", opening)
     assert grm_tag
-    (prompt,) = review_prompts(server, "judge-a")
+    (prompt,) = review_prompts(scripted_server, "judge-a")
     tag = re.search(r"#### Responses \(tag=([0-9a-f]{16})\)", prompt)
     assert tag and tag.group(1) != grm_tag.group(1)
     t = tag.group(1)
@@ -213,10 +202,10 @@ async def test_a_quoted_fence_cannot_close_a_debate_block(server: FaultServer) -
     assert d.scores == [6.0]
 
 
-async def test_a_second_round_shows_the_last_reviews(server: FaultServer) -> None:
-    d = await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-b"), rounds=2)
+async def test_a_second_round_shows_the_last_reviews(scripted_server: FaultServer) -> None:
+    d = await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-b"), rounds=2)
     assert [len(r) for r in d.rounds] == [2, 2]
-    first, second = review_prompts(server, "judge-b")
+    first, second = review_prompts(scripted_server, "judge-b")
     assert "Their Reviews in the Last Round" not in first
     assert "Their Reviews in the Last Round" in second
     assert "F3: reject - a slogan adds nothing the user asked for" in second
@@ -227,8 +216,8 @@ async def test_a_second_round_shows_the_last_reviews(server: FaultServer) -> Non
 
 
 async def test_an_unreadable_review_keeps_the_old_scores_and_counts_no_answer(
-        server: FaultServer) -> None:
-    d = await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-mute"))
+        scripted_server: FaultServer) -> None:
+    d = await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-mute"))
     a, mute = d.rounds[0]
     assert [(x.fix, x.accept) for x in a.answers] == [("F2", True)]
     assert mute.sample.status is SampleStatus.PARSE_FAILURE
@@ -242,20 +231,20 @@ async def test_an_unreadable_review_keeps_the_old_scores_and_counts_no_answer(
     assert d.scores == [6.0]
 
 
-async def test_without_rounds_or_with_one_judge_every_fix_stands(server: FaultServer) -> None:
-    none = await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-b"), rounds=0)
+async def test_without_rounds_or_with_one_judge_every_fix_stands(scripted_server: FaultServer) -> None:
+    none = await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-b"), rounds=0)
     assert none.rounds == [] and all(f.accepted for f in none.fixes) and len(none.fixes) == 3
     assert none.scores == [4.0]  # the openings: 3 + 1
-    alone = await adebate(QUERY, [RESPONSE], judges(server, "judge-b"), rounds=3)
+    alone = await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-b"), rounds=3)
     assert alone.rounds == [] and [f.accepted for f in alone.fixes] == [True, True]
 
 
-async def test_a_judge_that_cannot_answer_sits_out(server: FaultServer) -> None:
+async def test_a_judge_that_cannot_answer_sits_out(scripted_server: FaultServer) -> None:
     broken = FaultServer(default_schedule=["400"] * 10).start()
     try:
         dead = Judge("openai:judge-b", fixes=True, examples=False, base_url=broken.openai_url,
                      api_key="test-key")
-        d = await adebate(QUERY, [RESPONSE], [*judges(server, "judge-a"), dead])
+        d = await adebate(QUERY, [RESPONSE], [*judges(scripted_server, "judge-a"), dead])
     finally:
         broken.stop()
     assert d.openings[1].error is not None and d.openings[1].samples[0].status is \
@@ -264,18 +253,18 @@ async def test_a_judge_that_cannot_answer_sits_out(server: FaultServer) -> None:
     assert [s.sample_index for s in d.final] == [0] and d.scores == [3.0]
 
 
-async def test_every_judge_must_suggest_fixes(server: FaultServer) -> None:
-    plain = Judge("openai:judge-a", examples=False, base_url=server.openai_url, api_key="k")
+async def test_every_judge_must_suggest_fixes(scripted_server: FaultServer) -> None:
+    plain = Judge("openai:judge-a", examples=False, base_url=scripted_server.openai_url, api_key="k")
     with pytest.raises(ValueError, match=r"judge B \(openai:judge-a\S*\) does not suggest fixes"):
-        await adebate(QUERY, [RESPONSE], [*judges(server, "judge-a"), plain])
+        await adebate(QUERY, [RESPONSE], [*judges(scripted_server, "judge-a"), plain])
     with pytest.raises(ValueError, match="rounds must be at least 0"):
-        await adebate(QUERY, [RESPONSE], judges(server, "judge-a"), rounds=-1)
+        await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a"), rounds=-1)
 
 
 async def test_debating_several_responses_keeps_fixes_on_their_response(
-        server: FaultServer) -> None:
+        scripted_server: FaultServer) -> None:
     d = await adebate(QUERY, [RESPONSE, RESPONSE + " [example]"],
-                      judges(server, "judge-a", "judge-b"))
+                      judges(scripted_server, "judge-a", "judge-b"))
     assert [(f.judge, f.response) for f in d.fixes] == [(0, 0), (0, 1), (1, 0), (1, 0), (1, 1),
                                                         (1, 1)]
     assert "[example]" in d.fixes[0].text and "[summary]" in d.fixes[1].text
@@ -283,13 +272,13 @@ async def test_debating_several_responses_keeps_fixes_on_their_response(
 
 
 async def test_a_reference_answer_reaches_the_openings_and_the_reviews(
-        server: FaultServer) -> None:
+        scripted_server: FaultServer) -> None:
     reference = "Rayleigh scattering: shorter wavelengths scatter more."
-    await adebate(QUERY, [RESPONSE], judges(server, "judge-a", "judge-b"), reference=reference)
-    (prompt,) = review_prompts(server, "judge-a")
+    await adebate(QUERY, [RESPONSE], judges(scripted_server, "judge-a", "judge-b"), reference=reference)
+    (prompt,) = review_prompts(scripted_server, "judge-a")
     t = re.search(r"#### Responses \(tag=([0-9a-f]{16})\)", prompt)
     assert t and f"<reference tag={t.group(1)}>\n{reference}\n</reference tag={t.group(1)}>" \
         in prompt
-    openings = [r.body["messages"][0]["content"] for r in server.records
+    openings = [r.body["messages"][0]["content"] for r in scripted_server.records
                 if "Responses to Score" in r.body["messages"][0]["content"]]
     assert len(openings) == 2 and all(reference in o for o in openings)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.fault_server import FaultServer
-from support.scripted_judges import quality, scripted_reply
+from support.scripted_judges import quality
 
 from judgekit import Judge, MetaJudge, SampleStatus
 from judgekit.backends.openai_backend import OpenAIBackend
@@ -36,32 +35,23 @@ QUERY = "Why is the sky blue?"
 RESPONSE = "The sky is blue because of Rayleigh scattering."
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    srv = FaultServer(reply=scripted_reply).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def make_loop(server: FaultServer, reviser: str = "reviser", *,
+def make_loop(scripted_server: FaultServer, reviser: str = "reviser", *,
               judges: tuple[str, ...] = ("judge-a", "judge-b"), **kwargs: Any) -> ImproveLoop:
-    built = [Judge(f"openai:{m}", fixes=True, examples=False, base_url=server.openai_url,
+    built = [Judge(f"openai:{m}", fixes=True, examples=False, base_url=scripted_server.openai_url,
                    api_key="test-key") for m in judges]
-    return ImproveLoop(judges=built, reviser=OpenAIBackend(reviser, base_url=server.openai_url,
+    return ImproveLoop(judges=built, reviser=OpenAIBackend(reviser, base_url=scripted_server.openai_url,
                                                            api_key="test-key"), **kwargs)
 
 
-def reviser_prompts(server: FaultServer) -> list[str]:
-    return [r.body["messages"][0]["content"] for r in server.records
+def reviser_prompts(scripted_server: FaultServer) -> list[str]:
+    return [r.body["messages"][0]["content"] for r in scripted_server.records
             if "#### Fixes to Apply" in r.body["messages"][0]["content"]]
 
 
 # -- the loop ------------------------------------------------------------------------------------
 async def test_revisions_are_kept_while_they_win_until_no_fix_is_accepted(
-        server: FaultServer) -> None:
-    trace = await make_loop(server, rounds=3).arun(QUERY, RESPONSE)
+        scripted_server: FaultServer) -> None:
+    trace = await make_loop(scripted_server, rounds=3).arun(QUERY, RESPONSE)
     assert trace.stop_reason == "no_fixes"
     assert [r.kept for r in trace.rounds] == [True, True, False]
     revisions = [r.revision.text if r.revision else None for r in trace.rounds]
@@ -73,7 +63,7 @@ async def test_revisions_are_kept_while_they_win_until_no_fix_is_accepted(
     assert [f.id for f in first.accepted_fixes] == ["F1", "F2"]  # the [spam] fix was rejected
     assert [c.judge for c in first.debate.mind_changes] == [1]
     # The reviser saw the accepted fixes, fenced, and nothing of the rejected one.
-    prompt = reviser_prompts(server)[0]
+    prompt = reviser_prompts(scripted_server)[0]
     assert "marked [example]" in prompt and "marked [source]" in prompt
     assert "[spam]" not in prompt
     assert re.search(r"<fix-1 tag=[0-9a-f]{16}>\nAdd a short worked example", prompt)
@@ -93,29 +83,29 @@ async def test_revisions_are_kept_while_they_win_until_no_fix_is_accepted(
         parts += [rnd.revision.usage] if rnd.revision else []
         parts += [rnd.pairwise.usage] if rnd.pairwise else []
         assert rnd.usage.calls == sum(p.calls for p in parts)
-    assert trace.usage.calls == sum(r.usage.calls for r in trace.rounds) == len(server.records)
+    assert trace.usage.calls == sum(r.usage.calls for r in trace.rounds) == len(scripted_server.records)
     assert ImproveTrace.model_validate_json(trace.to_json()) == trace
 
 
 async def test_a_reference_answer_goes_to_the_judges_not_the_reviser(
-        server: FaultServer) -> None:
+        scripted_server: FaultServer) -> None:
     reference = "Rayleigh scattering: shorter wavelengths scatter more."
-    trace = await make_loop(server, rounds=1).arun(QUERY, RESPONSE, reference=reference)
+    trace = await make_loop(scripted_server, rounds=1).arun(QUERY, RESPONSE, reference=reference)
     assert trace.reference == reference and trace.improved
-    judged = [r.body["messages"][0]["content"] for r in server.records
+    judged = [r.body["messages"][0]["content"] for r in scripted_server.records
               if r.body.get("model") in ("judge-a", "judge-b")]
     assert len(judged) == 2 + 2 + 4 and all(reference in p for p in judged)
-    assert all(reference not in p for p in reviser_prompts(server))
+    assert all(reference not in p for p in reviser_prompts(scripted_server))
 
 
 async def test_a_judge_with_a_meta_judge_votes_with_the_samples_it_kept(
-        server: FaultServer) -> None:
+        scripted_server: FaultServer) -> None:
     """Meta-guided voting inside the pairwise check: judge B keeps the one sample its meta
     judge rates sound (k_meta=1), judge A all of its samples; one vote over those."""
-    loop = make_loop(server, rounds=1)
-    meta = MetaJudge(OpenAIBackend("meta-picky", base_url=server.openai_url, api_key="k"))
+    loop = make_loop(scripted_server, rounds=1)
+    meta = MetaJudge(OpenAIBackend("meta-picky", base_url=scripted_server.openai_url, api_key="k"))
     loop.judges[1] = Judge("openai:judge-b", fixes=True, examples=False,
-                           base_url=server.openai_url, api_key="k", k_meta=1, meta=meta)
+                           base_url=scripted_server.openai_url, api_key="k", k_meta=1, meta=meta)
     trace = await loop.arun(QUERY, RESPONSE)
     check = trace.rounds[0].pairwise
     assert check is not None
@@ -126,20 +116,20 @@ async def test_a_judge_with_a_meta_judge_votes_with_the_samples_it_kept(
     assert check.scores == [2 * 3 + 1, 2 * 7 + 5] and check.won
 
 
-async def test_the_loop_stops_at_the_target_score(server: FaultServer) -> None:
-    trace = await make_loop(server, rounds=3, target=7).arun(QUERY, RESPONSE)
+async def test_the_loop_stops_at_the_target_score(scripted_server: FaultServer) -> None:
+    trace = await make_loop(scripted_server, rounds=3, target=7).arun(QUERY, RESPONSE)
     assert trace.stop_reason == "target_reached"
     assert [r.score for r in trace.rounds] == [3.0, 7.0]
     assert trace.rounds[1].revision is None and trace.rounds[0].kept
 
 
-async def test_the_loop_stops_after_n_rounds(server: FaultServer) -> None:
-    trace = await make_loop(server, rounds=1).arun(QUERY, RESPONSE)
+async def test_the_loop_stops_after_n_rounds(scripted_server: FaultServer) -> None:
+    trace = await make_loop(scripted_server, rounds=1).arun(QUERY, RESPONSE)
     assert trace.stop_reason == "rounds" and len(trace.rounds) == 1 and trace.improved
 
 
-async def test_a_revision_that_loses_is_not_kept(server: FaultServer) -> None:
-    trace = await make_loop(server, "reviser-bad").arun(QUERY, RESPONSE)
+async def test_a_revision_that_loses_is_not_kept(scripted_server: FaultServer) -> None:
+    trace = await make_loop(scripted_server, "reviser-bad").arun(QUERY, RESPONSE)
     (rnd,) = trace.rounds
     assert rnd.revision is not None and rnd.revision.text == "Sky."
     assert rnd.pairwise is not None and rnd.pairwise.best == 0 and not rnd.pairwise.won
@@ -147,10 +137,10 @@ async def test_a_revision_that_loses_is_not_kept(server: FaultServer) -> None:
     assert trace.final == RESPONSE and not trace.improved and not trace.failed
 
 
-async def test_a_failing_reviser_is_recorded_not_raised(server: FaultServer) -> None:
+async def test_a_failing_reviser_is_recorded_not_raised(scripted_server: FaultServer) -> None:
     broken = FaultServer(default_schedule=["400"] * 10).start()
     try:
-        loop = make_loop(server)
+        loop = make_loop(scripted_server)
         loop.reviser = OpenAIBackend("reviser", base_url=broken.openai_url, api_key="k")
         trace = await loop.arun(QUERY, RESPONSE)
     finally:
@@ -163,8 +153,8 @@ async def test_a_failing_reviser_is_recorded_not_raised(server: FaultServer) -> 
     assert trace.failed  # a dataset run retries it
 
 
-async def test_a_cut_off_revision_is_never_used(server: FaultServer) -> None:
-    trace = await make_loop(server, "reviser-cut").arun(QUERY, RESPONSE)
+async def test_a_cut_off_revision_is_never_used(scripted_server: FaultServer) -> None:
+    trace = await make_loop(scripted_server, "reviser-cut").arun(QUERY, RESPONSE)
     (rnd,) = trace.rounds
     assert rnd.revision is not None and rnd.revision.status == "truncated"
     assert rnd.revision.text is None and rnd.revision.raw_text
@@ -173,14 +163,14 @@ async def test_a_cut_off_revision_is_never_used(server: FaultServer) -> None:
     assert not trace.failed and trace.final == RESPONSE
 
 
-async def test_an_unchanged_revision_ends_the_loop(server: FaultServer) -> None:
-    trace = await make_loop(server, "reviser-same").arun(QUERY, RESPONSE)
+async def test_an_unchanged_revision_ends_the_loop(scripted_server: FaultServer) -> None:
+    trace = await make_loop(scripted_server, "reviser-same").arun(QUERY, RESPONSE)
     assert trace.rounds[0].revision is not None
     assert trace.rounds[0].revision.status == "unchanged"
     assert trace.stop_reason == "unchanged" and trace.rounds[0].pairwise is None
 
 
-async def test_no_judgement_at_all_is_a_failure(server: FaultServer) -> None:
+async def test_no_judgement_at_all_is_a_failure(scripted_server: FaultServer) -> None:
     broken = FaultServer(default_schedule=["400"] * 10).start()
     try:
         dead = Judge("openai:judge-a", fixes=True, examples=False, base_url=broken.openai_url,
@@ -192,22 +182,22 @@ async def test_no_judgement_at_all_is_a_failure(server: FaultServer) -> None:
     assert trace.error is not None and trace.error.startswith("no judge reached its model")
 
 
-def test_bad_settings_are_refused(server: FaultServer) -> None:
+def test_bad_settings_are_refused(scripted_server: FaultServer) -> None:
     with pytest.raises(ValueError, match="samples must be even"):
-        make_loop(server, samples=3)
+        make_loop(scripted_server, samples=3)
     with pytest.raises(ValueError, match="target must be a score"):
-        make_loop(server, target=11)
+        make_loop(scripted_server, target=11)
     with pytest.raises(ValueError, match="rounds must be at least 1"):
-        make_loop(server, rounds=0)
-    plain = Judge("openai:judge-a", examples=False, base_url=server.openai_url, api_key="k")
+        make_loop(scripted_server, rounds=0)
+    plain = Judge("openai:judge-a", examples=False, base_url=scripted_server.openai_url, api_key="k")
     with pytest.raises(ValueError, match="does not suggest fixes"):
         ImproveLoop(judges=[plain])
 
 
-def test_sync_entry_point_builds_judges_from_specs(server: FaultServer) -> None:
+def test_sync_entry_point_builds_judges_from_specs(scripted_server: FaultServer) -> None:
     trace = improve(QUERY, RESPONSE, judges=["openai:judge-a", "openai:judge-b"],
                     reviser="openai:reviser", rounds=1, examples=False,
-                    backend_kwargs={"base_url": server.openai_url, "api_key": "test-key"})
+                    backend_kwargs={"base_url": scripted_server.openai_url, "api_key": "test-key"})
     assert trace.stop_reason == "rounds" and trace.improved
     assert [re.sub(r"@.*", "", j) for j in trace.settings.judges] == ["openai:judge-a",
                                                                      "openai:judge-b"]
@@ -215,22 +205,22 @@ def test_sync_entry_point_builds_judges_from_specs(server: FaultServer) -> None:
     assert trace.settings.reviser.startswith("openai:reviser")
 
 
-async def test_aimprove_is_the_loop_in_one_call(server: FaultServer) -> None:
+async def test_aimprove_is_the_loop_in_one_call(scripted_server: FaultServer) -> None:
     trace = await aimprove(QUERY, RESPONSE, judges=["openai:judge-a"], reviser="openai:reviser",
                            rounds=1, examples=False, item_id="x1",
-                           backend_kwargs={"base_url": server.openai_url, "api_key": "k"})
+                           backend_kwargs={"base_url": scripted_server.openai_url, "api_key": "k"})
     assert trace.id == "x1" and trace.rounds[0].debate.rounds == []  # one judge: no debate
     assert [f.accepted for f in trace.rounds[0].debate.fixes] == [True]
 
 
 def test_judges_of_one_spec_share_a_backend_and_sample_with_their_own_seeds(
-        server: FaultServer) -> None:
-    kw = {"backend_kwargs": {"base_url": server.openai_url, "api_key": "k"}, "examples": False}
+        scripted_server: FaultServer) -> None:
+    kw = {"backend_kwargs": {"base_url": scripted_server.openai_url, "api_key": "k"}, "examples": False}
     a, b, c = build_judges(["openai:judge-a", "openai:judge-a", "openai:judge-b"], seed=7, **kw)
     assert a.backend is b.backend and a.backend is not c.backend
     assert (a.seed, b.seed, c.seed) == (7, 8, 9)
     assert a.sampling_temperature == b.sampling_temperature == 0.5
-    kept = Judge("openai:judge-a", fixes=True, base_url=server.openai_url, api_key="k")
+    kept = Judge("openai:judge-a", fixes=True, base_url=scripted_server.openai_url, api_key="k")
     assert build_judges([kept])[0] is kept
     (alone,) = build_judges(["openai:judge-a"], **kw)
     assert alone.sampling_temperature is None and getattr(alone.format, "fixes", False)
@@ -247,8 +237,8 @@ def test_revise_prompt_fences_with_a_tag_absent_from_its_texts() -> None:
 
 
 # -- traces on disk ------------------------------------------------------------------------------
-async def test_a_trace_is_written_as_json_or_jsonl(server: FaultServer, tmp_path: Path) -> None:
-    trace = await make_loop(server, rounds=1).arun(QUERY, RESPONSE, item_id="one")
+async def test_a_trace_is_written_as_json_or_jsonl(scripted_server: FaultServer, tmp_path: Path) -> None:
+    trace = await make_loop(scripted_server, rounds=1).arun(QUERY, RESPONSE, item_id="one")
     write_trace(trace, tmp_path / "t.json")
     assert ImproveTrace.model_validate_json((tmp_path / "t.json").read_text()) == trace
     assert (tmp_path / "t.json").read_text().startswith("{\n")
@@ -267,47 +257,47 @@ ITEMS = [
 ]
 
 
-def test_a_dataset_run_records_failures_and_resumes(server: FaultServer, tmp_path: Path) -> None:
+def test_a_dataset_run_records_failures_and_resumes(scripted_server: FaultServer, tmp_path: Path) -> None:
     out = tmp_path / "traces.jsonl"
     seen: list[str | None] = []
-    traces = improve_many(ITEMS, loop=make_loop(server, rounds=1), out=out, progress=False,
+    traces = improve_many(ITEMS, loop=make_loop(scripted_server, rounds=1), out=out, progress=False,
                           concurrency=2, on_result=lambda i, t: seen.append(t.id))
     assert [t.id for t in traces] == ["sky", "chat", "empty-conversation"]
     assert sorted(seen, key=str) == ["chat", "empty-conversation", "sky"]
     sky, chat, bad = traces
     assert sky.improved and chat.improved and chat.query == ITEMS[1]["query"]
     assert bad.failed and "the conversation is empty" in (bad.error or "")
-    calls = len(server.records)
+    calls = len(scripted_server.records)
     assert len(out.read_text().splitlines()) == 3
     # A torn last line (a killed run) is cut off; finished items are skipped; the failure is
     # tried again (and recorded again).
     with out.open("a") as fh:
         fh.write('{"id": "torn", "que')
     with pytest.warns(UserWarning, match="removed a truncated last line"):
-        again = improve_many(ITEMS, loop=make_loop(server, rounds=1), out=out, progress=False)
-    assert len(server.records) == calls  # nothing judged again
+        again = improve_many(ITEMS, loop=make_loop(scripted_server, rounds=1), out=out, progress=False)
+    assert len(scripted_server.records) == calls  # nothing judged again
     assert [t.id for t in again] == ["sky", "chat", "empty-conversation"]
     assert again[0] == sky and again[2].failed
     assert len(out.read_text().splitlines()) == 4 and out.read_text().endswith("\n")
 
 
-def test_a_dataset_run_refuses_other_settings_and_non_jsonl(server: FaultServer,
+def test_a_dataset_run_refuses_other_settings_and_non_jsonl(scripted_server: FaultServer,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "traces.jsonl"
-    improve_many(ITEMS[:1], loop=make_loop(server, rounds=1), out=out, progress=False)
+    improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=1), out=out, progress=False)
     with pytest.raises(ImproveRunError, match="other settings"):
-        improve_many(ITEMS[:1], loop=make_loop(server, rounds=2), out=out, progress=False)
+        improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=2), out=out, progress=False)
     with pytest.raises(ImproveRunError, match="writes JSONL"):
-        improve_many(ITEMS[:1], loop=make_loop(server), out=tmp_path / "t.json", progress=False)
+        improve_many(ITEMS[:1], loop=make_loop(scripted_server), out=tmp_path / "t.json", progress=False)
     with pytest.raises(ImproveRunError, match="unique"):
-        improve_many([ITEMS[0], ITEMS[0]], loop=make_loop(server), progress=False)
+        improve_many([ITEMS[0], ITEMS[0]], loop=make_loop(scripted_server), progress=False)
 
 
 # -- preference data -----------------------------------------------------------------------------
 @pytest.fixture
-def traces(server: FaultServer) -> list[ImproveTrace]:
-    won = make_loop(server, rounds=2).run(QUERY, RESPONSE, item_id="won")
-    lost = make_loop(server, "reviser-bad").run(QUERY, RESPONSE, item_id="lost")
+def traces(scripted_server: FaultServer) -> list[ImproveTrace]:
+    won = make_loop(scripted_server, rounds=2).run(QUERY, RESPONSE, item_id="won")
+    lost = make_loop(scripted_server, "reviser-bad").run(QUERY, RESPONSE, item_id="lost")
     failed = ImproveTrace(id="failed", query=QUERY, original=RESPONSE, final=RESPONSE,
                           settings=won.settings, error="ValueError: boom")
     return [won, lost, failed]
