@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from support.fault_server import FaultServer
+from support.prompt_blocks import CLASHING_TAG, make_first_tag_candidate
 
 from judgekit import GRMFormat, Judge, PairwiseFormat
 from judgekit.bench.generic import FieldMap, load_file
@@ -57,21 +58,8 @@ def test_a_candidate_tag_that_the_reference_contains_is_skipped(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every first candidate is made to clash; only the reference contains it, so only the
     reference can make fence_tag move on."""
-    import hashlib
-
-    real = hashlib.sha256
-    clash = "0123456789abcdef"
-
-    class _First:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def hexdigest(self) -> str:
-            if self.data.endswith((0).to_bytes(4, "big")):
-                return clash + "0" * 48
-            return real(self.data).hexdigest()
-
-    monkeypatch.setattr(hashlib, "sha256", _First)
+    clash = CLASHING_TAG
+    make_first_tag_candidate(monkeypatch, clash)
     assert fence_tag(QUERY, RESPONSES, "51") == clash
     tag = fence_tag(QUERY, RESPONSES, f"51 (tag {clash})")
     assert tag != clash and len(tag) == 16

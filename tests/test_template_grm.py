@@ -9,7 +9,6 @@ no fenced text contains) and its cacheable static prefix.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.grammar import accepts, grammar_compiler, random_walk
+from support.prompt_blocks import CLASHING_TAG, make_first_tag_candidate
 
 from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
@@ -261,19 +261,8 @@ def test_fence_tag_property(query: str, responses: list[str]) -> None:
 
 def test_fence_tag_skips_a_candidate_that_a_text_contains(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first candidate tag is checked against the texts; one that occurs is never used."""
-    real = hashlib.sha256
-    clash = "0123456789abcdef"
-
-    class _First:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def hexdigest(self) -> str:
-            if self.data.endswith((0).to_bytes(4, "big")):
-                return clash + "0" * 48
-            return real(self.data).hexdigest()
-
-    monkeypatch.setattr(hashlib, "sha256", _First)
+    clash = CLASHING_TAG
+    make_first_tag_candidate(monkeypatch, clash)
     responses = [f"the tag is {clash}", "b"]
     tag = fence_tag(QUERY, responses)
     assert tag != clash and len(tag) == 16

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from typing import Any
+
+CLASHING_TAG = "0123456789abcdef"
+
+
+def make_first_tag_candidate(monkeypatch: Any, tag: str = CLASHING_TAG) -> None:
+    """Make `fence_tag`'s first candidate (the hash of the item with counter 0) be `tag`, so a
+    test can put `tag` into a text and see the candidate skipped; later candidates hash as usual."""
+    real = hashlib.sha256
+
+    class _First:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def hexdigest(self) -> str:
+            if self.data.endswith((0).to_bytes(4, "big")):
+                return tag + "0" * 48
+            return real(self.data).hexdigest()
+
+    monkeypatch.setattr(hashlib, "sha256", _First)
 
 _ITEM_TAG = re.compile(r"#### Responses(?: to Score)? \(tag=([0-9a-f]{16})\) ####")
 
