@@ -9,24 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
-from support.fault_server import FaultServer
+from support.fault_server import FaultServer, rubric_text
 
 from judgekit.cli import main
 
 RUBRIC_YAML = ("- name: Accuracy\n  description: the answer is right\n  weight: 3\n"
                "- [Clarity, easy to follow, 1]\n")
-
-
-def rubric_text(responses: list[str] | None) -> str:
-    """A fixed-rubric judgement: GOOD responses Accuracy 10, Clarity 6 (overall 9), others
-    Accuracy 2, Clarity 8 (overall 4)."""
-    rows = [([10, 6], 9) if "GOOD" in r else ([2, 8], 4) for r in responses or ["GOOD", "x"]]
-    lines = ["Analysis:"]
-    for i, (subs, _) in enumerate(rows, 1):
-        lines += [f"Response {i}:", "- Accuracy: checked.", "- Clarity: checked.",
-                  "Criterion scores: " + ", ".join(map(str, subs))]
-    lines.append("Scores: \\boxed{" + ", ".join(str(o) for _, o in rows) + "}")
-    return "\n".join(lines)
 
 
 @pytest.fixture()

@@ -10,24 +10,13 @@ from typing import Any
 
 import pytest
 from support.batch_fake import BatchFake
+from support.fault_server import rubric_text
 
 from judgekit import Judge, Verdict
 from judgekit.batch_api import BatchRunError
 from judgekit.config import GenerationConfig
 
 RUBRIC = [("Accuracy", "the number is right", 3), ("Clarity", "easy to follow", 1)]
-
-
-def rubric_text(responses: list[str] | None) -> str:
-    """A fixed-rubric answer: GOOD responses Accuracy 10, Clarity 6 (overall 9), others
-    Accuracy 2, Clarity 8 (overall 4)."""
-    rows = [([10, 6], 9) if "GOOD" in r else ([2, 8], 4) for r in responses or ["GOOD", "x"]]
-    lines = ["Analysis:"]
-    for i, (subs, _) in enumerate(rows, 1):
-        lines += [f"Response {i}:", "- Accuracy: checked.", "- Clarity: checked.",
-                  "Criterion scores: " + ", ".join(map(str, subs))]
-    lines.append("Scores: \\boxed{" + ", ".join(str(o) for _, o in rows) + "}")
-    return "\n".join(lines)
 
 
 def _judge(batch_fake: BatchFake) -> Judge:

@@ -73,6 +73,18 @@ def judge_text(responses: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+def rubric_text(responses: list[str] | None) -> str:
+    """A fixed-rubric judgement (criteria Accuracy and Clarity): GOOD responses Accuracy 10,
+    Clarity 6 (overall 9), others Accuracy 2, Clarity 8 (overall 4)."""
+    rows = [([10, 6], 9) if "GOOD" in r else ([2, 8], 4) for r in responses or ["GOOD", "x"]]
+    lines = ["Analysis:"]
+    for i, (subs, _) in enumerate(rows, 1):
+        lines += [f"Response {i}:", "- Accuracy: checked.", "- Clarity: checked.",
+                  "Criterion scores: " + ", ".join(map(str, subs))]
+    lines.append("Scores: \\boxed{" + ", ".join(str(o) for _, o in rows) + "}")
+    return "\n".join(lines)
+
+
 def shown_responses(prompt: str) -> list[str] | None:
     """The responses of the prompt's last 'Responses to Score' section, in shown order."""
     tail = prompt.rsplit("Responses to Score", 1)[-1]
