@@ -21,6 +21,7 @@ from judgekit.cli_args import (
     add_common_args,
     add_reference_arg,
     backend_options,
+    non_negative_int,
     positive_int,
     read_text_file,
     text_arg,
@@ -42,16 +43,6 @@ def _score(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
-    return value
-
-
 def add_improve_parser(sub: Any) -> None:
     p = sub.add_parser("improve", help="improve a response: judges debate fixes, a reviser "
                                        "applies them, the judges verify the revision")
@@ -67,7 +58,7 @@ def add_improve_parser(sub: Any) -> None:
     p.add_argument("--reviser", metavar="SPEC", help="the reviser's model spec (default: the "
                                                      "first judge's)")
     p.add_argument("--rounds", type=positive_int, default=3, help="most revisions (default 3)")
-    p.add_argument("--debate-rounds", type=_count, default=1,
+    p.add_argument("--debate-rounds", type=non_negative_int, default=1,
                    help="review rounds in each debate (default 1)")
     p.add_argument("--target", type=_score, help="stop at this mean score (1-10)")
     p.add_argument("--reviser-max-tokens", type=positive_int, default=1024,
