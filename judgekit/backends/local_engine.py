@@ -400,16 +400,18 @@ def _make_layer(keys: torch.Tensor, values: torch.Tensor, capacity: int) -> Any:
             n = key_states.shape[-2]
             if self.length + n > self.kbuf.shape[2]:
                 grow = max(self.length + n, 2 * self.kbuf.shape[2])
-                for name in ("kbuf", "vbuf"):
-                    old = getattr(self, name)
-                    new = old.new_empty((old.shape[0], old.shape[1], grow, old.shape[3]))
-                    new[:, :, :self.length] = old[:, :, :self.length]
-                    setattr(self, name, new)
+                self.kbuf, self.vbuf = (self._grown(b, grow) for b in (self.kbuf, self.vbuf))
             self.kbuf[:, :, self.length:self.length + n] = key_states
             self.vbuf[:, :, self.length:self.length + n] = value_states
             self.length += n
             self._views()
             return self.keys, self.values
+
+        def _grown(self, buf: torch.Tensor, capacity: int) -> torch.Tensor:
+            """`buf` copied into a buffer of `capacity` positions (its filled part kept)."""
+            new = buf.new_empty((buf.shape[0], buf.shape[1], capacity, buf.shape[3]))
+            new[:, :, :self.length] = buf[:, :, :self.length]
+            return new
 
         def get_seq_length(self) -> int:
             return self.length
