@@ -85,15 +85,19 @@ def context_window(config: Any, tokenizer: Any = None) -> int | None:
 
 
 class TransformersBackend(Backend):
-    """A local causal LM. Loading is lazy (first call) and generation is serialised by a lock:
-    one model, one generate at a time; concurrency comes from batching samples.
+    """A local causal LM, loaded lazily (first call).
+
+    On the fast engine, concurrent calls (the judge's items in flight) decode together in one
+    batch (`co_batch`, default on; see `DecodeEngine`); `generate` runs one call at a time.
 
     `fast=False` gives the previous engine (fp32 `generate`, no prefix cache). With `fast=True`:
     `prefix_cache` (default on) keeps the KV of prompt prefixes in an LRU of
     `prefix_cache_mb`; `dtype` None picks bf16 where the CPU has native bf16, else fp32;
     `int4` None re-packs weights that are exactly 4-bit (GGUF Q4) for the int4 kernel, lossless;
     `threads` None measures 1 thread against torch's default while decoding and keeps the
-    faster, an int fixes the count.
+    faster, an int fixes the count. `co_batch=False` runs calls one after another: slower with
+    several in flight, but a call's output at temperature 0 is then bitwise independent of what
+    else runs at the same time (bf16 kernels round differently for different batch shapes).
     """
 
     CAPABILITIES = BackendCapabilities(batched=True, grammar=True, complete_under_grammar=True,
@@ -103,7 +107,7 @@ class TransformersBackend(Backend):
                  spec: str | None = None, device: str | None = None, dtype: str | None = None,
                  allow_download: bool = False, fast: bool = True, prefix_cache: bool = True,
                  prefix_cache_mb: int = 128, int4: bool | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, co_batch: bool = True) -> None:
         self.model_path = str(model_path)
         self.gguf_file = gguf_file
         self._spec = spec or f"hf:{model_path}"
@@ -115,6 +119,7 @@ class TransformersBackend(Backend):
         self.prefix_cache_mb = prefix_cache_mb
         self.int4 = int4
         self.threads = threads
+        self.co_batch = co_batch
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
         self._model: Any = None
@@ -218,7 +223,7 @@ class TransformersBackend(Backend):
         return DecodeEngine(model, tok, self._stop_ids(model, tok),
                             prefix_cache_bytes=self.prefix_cache_mb << 20,
                             prefix_cache=self.prefix_cache,
-                            threads=ThreadTuner(self.threads))
+                            threads=ThreadTuner(self.threads), co_batch=self.co_batch)
 
     @staticmethod
     def _stop_ids(model: Any, tok: Any) -> set[int]:
@@ -345,8 +350,7 @@ class TransformersBackend(Backend):
         # Greedy samples of one prompt are identical: decode each prompt once and copy.
         rows = [1 if greedy else max(n, 1) for n, _, _ in requests]
         params = self._decode_params(config, config.max_tokens, config.grammar, greedy)
-        with self._gen_lock:
-            outs = self._engine.generate([ids for _, ids, _ in requests], rows, params)
+        outs = self._engine.generate([ids for _, ids, _ in requests], rows, params)
         tok = self._tokenizer
         stops = self._engine.eos_ids
         results: list[GenerationResult] = []
@@ -493,8 +497,7 @@ class TransformersBackend(Backend):
         drop = {tok.pad_token_id, tok.eos_token_id}
         if self._engine is not None:
             params = self._decode_params(config, max_new, grammar, greedy=True)
-            with self._gen_lock:
-                outs = self._engine.generate(ids, [1] * len(ids), params)
+            outs = self._engine.generate(ids, [1] * len(ids), params)
             rows = [o[0].ids for o in outs]
         else:
             rows = self._complete_hf(texts, grammar, max_new)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from support.cobatch import gate, run_together
 
 from judgekit.backends.base import GenerationResult
 from judgekit.backends.local import TransformersBackend, context_window
@@ -211,7 +212,7 @@ def test_sampling_never_picks_a_masked_token() -> None:
     gen = torch.Generator().manual_seed(0)
     for top_p in (1.0, 0.5):
         params = DecodeParams(max_new_tokens=1, temperature=1.0, top_p=top_p)
-        seen = {int(t) for _ in range(200) for t in DecodeEngine._choose(logits, params, gen)}
+        seen = {int(t) for _ in range(200) for t in DecodeEngine._choose(logits, params, [gen] * 4)}
         assert seen <= {7, 30} and (top_p < 1.0 or seen == {7, 30})
     assert DecodeEngine._choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
 
@@ -313,11 +314,18 @@ def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) ->
                for t in row)
 
 
+@pytest.fixture(scope="module")
+def fp32() -> TransformersBackend:
+    """The fast engine in fp32 (no int4): its rows do not depend on batch shapes beyond the
+    last bits, so outputs can be compared token for token."""
+    return TransformersBackend.from_spec("embedded", dtype="float32", int4=False)
+
+
 @pytest.mark.model
-def test_fp32_engine_matches_generate(fast: TransformersBackend) -> None:
+def test_fp32_engine_matches_generate(fp32: TransformersBackend) -> None:
     """The fast engine in fp32 with the prefix cache gives generate's greedy tokens, its
     log-probabilities and its forced scores line."""
-    engine = TransformersBackend.from_spec("embedded", dtype="float32", int4=False)
+    engine = fp32
     old = TransformersBackend.from_spec("embedded", fast=False)
     config = GenerationConfig(temperature=0.0, max_tokens=12, grammar=GRAMMAR)
     assert _texts(engine.generate_many_sync(_requests(ITEM_A, SHORT), config)) == _texts(
@@ -338,6 +346,35 @@ def test_fp32_engine_matches_generate(fast: TransformersBackend) -> None:
     assert [c.text for c in forced.completions] == [c.text for c in reference.completions]
     assert all(c.text.startswith("Scores: ") and c.finish_reason == "forced"
                for c in forced.completions)
+
+
+@pytest.mark.model
+def test_calls_sharing_the_batch_get_what_they_get_alone(fp32: TransformersBackend) -> None:
+    """Sampled rows under a grammar, greedy log-probabilities and a forced scores line, decoded
+    one call at a time and then all three in one batch, give the same tokens."""
+    sampled = GenerationConfig(temperature=0.8, seed=7, max_tokens=40, grammar=GRAMMAR)
+    greedy = GenerationConfig(temperature=0.0, max_tokens=12, logprobs=True, top_logprobs=3)
+    prefixes = ["Better: Response 1\nReason: it is specific", "Better: Response 2"]
+
+    def with_logprobs() -> tuple[str, list[tuple[str, float]]]:
+        out = fp32.generate_sync(_messages(*ITEM_B, system=SHORT), greedy).completions[0]
+        return out.text, [(lp.token, round(lp.logprob, 3)) for lp in out.logprobs or []]
+
+    def forced() -> list[str]:
+        result = fp32.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes,
+                                                  SCORES, GenerationConfig(max_tokens=20))
+        return [c.text for c in result.completions]
+
+    calls = [lambda: _texts(fp32.generate_many_sync(_requests(ITEM_A, SHORT), sampled)),
+             with_logprobs, forced]
+    engine = fp32.engine
+    gate(engine)
+    alone = [call() for call in calls]
+    engine.stats.peak_rows = 0
+    together = run_together(engine, calls)
+    assert engine.stats.peak_rows == 4 + 1 + 2  # all three calls' rows in one step
+    assert together == alone
+    assert all(t.startswith("Scores: ") for t in alone[2])
 
 
 @pytest.mark.model

@@ -1,0 +1,209 @@
+"""Concurrent calls to the fast local engine decode in one batch (`DecodeEngine`'s shared loop).
+
+The scheduling tests drive a tiny Llama with random weights (a real transformers model built
+from a config, nothing downloaded), because they need many decode steps in milliseconds: calls
+that join a running batch must get exactly the tokens they get alone (fp32), a failing call must
+not take the others down, and `co_batch=False` must run calls one after another. The embedded
+model repeats the check with a grammar, log-probabilities and a forced line (`model` marker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from support.cobatch import GatedTuner, run_together
+
+from judgekit.backends.local_engine import (
+    DecodeEngine,
+    DecodeParams,
+    PrefixRuns,
+    RowOutput,
+    RunningBatch,
+    _Call,
+    _Row,
+    _Run,
+    cascade_attention,
+    row_seed,
+)
+
+# -- pieces, no model ---------------------------------------------------------------------------
+
+
+def test_cascade_attention_reads_each_calls_own_prefix() -> None:
+    """Three calls share one decode batch: two read their own prefixes (of different lengths),
+    one holds its whole prompt; every row equals attention over its full sequence."""
+
+    class Layer:
+        layer_idx = 0
+
+    g = torch.Generator().manual_seed(1)
+    heads, kv_heads, dim, own = 4, 2, 8, 6
+    runs = [(30, 2), (None, 1), (11, 3)]  # (prefix length or None, rows)
+    rows = sum(n for _, n in runs)
+    q = torch.randn(rows, heads, 1, dim, generator=g)
+    own_k, own_v = (torch.randn(rows, kv_heads, own, dim, generator=g) for _ in range(2))
+    keep = torch.ones(rows, 1, 1, own, dtype=torch.bool)
+    keep[3, ..., :2] = False  # a left-padded row
+    prefixes = [None if n is None else [tuple(torch.randn(1, kv_heads, n, dim, generator=g)
+                                              for _ in range(2))] for n, _ in runs]
+    additive = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
+    out, _ = cascade_attention(Layer(), q, own_k, own_v, additive, scaling=0.3,
+                               jk_prefix=PrefixRuns(tuple(
+                                   (p, n) for p, (_, n) in zip(prefixes, runs, strict=True))))
+    first = 0
+    for prefix, (_, n) in zip(prefixes, runs, strict=True):
+        for r in range(first, first + n):
+            k, v, m = own_k[r:r + 1], own_v[r:r + 1], keep[r:r + 1]
+            if prefix is not None:
+                (pk, pv), = prefix
+                k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+                m = torch.cat([torch.ones(1, 1, 1, pk.shape[2], dtype=torch.bool), m], -1)
+            ref = torch.nn.functional.scaled_dot_product_attention(
+                q[r:r + 1], k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), attn_mask=m,
+                scale=0.3)
+            assert torch.allclose(out[r:r + 1], ref.transpose(1, 2), atol=1e-5), r
+        first += n
+
+
+def _layers(tokens: int, start: float, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A batch-1 KV whose token t holds the value start + t (keys) and -(start + t) (values)."""
+    ramp = (start + torch.arange(tokens, dtype=torch.float32)).reshape(1, 1, tokens, 1)
+    return [(ramp.expand(1, 1, tokens, 2).clone(), -ramp.expand(1, 1, tokens, 2).clone())
+            for _ in range(layers)]
+
+
+def _run(rows: int, max_new: int = 8) -> _Run:
+    call = _Call([[0]], [rows], DecodeParams(max_new_tokens=max_new))
+    return _Run(call, None, [_Row(RowOutput(), position=0) for _ in range(rows)])
+
+
+def test_a_joining_call_cuts_the_columns_no_row_reads_any_more() -> None:
+    batch = RunningBatch()
+    a, b = _run(2), _run(1)
+    batch.add(a, [_layers(5, 100.0)], own=[5], owner=[0, 0], logits=torch.zeros(2, 3))
+    batch.add(b, [_layers(2, 200.0)], own=[2], owner=[0], logits=torch.ones(1, 3))
+    assert batch.length == 5 and batch.padded and len(batch) == 3
+    assert batch.valid[:, :5].tolist()[2] == [False, False, False, True, True]
+    assert batch.logits is not None and batch.logits[:, 0].tolist() == [0.0, 0.0, 1.0]
+    for layer in batch.cache.layers:  # a decode step appends one token per row
+        layer.update(torch.full((3, 1, 1, 2), 7.0), torch.full((3, 1, 1, 2), -7.0))
+    batch.length += 1
+    ended = batch.drop([0, 1])  # call a's rows finish
+    assert ended == [a.call] and len(batch) == 1 and [r.call for r in batch.runs] == [b.call]
+    batch.logits = torch.ones(1, 3)
+    c = _run(1)
+    batch.add(c, [_layers(1, 300.0)], own=[1], owner=[0], logits=torch.full((1, 3), 2.0))
+    # b's three padded columns are gone: width is b's 2 prompt tokens + 1 token, not 6
+    assert batch.length == 3 and len(batch) == 2
+    keys = batch.cache.layers[0].keys[:, 0, :, 0]
+    assert keys[0].tolist() == [200.0, 201.0, 7.0]
+    assert keys[1, 2].item() == 300.0
+    assert batch.valid[:, :3].tolist() == [[True, True, True], [False, False, True]]
+    assert batch.cache.layers[0].kbuf.shape[2] >= 3 + 8  # room for max_new_tokens more
+
+
+def test_row_seeds_depend_on_the_call_and_the_row_only() -> None:
+    seeds = {row_seed(7, p, s) for p in range(3) for s in range(4)}
+    assert len(seeds) == 12 and row_seed(7, 1, 2) == row_seed(7, 1, 2) != row_seed(8, 1, 2)
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+# -- a tiny real model --------------------------------------------------------------------------
+
+VOCAB = 96
+
+@pytest.fixture(scope="module")
+def tiny_model() -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, attn_implementation="sdpa")
+    return LlamaForCausalLM(config).eval()
+
+
+def _engine(model: Any, **kwargs: Any) -> DecodeEngine:
+    engine = DecodeEngine(model, None, eos_ids=set(), prefix_cache_bytes=64 << 20,
+                          threads=GatedTuner(), **kwargs)
+    assert engine.cascade  # the tiny model runs the same attention as the embedded one
+    return engine
+
+
+def _prompt(seed: int, shared: int = 48, own: int = 9) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    head = torch.randint(0, VOCAB - 1, (shared,), generator=torch.Generator().manual_seed(0))
+    return [*head.tolist(), *torch.randint(0, VOCAB - 1, (own,), generator=g).tolist()]
+
+
+CALLS: list[tuple[list[list[int]], list[int], DecodeParams]] = [
+    ([_prompt(1), _prompt(2)], [3, 2], DecodeParams(max_new_tokens=40, temperature=0.9,
+                                                     seed=5)),
+    ([_prompt(3)], [1], DecodeParams(max_new_tokens=25, logprobs=True, top_logprobs=2)),
+    ([_prompt(4, own=30)], [4], DecodeParams(max_new_tokens=12, temperature=1.0, top_p=0.8,
+                                              seed=11)),
+    ([_prompt(5, shared=3)], [2], DecodeParams(max_new_tokens=30)),
+]
+
+
+def _outputs(rows: list[list[RowOutput]]) -> list[list[tuple[list[int], bool, list[Any]]]]:
+    """Tokens exactly; log-probabilities to 4 places (kernels for different batch shapes
+    round differently in the last bits)."""
+    return [[(r.ids, r.stopped, [(t, round(lp, 4), [(i, round(v, 4)) for i, v in top])
+                                 for t, lp, top in r.logprobs])
+             for r in prompt_rows] for prompt_rows in rows]
+
+
+@torch.inference_mode()
+def test_calls_that_join_a_running_batch_get_the_tokens_they_get_alone(tiny_model: Any) -> None:
+    engine = _engine(tiny_model)
+    alone = [_outputs(engine.generate(*call)) for call in CALLS]
+    assert engine.stats.peak_rows == 5  # one call at a time: its own rows
+    together = run_together(engine, [lambda c=call: engine.generate(*c) for call in CALLS])
+    assert [_outputs(r) for r in together] == alone
+    assert engine.stats.peak_rows == 12  # all four calls' rows in one step
+    assert [len(call[0][0][0]) for call in alone] == [40, 25, 12, 30]  # rows end apart
+
+
+@torch.inference_mode()
+def test_without_co_batching_calls_run_one_after_another(tiny_model: Any) -> None:
+    engine = _engine(tiny_model, co_batch=False)
+    together = run_together(engine, [lambda c=call: engine.generate(*c) for call in CALLS])
+    assert all(isinstance(r, list) for r in together)
+    assert engine.stats.peak_rows == 5
+
+
+@torch.inference_mode()
+def test_a_call_that_fails_to_prefill_fails_alone(tiny_model: Any) -> None:
+    engine = _engine(tiny_model)
+    bad = [[1, 2, VOCAB + 50]]  # no such token: the embedding lookup fails
+    calls: list[Callable[[], Any]] = [
+        lambda: engine.generate(*CALLS[0]),
+        lambda: engine.generate(bad, [2], DecodeParams(max_new_tokens=5)),
+        lambda: engine.generate(*CALLS[1]),
+    ]
+    first, failed, last = run_together(engine, calls)
+    assert isinstance(failed, IndexError)
+    assert isinstance(first, list) and isinstance(last, list)
+    assert len(first[0]) == 3 and len(last[0][0].ids) == 25
+
+
+@torch.inference_mode()
+def test_a_failed_step_fails_the_calls_in_the_batch_and_the_engine_recovers(
+        tiny_model: Any) -> None:
+    """A decode step that raises (say, out of memory) fails the calls whose rows it ran, in
+    their own threads; the engine then serves new calls."""
+    engine = _engine(tiny_model)
+    assert engine.step is None  # the tiny model decodes through transformers' forward
+
+    def broken(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise RuntimeError("out of memory (injected)")
+
+    engine.step = broken  # type: ignore[assignment]
+    results = run_together(engine, [lambda c=call: engine.generate(*c) for call in CALLS[:3]])
+    assert all(isinstance(r, RuntimeError) and "injected" in str(r) for r in results)
+    assert len(engine.batch) == 0 and engine.queued == 0
+    engine.step = None
+    assert len(engine.generate(*CALLS[1])[0][0].ids) == 25
