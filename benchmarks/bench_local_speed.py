@@ -44,7 +44,10 @@ OTHER_RESPONSES = ["Water it when the top of the soil is dry and pinch off the f
                    "Basil is a plant."]
 DECODE_PROMPT = "Write a long story about a dragon who learns to bake bread."
 
-PATHS: dict[str, dict[str, Any]] = {"old": {"fast": False}, "new": {}}
+PATHS: dict[str, dict[str, Any]] = {"old": {"fast": False}, "new": {},
+                                     "serial": {"co_batch": False}}
+"""old: `generate`; new: the fast engine; serial: the fast engine with calls one at a time
+(`co_batch=False`, the engine before calls shared its decode batch)."""
 
 
 def _peak_rss_mb() -> float:
@@ -237,6 +240,13 @@ def worker_llmbar(path: str, items: int, k: int) -> None:
     verdicts = judge.score_many([{"id": it.id, "query": it.query, "responses": it.responses}
                                  for it in data], samples=k, progress=False)
     seconds = time.perf_counter() - t
+    engine = getattr(judge.backend, "engine", None)
+    batching: dict[str, Any] = {}
+    if engine is not None:
+        stats = engine.stats
+        batching = {"rows_per_step": round(stats.decode_tokens / max(stats.decode_steps, 1), 1),
+                    "peak_rows": stats.peak_rows, "decode_s": round(stats.decode_s, 1),
+                    "prefill_s": round(stats.prefill_s, 1)}
     samples = [s for v in verdicts for s in v.samples]
     correct = sum(1 for v, it in zip(verdicts, data, strict=True)
                   if v.best is not None and v.best == it.label.best_index)
@@ -247,7 +257,7 @@ def worker_llmbar(path: str, items: int, k: int) -> None:
           accuracy=round(correct / len(data), 3), ties=sum(1 for v in verdicts if v.tie),
           errors=sum(1 for v in verdicts if v.error),
           completion_tokens=sum(v.usage.completion_tokens for v in verdicts),
-          scores=[v.scores for v in verdicts])
+          scores=[v.scores for v in verdicts], **batching)
 
 
 # -- the orchestrator ---------------------------------------------------------------------------
@@ -274,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-tokens", type=int, default=96)
     parser.add_argument("--decode-rows", type=int, default=4)
     parser.add_argument("--decode-rounds", type=int, default=3)
-    parser.add_argument("--paths", default="old,new", help="which paths to run (old,new)")
+    parser.add_argument("--paths", default="old,new",
+                        help="which paths to run: old, new, serial (the fast engine with calls "
+                        "one at a time)")
     parser.add_argument("--tasks", default="readme,decode,llmbar")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     parser.add_argument("--resume", action="store_true",
@@ -381,11 +393,20 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(f"LLMBar items/min {old.get('items_per_min')} -> {new.get('items_per_min')} "
               f"({ratio(new.get('items_per_min'), old.get('items_per_min'))}, target >= 4x) "
               f"on {new.get('items') or old.get('items')} items at k={new.get('k') or old.get('k')}")
-        for name, r in (("old", old), ("new", new)):
+    serial = get("llmbar", "serial")
+    if serial and new:
+        print(f"LLMBar items/min, calls one at a time {serial['items_per_min']} -> sharing the "
+              f"decode batch {new['items_per_min']} "
+              f"({ratio(new['items_per_min'], serial['items_per_min'])})")
+    if old or new or serial:
+        for name, r in (("old", old), ("serial", serial), ("new", new)):
             if r:
                 print(f"  {name}: valid {r['valid_samples']}/{r['samples']} (forced "
                       f"{r['forced']}), accuracy {r['accuracy']}, ties {r['ties']}, errors "
-                      f"{r['errors']}, completion tokens {r['completion_tokens']}")
+                      f"{r['errors']}, completion tokens {r['completion_tokens']}"
+                      + (f", rows per decode step {r['rows_per_step']} (peak {r['peak_rows']}),"
+                         f" decode {r['decode_s']} s, prefill {r['prefill_s']} s"
+                         if "rows_per_step" in r else ""))
     peaks = {f"{r.get('task')}/{r.get('path')}": r.get("peak_rss_mb") for r in rows
              if "peak_rss_mb" in r}
     print(f"peak RSS MB      {peaks} (target < 2048 for the embedded model)")

@@ -425,13 +425,18 @@ def _make_layer(keys: torch.Tensor, values: torch.Tensor, capacity: int,
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             n = key_states.shape[-2]
             if self.length + n > self.kbuf.shape[2]:
-                grow = max(self.length + n, 2 * self.kbuf.shape[2])
-                self.kbuf, self.vbuf = (self._grown(b, grow) for b in (self.kbuf, self.vbuf))
+                self.reserve(max(self.length + n, 2 * self.kbuf.shape[2]))
             self.kbuf[:, :, self.length:self.length + n] = key_states
             self.vbuf[:, :, self.length:self.length + n] = value_states
             self.length += n
             self._views()
             return self.keys, self.values
+
+        def reserve(self, capacity: int) -> None:
+            """Room for `capacity` positions (the filled part kept)."""
+            if capacity > self.kbuf.shape[2]:
+                self.kbuf, self.vbuf = (self._grown(b, capacity) for b in (self.kbuf, self.vbuf))
+                self._views()
 
         def _grown(self, buf: torch.Tensor, capacity: int) -> torch.Tensor:
             """`buf` copied into a buffer of `capacity` positions (its filled part kept)."""
@@ -798,6 +803,11 @@ class ThreadTuner:
         self._next_probe = self._step + self._period
 
 
+KV_ROOM = 128
+"""The batch's KV buffers hold this many positions beyond the filled ones, and grow by as many
+when full: room for max_new_tokens (512 by default) up front would cost 16 rows ~190 MB more
+here, where most samples end long before (~220 tokens on LLMBar)."""
+
 ROW_BUDGET = 32
 """At most this many rows decode in one batch (calls wait beyond it): a step's cost grows with
 its rows, and 16-24 rows already decode at ~5x the tokens/s of one row here."""
@@ -889,7 +899,7 @@ class RunningBatch:
         remaining = [run.call.params.max_new_tokens]
         remaining += [r.call.params.max_new_tokens - len(row.output.ids)
                       for r in self.runs for row in r.rows]
-        capacity = width + max(remaining)
+        capacity = width + min(max(remaining), KV_ROOM)
         # Layer by layer, each old layer freed once copied: a whole second copy of the batch's
         # buffers (plus a staging copy) raised a 16-row run's peak RSS by ~1 GB (measured).
         old_layers: list[Any] = self.cache.layers if kept else []
@@ -923,6 +933,16 @@ class RunningBatch:
             logits = torch.cat([self.logits, logits])
         self.logits = logits
         self.runs.append(run)
+
+    def reserve_next(self) -> None:
+        """Room in every buffer for the next step's token: `KV_ROOM` more positions at a time."""
+        capacity = self.valid.shape[1]
+        if self.length < capacity:
+            return
+        capacity = self.length + KV_ROOM
+        for layer in self.cache.layers:
+            layer.reserve(capacity)
+        self.valid = torch.cat([self.valid, self.valid.new_ones((len(self), KV_ROOM))], dim=1)
 
     def drop(self, positions: Sequence[int]) -> list[_Call]:
         """Remove the rows at these batch positions; the calls left with no row."""
@@ -1167,7 +1187,6 @@ class DecodeEngine:
         if not self._admitting:
             return
         t0 = time.perf_counter()
-        shared_batch = len(self.batch) > 0 or len(self._admitting) > 1
         while self._admitting:
             call = self._admitting[0]
             if call.n_rows == 0:
@@ -1181,7 +1200,7 @@ class DecodeEngine:
                 self._admitting.pop(0)
                 self._finish(call, exc)
                 continue
-            self._join(call, kvs, first_logits, shared, shared_batch)
+            self._join(call, kvs, first_logits, shared)
             self._admitting.pop(0)
         release_free_memory()
         self.stats.prefill_s += time.perf_counter() - t0
@@ -1205,15 +1224,17 @@ class DecodeEngine:
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
         return kvs, first_logits, shared
 
-    def _join(self, call: _Call, kvs: list[KV], first_logits: list[torch.Tensor], shared: int,
-              shared_batch: bool) -> None:
+    def _join(self, call: _Call, kvs: list[KV], first_logits: list[torch.Tensor],
+              shared: int) -> None:
         """Add `call`'s rows to the batch. Its rows read the prefix its prompts share once per
-        step (cascade attention) when there are several rows to share it, in this call or
-        beside others; a lone call with one row holds its prompt itself (plain attention)."""
+        step (cascade attention) and hold only the rest. Without co-batching, a call with one
+        row holds its whole prompt instead (plain attention, one kernel call fewer per layer);
+        with it, such a row would widen every row that joins later to its prompt's length
+        (rows share one write position): a 20-item run's KV buffers grew to over 1 GB that way."""
         params = call.params
         owner = [i for i, n in enumerate(call.rows) for _ in range(n)]
         start = 0
-        if self.cascade and shared >= CASCADE_MIN_PREFIX and (len(owner) > 1 or shared_batch):
+        if self.cascade and shared >= CASCADE_MIN_PREFIX and (len(owner) > 1 or self.co_batch):
             start = shared
         call.outputs = [[RowOutput() for _ in range(n)] for n in call.rows]
         rows: list[_Row] = []
@@ -1257,9 +1278,9 @@ class DecodeEngine:
             if not len(batch):
                 self.batch = RunningBatch()
                 return
-            if ended:
-                release_free_memory()
+            release_free_memory()  # the index select freed a copy of every buffer
         rows = batch.rows
+        batch.reserve_next()
         tokens = torch.tensor([[row.output.ids[-1]] for row in rows], dtype=torch.long)
         positions = torch.tensor([[row.position] for row in rows], dtype=torch.long)
         prefix = batch.prefix_arg()
