@@ -104,6 +104,21 @@ def test_a_joining_call_cuts_the_columns_no_row_reads_any_more() -> None:
     assert batch.cache.layers[0].kbuf.shape[2] >= 3 + 8  # room for max_new_tokens more
 
 
+def test_a_lone_rows_prompt_becomes_its_prefix_when_a_call_joins() -> None:
+    batch = RunningBatch()
+    lone = _run(1)
+    lone.detachable = 5  # its 6-token prompt but the last token
+    batch.add(lone, [_layers(6, 100.0)], own=[6], owner=[0], logits=torch.zeros(1, 3))
+    assert batch.length == 6 and not batch.padded and lone.prefix is None
+    batch.add(_run(2), [_layers(2, 200.0)], own=[2], owner=[0, 0], logits=torch.ones(2, 3))
+    assert lone.prefix is not None and lone.detachable == 0
+    assert lone.prefix[0][0][0, 0, :, 0].tolist() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    # the lone row now holds its last prompt token only, so the batch is 2 wide, not 6
+    assert batch.length == 2 and batch.padded
+    assert batch.cache.layers[0].keys[0, 0, :, 0].tolist()[-1] == 105.0
+    assert batch.valid[:, :2].tolist() == [[False, True], [True, True], [True, True]]
+
+
 def test_row_seeds_depend_on_the_call_and_the_row_only() -> None:
     seeds = {row_seed(7, p, s) for p in range(3) for s in range(4)}
     assert len(seeds) == 12 and row_seed(7, 1, 2) == row_seed(7, 1, 2) != row_seed(8, 1, 2)
@@ -165,6 +180,19 @@ def test_calls_that_join_a_running_batch_get_the_tokens_they_get_alone(tiny_mode
     assert [_outputs(r) for r in together] == alone
     assert engine.stats.peak_rows == 12  # all four calls' rows in one step
     assert [len(call[0][0][0]) for call in alone] == [40, 25, 12, 30]  # rows end apart
+
+
+@torch.inference_mode()
+def test_a_lone_row_gives_its_prompt_to_a_prefix_when_others_join(tiny_model: Any) -> None:
+    """A one-row call decoding alone holds its whole prompt; when others join, its prompt moves
+    to a prefix of its own (else every later row would be padded to its length), and its tokens
+    stay the ones it gets alone."""
+    engine = _engine(tiny_model)
+    order = [CALLS[1], CALLS[0], CALLS[2]]
+    alone = [_outputs(engine.generate(*call)) for call in order]
+    together = run_together(engine, [lambda c=call: engine.generate(*c) for call in order])
+    assert [_outputs(r) for r in together] == alone
+    assert engine.stats.peak_rows == 1 + 5 + 4
 
 
 @torch.inference_mode()
