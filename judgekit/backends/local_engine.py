@@ -41,6 +41,7 @@ bf16 where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32. Weights not o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -405,21 +406,29 @@ def _make_layer(keys: torch.Tensor, values: torch.Tensor, capacity: int,
     """A cache layer over preallocated buffers: `update` writes in place and returns views.
     The buffers are copies of `keys`/`values` with room for `capacity` positions or, with
     `filled`, `keys`/`values` themselves, of which the first `filled` positions are filled."""
+    if filled is None:
+        b, h, filled, d = keys.shape
+        kbuf = keys.new_empty((b, h, max(capacity, filled), d))
+        vbuf = values.new_empty((b, h, max(capacity, filled), d))
+        kbuf[:, :, :filled] = keys
+        vbuf[:, :, :filled] = values
+        keys, values = kbuf, vbuf
+    return _row_buffer_class()(keys, values, filled)
+
+
+@functools.cache
+def _row_buffer_class() -> type:
+    """The cache layer class, made once. (Made per layer, as a closure over its tensors, every
+    class object held its first buffers: classes live in reference cycles, so those buffers
+    waited for the cyclic garbage collector, and a run that rebuilds its batch often held
+    gigabytes of dead KV buffers; measured.)"""
     _, DynamicLayer = _cache_layer_classes()
 
     class _RowBuffer(DynamicLayer):  # type: ignore[misc,valid-type]
-        def __init__(self) -> None:
+        def __init__(self, kbuf: torch.Tensor, vbuf: torch.Tensor, length: int) -> None:
             super().__init__()
-            if filled is not None:
-                self.kbuf, self.vbuf, n = keys, values, filled
-            else:
-                b, h, n, d = keys.shape
-                self.kbuf = keys.new_empty((b, h, max(capacity, n), d))
-                self.vbuf = values.new_empty((b, h, max(capacity, n), d))
-                self.kbuf[:, :, :n] = keys
-                self.vbuf[:, :, :n] = values
-            self.length = n
-            self.dtype, self.device = keys.dtype, keys.device
+            self.kbuf, self.vbuf, self.length = kbuf, vbuf, length
+            self.dtype, self.device = kbuf.dtype, kbuf.device
             self.is_initialized = True
             self._views()
 
@@ -458,7 +467,7 @@ def _make_layer(keys: torch.Tensor, values: torch.Tensor, capacity: int,
             self.vbuf = self.vbuf.index_select(0, indices)
             self._views()
 
-    return _RowBuffer()
+    return _RowBuffer
 
 
 def make_cache(kv: KV, capacity: int) -> Any:
