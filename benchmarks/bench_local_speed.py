@@ -60,10 +60,19 @@ def _emit(**row: Any) -> None:
 
 
 # -- workers (one task, one path, one process) ---------------------------------------------------
-def worker_readme(path: str) -> None:
+def _local_judge(path: str) -> tuple[Any, Any]:
+    """A default `Judge` on this path's embedded backend, and that backend (every path is the
+    local TransformersBackend)."""
     from judgekit import Judge
+    from judgekit.backends.local import TransformersBackend
 
     judge = Judge(**PATHS[path])
+    assert isinstance(judge.backend, TransformersBackend)
+    return judge, judge.backend
+
+
+def worker_readme(path: str) -> None:
+    judge, backend = _local_judge(path)
     t0 = time.perf_counter()
     v = judge.score(QUERY, RESPONSES)
     cold = time.perf_counter() - T_START
@@ -76,8 +85,7 @@ def worker_readme(path: str) -> None:
         t2 = time.perf_counter()
         o = judge.score(OTHER_QUERY, OTHER_RESPONSES)
         other = round(time.perf_counter() - t2, 2)
-    engine = getattr(judge.backend, "_engine", None)
-    backend: Any = judge.backend
+    engine = backend.engine
     _emit(task="readme", path=path, cold_s=round(cold, 2), first_call_s=round(first, 2),
           load_s=round(backend.load_seconds or 0.0, 2), warm_s=round(warm, 2),
           warm_other_item_s=other, scores=v.scores, warm_scores=w.scores,
@@ -85,7 +93,8 @@ def worker_readme(path: str) -> None:
           prompt_tokens=v.usage.prompt_tokens, completion_tokens=v.usage.completion_tokens,
           other_completion_tokens=o.usage.completion_tokens if o else None,
           weights=backend.weights_summary,
-          decode_step="written-out" if getattr(engine, "step", None) is not None else "generic")
+          decode_step="written-out" if engine is not None and engine.step is not None
+          else "generic")
 
 
 class _Stamper:
@@ -166,7 +175,7 @@ def worker_decode(paths: list[str], tokens: int, rows: int, rounds: int) -> None
         if server is not None:
             server.stop()
     result = {key: round(statistics.median(vals), 1) for key, vals in samples.items()}
-    threads = {path: getattr(getattr(b._engine, "threads", None), "best", None)
+    threads = {path: b.engine.threads.best if b.engine is not None else None
                for path, (b, _) in backends.items()}
     _emit(task="decode", path="all", rates=result, rounds=rounds, tokens=tokens,
           threads=threads, llamacpp=server is not None,
@@ -230,17 +239,15 @@ class _LlamaServer:
 
 
 def worker_llmbar(path: str, items: int, k: int) -> None:
-    from judgekit import Judge
     from judgekit.bench.datasets import load_dataset
 
     data = load_dataset("llmbar", subset="llmbar-natural", limit=items)
-    judge = Judge(**PATHS[path])
-    getattr(judge.backend, "tokenizer", None)  # load the model outside the timed part
+    judge, backend = _local_judge(path)
+    engine = backend.engine  # loads the model outside the timed part
     t = time.perf_counter()
     verdicts = judge.score_many([{"id": it.id, "query": it.query, "responses": it.responses}
                                  for it in data], samples=k, progress=False)
     seconds = time.perf_counter() - t
-    engine = getattr(judge.backend, "engine", None)
     batching: dict[str, Any] = {}
     if engine is not None:
         stats = engine.stats

@@ -88,7 +88,8 @@ class TransformersBackend(Backend):
     """A local causal LM, loaded lazily (first call).
 
     On the fast engine, concurrent calls (the judge's items in flight) decode together in one
-    batch (`co_batch`, default on; see `DecodeEngine`); `generate` runs one call at a time.
+    batch (`co_batch`, default on; see `DecodeEngine`); the `fast=False` path (`model.generate`)
+    runs one call at a time.
 
     `fast=False` gives the previous engine (fp32 `generate`, no prefix cache). With `fast=True`:
     `prefix_cache` (default on) keeps the KV of prompt prefixes in an LRU of

@@ -290,10 +290,10 @@ def _fuse_projections(parent: nn.Module, grids: dict[str, tuple[torch.Tensor, to
 
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc `malloc_trim`). The batch's KV buffers are
-    reallocated at another size whenever a call joins or rows leave, by whichever caller's
-    thread drives the loop, and glibc keeps freed blocks in per-thread heaps: a 20-item run
-    grew its peak RSS by ~500 MB that way with one call at a time, and to 6.9 GB with calls
-    sharing the batch (measured). A no-op off glibc."""
+    reallocated at another size whenever a call joins or rows leave; glibc keeps such freed
+    blocks in its heaps, and a 20-item run grew its peak RSS by ~500 MB that way (measured with
+    one call at a time). Called after each admission and each drop: a few per item, against
+    decode steps of ~100 ms. A no-op off glibc."""
     global _LIBC
     if _LIBC is None:
         import ctypes
@@ -962,7 +962,7 @@ class RunningBatch:
         from here on it reads its prompt through cascade attention, equal up to rounding."""
         first_row = 0
         for run in self.runs:
-            if run.detachable and run.prefix is None and len(run.rows) == 1:
+            if run.detachable:  # set only on a lone one-row call without a prefix
                 r, n = first_row, run.detachable
                 start = int(self.valid[r, :self.length].to(torch.int8).argmax())
                 run.prefix = [(layer.keys[r:r + 1, :, start:start + n].clone(),
@@ -1402,5 +1402,6 @@ class DecodeEngine:
             u = torch.rand((probs.shape[0], 1))
         else:
             u = torch.cat([torch.rand((1, 1), generator=g) for g in generators])
+        # right=True: never a zero-probability id
         picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
         return torch.where(picked < probs.shape[1], picked, probs.argmax(dim=-1))

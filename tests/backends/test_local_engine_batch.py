@@ -4,7 +4,8 @@ The scheduling tests drive a tiny Llama with random weights (a real transformers
 from a config, nothing downloaded), because they need many decode steps in milliseconds: calls
 that join a running batch must get exactly the tokens they get alone (fp32), a failing call must
 not take the others down, and `co_batch=False` must run calls one after another. The embedded
-model repeats the check with a grammar, log-probabilities and a forced line (`model` marker)."""
+model repeats the check with a grammar, log-probabilities and a forced line in
+tests/backends/test_local.py (`test_calls_sharing_the_batch_get_what_they_get_alone`)."""
 
 from __future__ import annotations
 
