@@ -70,10 +70,10 @@ def test_score_one_two_three_responses(judge: Judge, n: int) -> None:
     assert len(jd.principles) >= 1
     assert abs(sum(p.weight for p in jd.principles) - 1.0) < 1e-6
     assert all(p.name and p.weight > 0 for p in jd.principles)
-    if jd.status is SampleStatus.OK:  # a forced sample was cut off: its last analyses may lack
+    if jd.status is SampleStatus.OK:
         assert all(c.analysis.strip() for c in jd.critiques)
-    else:
-        assert jd.truncated and jd.critiques[jd.permutation[0]].analysis.strip()
+    else:  # cut off anywhere, even inside its principles: the scores line was forced after it
+        assert jd.truncated and jd.raw_text.rstrip().splitlines()[-1].startswith("Scores:")
     assert v.best is None if v.tie else v.best in range(n)
 
 

@@ -18,6 +18,7 @@ from support.cobatch import gate, run_together
 from judgekit.backends.base import GenerationResult
 from judgekit.backends.local import TransformersBackend, context_window
 from judgekit.backends.local_engine import (
+    PREFILL_CHUNK,
     CacheEntry,
     DecodeEngine,
     DecodeParams,
@@ -96,7 +97,7 @@ def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytes
         model[1].weight.copy_(_q4_weight(64, 128))
     counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
     assert counts == {"int4": 0, "dense": 1, "fused": 0}
-    assert type(model[1]) is torch.nn.Linear and model[1].weight.dtype == torch.bfloat16
+    assert not isinstance(model[1], Int4Linear) and model[1].weight.dtype == torch.bfloat16
 
 
 def _tiny_llama(seed: int = 0) -> Any:
@@ -179,6 +180,27 @@ def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
     fixed.start()
     assert fixed.before_step() == 1 and fixed.other is None
     fixed.finish()
+
+
+def test_prefill_tuner_tries_the_callers_count_soon_even_from_one_thread() -> None:
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as the decode tuner leaves it before prefill starts
+        tuner = ThreadTuner(base_period=4)
+        tuner.start(candidate=2)
+        assert (tuner.best, tuner.other) == (1, 2)
+        counts = []
+        for _ in range(8):
+            n = tuner.before_step()
+            counts.append(n)
+            tuner.after_step(n, {1: 2.0, 2: 1.0}[n])
+        assert counts[:4] == [1, 1, 1, 1] and counts[4] == 2 and tuner.best == 2
+        tuner.settle()
+        assert torch.get_num_threads() == 2
+        tuner.finish()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_cascade_attention_equals_attention_over_the_whole_sequence() -> None:
@@ -314,6 +336,29 @@ def test_prefix_cache_is_exact_at_temperature_zero(fast: TransformersBackend) ->
                for t in row)
 
 
+@pytest.mark.model
+def test_prefill_gives_the_same_bits_on_one_thread_and_on_two(fast: TransformersBackend) -> None:
+    """Prefill's thread count is tuned while a run goes on, so a prompt's KV must not depend on
+    it (a 256-row bf16 matmul did: oneDNN split it differently on 2 threads)."""
+    engine = fast.engine
+    assert engine is not None
+    ids = fast.tokenizer(SYSTEM * 2)["input_ids"]
+    assert len(ids) > 2 * PREFILL_CHUNK  # whole chunks, each a 256-row matmul
+    tuner, kvs = engine.prefill_threads, {}
+    try:
+        for threads in (1, 2):
+            engine.prefill_threads = ThreadTuner(threads)
+            engine.cache.clear()
+            engine.generate([ids], [1], DecodeParams(max_new_tokens=1))
+            (entry,) = engine.cache.entries()
+            kvs[threads] = entry.kv
+    finally:
+        engine.prefill_threads = tuner
+        engine.cache.clear()
+    assert all(torch.equal(a, b) for (k1, v1), (k2, v2) in zip(kvs[1], kvs[2], strict=True)
+               for a, b in ((k1, k2), (v1, v2)))
+
+
 @pytest.fixture(scope="module")
 def fp32() -> TransformersBackend:
     """The fast engine in fp32 (no int4): its rows do not depend on batch shapes beyond the
@@ -340,9 +385,10 @@ def test_fp32_engine_matches_generate(fp32: TransformersBackend) -> None:
         assert a.top.keys() == b.top.keys()
     prefixes = ["Better: Response 1\nReason: it is specific", "Better: Response 2"]
     reused = engine.engine.stats.reused_tokens
-    forced = engine.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes, SCORES, config)
+    messages = _messages(*ITEM_A, system=SHORT * 3)  # a shared prefix of a whole prefill chunk
+    forced = engine.complete_under_grammar_sync(messages, prefixes, SCORES, config)
     assert engine.engine.stats.reused_tokens > reused  # the prompt came from the cache
-    reference = old.complete_under_grammar_sync(_messages(*ITEM_A, system=SHORT), prefixes, SCORES, config)
+    reference = old.complete_under_grammar_sync(messages, prefixes, SCORES, config)
     assert [c.text for c in forced.completions] == [c.text for c in reference.completions]
     assert all(c.text.startswith("Scores: ") and c.finish_reason == "forced"
                for c in forced.completions)
