@@ -23,7 +23,9 @@ is driven directly:
 3. The loop drops finished rows, masks the logits with xgrammar matchers (about 2% of decode
    time here, so not overlapped with the forward pass), samples by inverse CDF, and records
    log-probabilities of the raw logits (as `generate`'s `output_logits`) only when asked.
-4. The torch thread count is measured while decoding (`ThreadTuner`).
+4. The torch thread count is measured, for decode steps and prefill chunks apart
+   (`ThreadTuner`); dense matmuls run at most 128 rows at a time so that no result depends
+   on it (`linear_in_row_blocks`).
 5. Calls share the decode loop (`DecodeEngine`, `RunningBatch`): the judge keeps several items
    in flight, and between two steps a waiting call is prefilled and its rows join the running
    batch, each call's rows reading their own prefix (`PrefixRuns`). A step of a 135M model
