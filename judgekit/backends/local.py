@@ -10,7 +10,7 @@ Two engines, chosen by `fast` (default True):
 - fast: `judgekit.backends.local_engine` drives the model's forward pass itself, with a prefix
   KV cache shared by every item and sample, the k rows of a prompt decoded from one prefill,
   lossless int4 re-packing of 4-bit (GGUF Q4) weights and bf16 elsewhere where the CPU has
-  native bf16, and a torch thread count measured while decoding (see `ThreadTuner`).
+  native bf16, and torch thread counts measured for prefill and decoding (see `ThreadTuner`).
 - `fast=False`: the previous path, `model.generate` in fp32 with the prompt re-read for every
   row; kept as the reference for benchmarks and for models the fast engine cannot drive
   (sliding-window or recurrent caches, or a CUDA device).
