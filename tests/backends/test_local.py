@@ -18,16 +18,20 @@ from support.cobatch import gate, run_together
 from judgekit.backends.base import GenerationResult
 from judgekit.backends.local import TransformersBackend, context_window
 from judgekit.backends.local_engine import (
+    MATMUL_ROW_BLOCK,
     PREFILL_CHUNK,
     CacheEntry,
     DecodeEngine,
     DecodeParams,
     Int4Linear,
     PrefixCache,
+    RowBlockedLinear,
     ThreadTuner,
     _int4_grid,
     common_prefix,
     kv_bytes,
+    linear_in_row_blocks,
+    optimize_model,
 )
 from judgekit.config import GenerationConfig
 from judgekit.embedded import SafetensorsStreamWriter
@@ -144,6 +148,26 @@ def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype) 
     # tight enough that dropping the padding mask fails (2.6e-4 in fp32, 1e-3 in bf16)
     tol = 1e-5 if dtype == torch.float32 else 2e-4
     assert torch.allclose(got, ref.float(), atol=tol, rtol=0), (got - ref).abs().max()
+
+
+def test_dense_matmuls_of_many_rows_run_in_row_blocks_of_the_same_result() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 150, 64, generator=g).to(torch.bfloat16)  # 300 rows: three blocks
+    weight = torch.randn(48, 64, generator=g).to(torch.bfloat16)
+    bias = torch.randn(48, generator=g).to(torch.bfloat16)
+    out = linear_in_row_blocks(x, weight, bias)
+    assert out.shape == (2, 150, 48)
+    flat = x.reshape(300, 64)
+    blocks = [torch.nn.functional.linear(flat[i:i + MATMUL_ROW_BLOCK], weight, bias)
+              for i in range(0, 300, MATMUL_ROW_BLOCK)]
+    assert torch.equal(out.reshape(300, 48), torch.cat(blocks))  # exactly each block's bits
+    assert torch.allclose(out.float(), torch.nn.functional.linear(x, weight, bias).float(),
+                          atol=0.1, rtol=0.02)
+    layer = torch.nn.Linear(64, 48)
+    model = torch.nn.Sequential(torch.nn.Embedding(8, 64), layer)
+    model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
+    assert optimize_model(model, torch.float32, int4=True)["dense"] == 1  # not on a 4-bit grid
+    assert isinstance(model[1], RowBlockedLinear) and model[1].weight is layer.weight
 
 
 def test_ordinary_weights_are_never_quantised() -> None:
