@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import tenacity
+
 from judgekit.backends.base import (
     Backend,
     BackendCapabilities,
@@ -98,7 +100,17 @@ class ResponseCache:
                 con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
             con.execute(_SCHEMA)
 
-        self._run(setup)
+        # Switching a new file to WAL takes an exclusive lock, and sqlite answers "locked" at
+        # once, without waiting out the busy timeout, to a connection that would otherwise
+        # deadlock with another one switching: two processes (or threads) opening a new cache
+        # together failed so (in CI; 3 in 60 tries with 4 threads). Retried until the other has
+        # switched it (the mode then reads "wal") or the busy timeout has passed.
+        for attempt in tenacity.Retrying(
+                retry=tenacity.retry_if_exception(_is_locked),
+                stop=tenacity.stop_after_delay(self.busy_timeout),
+                wait=tenacity.wait_random(0.01, 0.1), reraise=True):
+            with attempt:
+                self._run(setup)
 
     def _connect(self) -> _Connection:
         return _Connection(self.path, self.busy_timeout)
@@ -115,7 +127,7 @@ class ResponseCache:
             with self._connect() as con:
                 return op(con)
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            if _is_locked(exc):
                 raise  # busy past the timeout: not corruption
             raise self._unusable(exc) from None
 
@@ -175,6 +187,10 @@ class ResponseCache:
 
 
 _T = TypeVar("_T")
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 class _Connection:
