@@ -312,16 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker == "llmbar":
         worker_llmbar(args.path, args.items, args.k)
         return 0
+    paths = [p for p in args.paths.split(",") if p]
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = sorted(set(paths) - set(PATHS)) + sorted(set(tasks) - {"readme", "decode", "llmbar"})
+    if args.worker is not None or unknown:  # else a worker would run the orchestrator again
+        parser.error(f"unknown task, path or worker: {', '.join(unknown) or args.worker}")
 
     from judgekit.embedded import embedded_model_dir
 
     embedded_model_dir()  # materialise once, outside every timing
-    paths = [p for p in args.paths.split(",") if p]
-    tasks = [t for t in args.tasks.split(",") if t]
     load = os.getloadavg()
     print(f"CPU count {os.cpu_count()}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
           flush=True)
     rows: list[dict[str, Any]] = []
+    if args.out:  # runs/ is not in a fresh clone (it is git-ignored)
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     if args.resume and args.out and os.path.exists(args.out):
         with open(args.out, encoding="utf-8") as fh:
             rows = [r for r in json.load(fh) if not r.get("failed")]
