@@ -831,10 +831,11 @@ class ThreadTuner:
             torch.set_num_threads(n)
             self._current = n
 
-    def settle(self) -> None:
+    def settle(self) -> int:
         """Run on the current best count, unmeasured (work too small to compare by)."""
         assert self.best is not None
         self._set(self.best)
+        return self.best
 
     def before_step(self) -> int:
         assert self.best is not None
@@ -1152,14 +1153,12 @@ class DecodeEngine:
             pos = start
             while pos < end:
                 stop = min((pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK, end)
-                if stop - pos >= PREFILL_TUNE_TOKENS:
-                    threads = tuner.before_step()
-                    t = time.perf_counter()
-                    self._forward(tokens[:, pos:stop], cache, positions[:, pos:stop], None)
+                measured = stop - pos >= PREFILL_TUNE_TOKENS
+                threads = tuner.before_step() if measured else tuner.settle()
+                t = time.perf_counter()
+                self._forward(tokens[:, pos:stop], cache, positions[:, pos:stop], None)
+                if measured:
                     tuner.after_step(threads, (time.perf_counter() - t) / (stop - pos))
-                else:
-                    tuner.settle()
-                    self._forward(tokens[:, pos:stop], cache, positions[:, pos:stop], None)
                 pos = stop
             if last_alone:
                 tuner.settle()
