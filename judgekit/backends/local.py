@@ -9,8 +9,9 @@ generation with `ContextLengthError` (fatal: never retried).
 Two engines, chosen by `fast` (default True):
 - fast: `judgekit.backends.local_engine` drives the model's forward pass itself, with a prefix
   KV cache shared by every item and sample, the k rows of a prompt decoded from one prefill,
-  lossless int4 re-packing of 4-bit (GGUF Q4) weights and bf16 elsewhere where the CPU has
-  native bf16, and torch thread counts measured for prefill and decoding (see `ThreadTuner`).
+  lossless int4 re-packing of 4-bit (GGUF Q4) weights and 8-bit (Q8_0) ones and bf16
+  elsewhere where the CPU has native bf16 (fp32 and dense weights otherwise), and torch thread
+  counts measured for prefill and decoding (see `ThreadTuner`).
 - `fast=False`: the previous path, `model.generate` in fp32 with the prompt re-read for every
   row; kept as the reference for benchmarks and for models the fast engine cannot drive
   (sliding-window or recurrent caches, or a CUDA device).
@@ -94,7 +95,8 @@ class TransformersBackend(Backend):
     `fast=False` gives the previous engine (fp32 `generate`, no prefix cache). With `fast=True`:
     `prefix_cache` (default on) keeps the KV of prompt prefixes in an LRU of
     `prefix_cache_mb`; `dtype` None picks bf16 where the CPU has native bf16, else fp32;
-    `int4` None re-packs weights that are exactly 4-bit (GGUF Q4) for the int4 kernel, lossless;
+    `int4` None re-packs weights that are exactly 4-bit (GGUF Q4) or 8-bit (Q8_0) for the int4
+    kernel, lossless, in bf16 only (in fp32 that kernel is slower than dense, see `int4_pays`);
     `threads` None measures 1 thread against torch's default while decoding and keeps the
     faster, an int fixes the count. `co_batch=False` runs calls one after another: slower with
     several in flight, but a call's output at temperature 0 is then bitwise independent of what
@@ -177,11 +179,11 @@ class TransformersBackend(Backend):
             if self.fast and not fast:
                 self.engine_note = f"fast engine is CPU-only; {device} uses generate"
             if fast:
-                from judgekit.backends.local_engine import pick_engine_dtype
+                from judgekit.backends.local_engine import int4_pays, pick_engine_dtype
 
                 dtype = pick_engine_dtype(self._dtype_arg)
             # The int4 re-pack needs the exact dequantised values: load fp32, then cast.
-            int4 = fast and self.int4 is not False
+            int4 = fast and (self.int4 if self.int4 is not None else int4_pays(dtype))
             load_dtype = torch.float32 if int4 else dtype
             local_only = not self.allow_download or os.environ.get("HF_HUB_OFFLINE") == "1"
             kw: dict[str, Any] = {"local_files_only": local_only}

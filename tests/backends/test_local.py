@@ -24,14 +24,18 @@ from judgekit.backends.local_engine import (
     DecodeEngine,
     DecodeParams,
     Int4Linear,
+    Int8GridLinear,
     PrefixCache,
     RowBlockedLinear,
     ThreadTuner,
     _int4_grid,
+    _int8_grid,
     common_prefix,
+    int4_pays,
     kv_bytes,
     linear_in_row_blocks,
     optimize_model,
+    prefill_phase,
 )
 from judgekit.config import GenerationConfig
 from judgekit.embedded import SafetensorsStreamWriter
@@ -86,6 +90,73 @@ def test_weights_on_a_4bit_grid_are_repacked_losslessly(levels: int) -> None:
         assert (out - ref).norm() / ref.norm() < 1e-2  # only bf16 rounding of scale and zero
 
 
+def _q8_weight(out_f: int, in_f: int, seed: int = 0) -> torch.Tensor:
+    """A GGUF Q8_0 weight dequantised: d * q per group of 32, d = max |w| / 127 in fp16."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-127, 128, (out_f, in_f // 32, 32), generator=g).float()
+    q[..., 0] = 127  # Q8_0 scales every block to its largest weight
+    d = (torch.rand((out_f, in_f // 32, 1), generator=g) * 0.01 + 1e-4).half().float()
+    return (q * d).reshape(out_f, in_f)
+
+
+def test_weights_on_an_8bit_grid_run_as_two_int4_halves() -> None:
+    """A Q8_0 weight (the embedded model's tied lm_head) is found exactly, and its int4-pair
+    product is x @ w.T up to bf16 rounding of the group scale; prefill and larger steps run the
+    dense weight itself, bit for bit."""
+    w = _q8_weight(64, 128)
+    grid = _int8_grid(w)
+    assert grid is not None
+    q, d = grid
+    assert torch.equal(q.float() * d.repeat_interleave(32, dim=1), w)
+    weight = torch.nn.Parameter(w.to(torch.bfloat16), requires_grad=False)
+    layer = Int8GridLinear(weight, None, q, d, torch.bfloat16)
+    assert layer.weight is weight
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 128, generator=g).to(torch.bfloat16)
+    out = layer(x).float()
+    ref = x.float() @ w.t()
+    assert out.shape == (2, 1, 64)
+    assert (out - ref).norm() / ref.norm() < 1e-2
+    dense = torch.nn.functional.linear(x, weight)
+    assert not torch.equal(layer(x), dense)  # one row: the int4 kernel, not the dense weight
+    with prefill_phase():
+        assert torch.equal(layer(x), dense)
+    many = torch.randn(8, 128, generator=g).to(torch.bfloat16)
+    assert torch.equal(layer(many), torch.nn.functional.linear(many, weight))
+
+
+def test_weights_off_an_8bit_grid_or_the_int4_packing_stay_dense() -> None:
+    w = _q8_weight(64, 128)
+    w[3, 5] += 1e-3
+    assert _int8_grid(w) is None
+    assert _int8_grid(torch.randn(64, 128)) is None
+    # torch packs only output dims that are a multiple of 16 (it raises on 24)
+    assert _int8_grid(_q8_weight(24, 64)) is None
+    assert _int4_grid(_q4_weight(24, 64)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_tied_q8_head_runs_on_the_int4_kernel_in_bf16_only(dtype: torch.dtype) -> None:
+    """In bf16 the tied lm_head on an 8-bit grid becomes Int8GridLinear and stays tied to the
+    embedding; in fp32 the int4 kernel is slower than dense (`int4_pays`), so it stays dense."""
+    embedding = torch.nn.Embedding(64, 128)
+    with torch.no_grad():
+        embedding.weight.copy_(_q8_weight(64, 128))
+    head = torch.nn.Linear(128, 64, bias=False)
+    head.weight = embedding.weight
+    model = torch.nn.Sequential(embedding, head)
+    model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
+    counts = optimize_model(model, dtype, int4=True)
+    if dtype == torch.bfloat16:
+        assert counts["int8"] == 1 and counts["dense"] == 0
+        assert isinstance(model[1], Int8GridLinear)
+    else:
+        assert counts["int8"] == 0 and counts["dense"] == 1
+        assert isinstance(model[1], RowBlockedLinear)
+    assert model[1].weight is model[0].weight and model[0].weight.dtype == dtype
+    assert int4_pays(torch.bfloat16) and not int4_pays(torch.float32)
+
+
 def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytest.MonkeyPatch) -> None:
     from judgekit.backends import local_engine
 
@@ -100,7 +171,7 @@ def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytes
     with torch.no_grad():
         model[1].weight.copy_(_q4_weight(64, 128))
     counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
-    assert counts == {"int4": 0, "dense": 1, "fused": 0}
+    assert counts == {"int4": 0, "int8": 0, "dense": 1, "fused": 0}
     assert not isinstance(model[1], Int4Linear) and model[1].weight.dtype == torch.bfloat16
 
 
@@ -385,9 +456,9 @@ def test_prefill_gives_the_same_bits_on_one_thread_and_on_two(fast: Transformers
 
 @pytest.fixture(scope="module")
 def fp32() -> TransformersBackend:
-    """The fast engine in fp32 (no int4): its rows do not depend on batch shapes beyond the
-    last bits, so outputs can be compared token for token."""
-    return TransformersBackend.from_spec("embedded", dtype="float32", int4=False)
+    """The fast engine in fp32 (no int4 by default there, see `int4_pays`): its rows do not
+    depend on batch shapes beyond the last bits, so outputs can be compared token for token."""
+    return TransformersBackend.from_spec("embedded", dtype="float32")
 
 
 @pytest.mark.model
@@ -399,6 +470,8 @@ def test_fp32_engine_matches_generate(fp32: TransformersBackend) -> None:
     config = GenerationConfig(temperature=0.0, max_tokens=12, grammar=GRAMMAR)
     assert _texts(engine.generate_many_sync(_requests(ITEM_A, SHORT), config)) == _texts(
         old.generate_many_sync(_requests(ITEM_A, SHORT), config))
+    assert engine.weights_summary["dtype"] == "float32"
+    assert engine.weights_summary["int4"] == engine.weights_summary["int8"] == 0
     lp_config = GenerationConfig(temperature=0.0, max_tokens=2, logprobs=True, top_logprobs=3)
     messages = _messages(*ITEM_B, system=SHORT)
     new_lp = engine.generate_sync(messages, lp_config).completions[0].logprobs
