@@ -50,7 +50,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,44 +140,80 @@ def int4_pays(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16
 
 
-def _int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """If every group of 32 input weights of `weight` [out, in] takes values mn + q*step with
-    integer q in 0..15 (GGUF Q4_0/Q4_1 dequantised), return (q, step, mn) per group; else None.
-    Rows are checked in chunks that stay in cache (a whole-matrix pass is several times slower)."""
+GroupSolver = Callable[[torch.Tensor], "tuple[torch.Tensor, ...] | None"]
+"""Solves one row chunk of a weight, [rows, groups, 32] in fp32, for its grid: per-group
+tensors, the first [rows, groups, 32], the others [rows, groups]; None when off the grid."""
+
+
+def _grid_in_row_chunks(weight: torch.Tensor, solve: GroupSolver) -> tuple[torch.Tensor, ...] | None:
+    """Run `solve` over `weight` [out, in] as groups of `INT4_GROUP` inputs, in row chunks that
+    stay in cache (a whole-matrix pass is several times slower); the chunks' results joined,
+    the first reshaped to [out, in]. None when any chunk is off the grid, or when torch's int4
+    packing would not take the shape (`INT4_PACK_ROWS`)."""
     out_f, in_f = weight.shape
     if in_f % INT4_GROUP or out_f % INT4_PACK_ROWS:
         return None
     groups = in_f // INT4_GROUP
     w_all = weight.detach().reshape(out_f, groups, INT4_GROUP)
-    q_all = torch.empty((out_f, groups, INT4_GROUP), dtype=torch.uint8)
-    step_all = torch.empty((out_f, groups), dtype=torch.float32)
-    mn_all = torch.empty((out_f, groups), dtype=torch.float32)
-    chunk = max(1, 8192 // groups)
-    for lo in range(0, out_f, chunk):
-        w = w_all[lo:lo + chunk].float()
-        mn = w.amin(-1, keepdim=True)
-        span = w.amax(-1, keepdim=True) - mn
-        tol = 1e-5 * span
-        solved = span == 0  # a constant group: q = 0, step = 0
-        q = torch.zeros_like(w)
-        step = torch.zeros_like(mn)
-        for levels in range(15, 0, -1):  # Q4_1 spans all 16 levels; Q4_0 groups may use fewer
-            s = span / levels
-            qk = ((w - mn) / torch.where(solved, 1.0, s)).round_()
-            exact = ((torch.addcmul(mn, qk, s) - w).abs() <= tol).all(-1, keepdim=True)
-            exact &= ~solved
-            if bool(exact.any()):
-                q = torch.where(exact, qk, q)
-                step = torch.where(exact, s, step)
-                solved |= exact
-            if bool(solved.all()):
-                break
-        else:
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for lo in range(0, out_f, chunk := max(1, 8192 // groups)):
+        solved = solve(w_all[lo:lo + chunk].float())
+        if solved is None:
             return None
-        q_all[lo:lo + chunk] = q.to(torch.uint8)
-        step_all[lo:lo + chunk] = step.squeeze(-1)
-        mn_all[lo:lo + chunk] = mn.squeeze(-1)
-    return q_all.reshape(out_f, in_f), step_all, mn_all
+        parts.append(solved)
+    first, *rest = (torch.cat(column) for column in zip(*parts, strict=True))
+    return (first.reshape(out_f, in_f), *rest)
+
+
+def _int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """If every group of 32 input weights of `weight` [out, in] takes values mn + q*step with
+    integer q in 0..15 (GGUF Q4_0/Q4_1 dequantised), return (q, step, mn) per group; else None."""
+    found = _grid_in_row_chunks(weight, _solve_int4)
+    if found is None:
+        return None
+    q, step, mn = found
+    return q, step, mn
+
+
+def _solve_int4(w: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    mn = w.amin(-1, keepdim=True)
+    span = w.amax(-1, keepdim=True) - mn
+    tol = 1e-5 * span
+    solved = span == 0  # a constant group: q = 0, step = 0
+    q = torch.zeros_like(w)
+    step = torch.zeros_like(mn)
+    for levels in range(15, 0, -1):  # Q4_1 spans all 16 levels; Q4_0 groups may use fewer
+        s = span / levels
+        qk = ((w - mn) / torch.where(solved, 1.0, s)).round_()
+        exact = ((torch.addcmul(mn, qk, s) - w).abs() <= tol).all(-1, keepdim=True)
+        exact &= ~solved
+        if bool(exact.any()):
+            q = torch.where(exact, qk, q)
+            step = torch.where(exact, s, step)
+            solved |= exact
+        if bool(solved.all()):
+            return q.to(torch.uint8), step.squeeze(-1), mn.squeeze(-1)
+    return None
+
+
+def _int8_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """If every group of 32 input weights of `weight` [out, in] is d * q with integer q in
+    -127..127 and d = the group's max |w| / 127 (GGUF Q8_0 dequantised), return (q as int8,
+    d per group [out, groups]); else None."""
+    found = _grid_in_row_chunks(weight, _solve_int8)
+    if found is None:
+        return None
+    q, d = found
+    return q, d
+
+
+def _solve_int8(w: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    amax = w.abs().amax(-1, keepdim=True)
+    d = amax / 127
+    q = (w / torch.where(d == 0, 1.0, d)).round_()
+    if not bool(((q * d - w).abs() <= 1e-6 * amax).all()):
+        return None
+    return q.to(torch.int8), d.squeeze(-1)
 
 
 _PHASE = threading.local()
@@ -279,30 +315,6 @@ INT8_GRID_ROWS = 4
 weight. For the embedded model's lm_head (bf16, weights in cache), 1 row: 3.2 ms against 6.7 ms
 dense on 1 thread, 1.9 against 2.4 ms on 2; 4 rows: even; 16 rows: 23 ms against 7 (the
 kernel's time grows with the rows, the dense matmul's does not)."""
-
-
-def _int8_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """If every group of 32 input weights of `weight` [out, in] is d * q with integer q in
-    -127..127 and d = the group's max |w| / 127 (GGUF Q8_0 dequantised), return (q as int8,
-    d per group [out, groups]); else None. Checked in row chunks, as `_int4_grid`."""
-    out_f, in_f = weight.shape
-    if in_f % INT4_GROUP or out_f % INT4_PACK_ROWS:
-        return None
-    groups = in_f // INT4_GROUP
-    w_all = weight.detach().reshape(out_f, groups, INT4_GROUP)
-    q_all = torch.empty((out_f, groups, INT4_GROUP), dtype=torch.int8)
-    d_all = torch.empty((out_f, groups), dtype=torch.float32)
-    chunk = max(1, 8192 // groups)
-    for lo in range(0, out_f, chunk):
-        w = w_all[lo:lo + chunk].float()
-        amax = w.abs().amax(-1, keepdim=True)
-        d = amax / 127
-        q = (w / torch.where(d == 0, 1.0, d)).round_()
-        if not bool(((q * d - w).abs() <= 1e-6 * amax).all()):
-            return None
-        q_all[lo:lo + chunk] = q.to(torch.int8)
-        d_all[lo:lo + chunk] = d.squeeze(-1)
-    return q_all.reshape(out_f, in_f), d_all
 
 
 class Int8GridLinear(nn.Module):
