@@ -408,6 +408,8 @@ def _optimize(model: Any, dtype: torch.dtype, int4: bool) -> dict[str, int]:
                 grids[name] = grid
         counts["fused"] += _fuse_projections(parent, grids, dtype)
     model.to(dtype)
+    for parent in list(model.modules()):  # after the cast, which would copy views apart
+        counts["fused"] += _fuse_dense_projections(parent)
     return counts
 
 
@@ -435,6 +437,35 @@ def _fuse_projections(parent: nn.Module, grids: dict[str, tuple[torch.Tensor, to
                 separate.dense = layer.dense[first:first + rows]
                 first += rows
             fused += 1
+    return fused
+
+
+def _fuse_dense_projections(parent: nn.Module) -> int:
+    """As `_fuse_projections`, for dense weights (fp32 engines, or a checkpoint not on a 4-bit
+    grid): one `RowBlockedLinear` holding the projections' rows side by side, the separate
+    layers' weights becoming views of its rows, so no weight is held twice. Without it such a
+    model gets no `LlamaDecodeStep` and decodes through transformers' forward. A README decode
+    step of the embedded model, old and new code alternating: fp32 37 -> 34 ms (reading the
+    fp32 weights bounds it), bf16 dense 38 -> 32 ms."""
+    fused = 0
+    for attr, names in FUSED.items():
+        layers = [getattr(parent, n, None) for n in names]
+        if hasattr(parent, attr) or not all(type(layer) is RowBlockedLinear
+                                            and layer.bias is None for layer in layers):
+            continue
+        weights = [layer.weight for layer in layers if isinstance(layer, RowBlockedLinear)]
+        joined = RowBlockedLinear(weights[0].shape[1], sum(w.shape[0] for w in weights),
+                                  bias=False, device="meta")
+        joined.weight = nn.Parameter(torch.cat([w.detach() for w in weights]), requires_grad=False)
+        parent.add_module(attr, joined)
+        first = 0
+        for layer in layers:
+            assert isinstance(layer, RowBlockedLinear)
+            rows = layer.out_features
+            layer.weight = nn.Parameter(joined.weight.detach()[first:first + rows],
+                                        requires_grad=False)
+            first += rows
+        fused += 1
     return fused
 
 

@@ -190,15 +190,21 @@ def _tiny_llama(seed: int = 0) -> Any:
     return model
 
 
+@pytest.mark.parametrize("int4", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype) -> None:
-    """LlamaDecodeStep (fused int4 q/k/v and gate/up) gives transformers' logits for decode
-    steps over a cache, with left padding, on the same int4 weights."""
+def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype, int4: bool) -> None:
+    """LlamaDecodeStep (fused q/k/v and gate/up: int4, or dense when the weights stay dense)
+    gives transformers' logits for decode steps over a cache, with left padding, on the same
+    weights."""
     from judgekit.backends.local_engine import LlamaDecodeStep, make_cache, optimize_model
 
     model = _tiny_llama()
-    counts = optimize_model(model, dtype, int4=True)
-    assert counts["int4"] == 14 and counts["fused"] == 4
+    counts = optimize_model(model, dtype, int4=int4)
+    assert counts["int4"] == (14 if int4 else 0) and counts["fused"] == 4
+    if not int4:  # the separate layers' weights are views of the fused layer's rows
+        attn = model.model.layers[0].self_attn
+        assert attn.k_proj.weight.data_ptr() == (attn.jk_qkv.weight.data_ptr()
+                                                 + attn.q_proj.weight.numel() * dtype.itemsize)
     step = LlamaDecodeStep.for_model(model)
     assert step is not None
     rows, width = 3, 9
