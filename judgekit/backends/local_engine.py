@@ -235,6 +235,13 @@ DENSE_ROWS = 16
 """A decode step with more rows than this runs Int4Linear's bf16 copy instead of the int4 kernel."""
 
 
+def runs_dense(x: torch.Tensor, max_rows: int) -> bool:
+    """Whether a layer with an int4-kernel form should use its dense weight for `x`: always in
+    prefill (`prefill_phase`), and for decode steps of more than `max_rows` rows, where the
+    int4 kernel's time, which grows with the rows, passes the dense matmul's."""
+    return bool(getattr(_PHASE, "prefill", False)) or x.numel() > max_rows * x.shape[-1]
+
+
 MATMUL_ROW_BLOCK = 128
 """Dense matmuls run at most this many rows at a time (see `linear_in_row_blocks`)."""
 
@@ -301,7 +308,7 @@ class Int4Linear(nn.Module):
                                                            requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(_PHASE, "prefill", False) or x.numel() > DENSE_ROWS * x.shape[-1]:
+        if runs_dense(x, DENSE_ROWS):
             return linear_in_row_blocks(x, self.dense, self.bias)
         shape = x.shape
         out = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.packed,
@@ -328,7 +335,7 @@ class Int8GridLinear(nn.Module):
     16 d and zero 8 d, lo groups with scale d and zero 0, which sums to d * q exactly (the
     kernel computes (nibble - 8) * scale + zero). That reads half the bytes of bf16, with the
     same order of rounding (d in bf16, per group, instead of every weight in bf16). A README
-    decode step took 12% less time with it (40 against 46 ms, measured). Prefill and steps of
+    decode step took 5-13% less time with it (old and new code alternating). Prefill and steps of
     more than `INT8_GRID_ROWS` rows use `weight`, the dense one (for a tied head it is the
     embedding's own Parameter, not a copy, and stays tied)."""
 
@@ -352,10 +359,9 @@ class Int8GridLinear(nn.Module):
                              .transpose(0, 1).contiguous().to(dtype), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        if getattr(_PHASE, "prefill", False) or rows > INT8_GRID_ROWS:
+        if runs_dense(x, INT8_GRID_ROWS):
             return linear_in_row_blocks(x, self.weight, self.bias)
-        flat = x.reshape(rows, self.in_features)
+        flat = x.reshape(-1, self.in_features)
         out = torch._weight_int4pack_mm_for_cpu(torch.cat((flat, flat), dim=-1), self.packed,
                                                 INT4_GROUP, self.scales_zeros)
         out = out.reshape(*x.shape[:-1], self.out_features)
@@ -391,8 +397,8 @@ def _optimize(model: Any, dtype: torch.dtype, int4: bool) -> dict[str, int]:
             grid = None
             if repack and type(child) is nn.Linear and id(child.weight) not in tied:
                 grid = _int4_grid(child.weight)
-            if grid is None and repack and dtype == torch.bfloat16 and type(child) is nn.Linear:
-                grid8 = _int8_grid(child.weight)  # (in fp32 the int4 kernel is slow: int4_pays)
+            if grid is None and repack and int4_pays(dtype) and type(child) is nn.Linear:
+                grid8 = _int8_grid(child.weight)
                 if grid8 is not None:
                     setattr(parent, name, Int8GridLinear(child.weight, child.bias, *grid8, dtype))
                     counts["int8"] += 1
@@ -430,12 +436,10 @@ def _fuse_projections(parent: nn.Module, grids: dict[str, tuple[torch.Tensor, to
             q, step, mn = (torch.cat([p[i] for p in parts], dim=0) for i in range(3))
             layer = Int4Linear(q, step, mn, None, dtype)
             parent.add_module(attr, layer)
-            first = 0
-            for name in names:
-                separate = getattr(parent, name)
-                rows = separate.out_features
-                separate.dense = layer.dense[first:first + rows]
-                first += rows
+            separate = [getattr(parent, name) for name in names]
+            views = layer.dense.split([part.out_features for part in separate])
+            for part, view in zip(separate, views, strict=True):
+                part.dense = view
             fused += 1
     return fused
 
@@ -449,22 +453,21 @@ def _fuse_dense_projections(parent: nn.Module) -> int:
     fp32 weights bounds it), bf16 dense 38 -> 32 ms."""
     fused = 0
     for attr, names in FUSED.items():
-        layers = [getattr(parent, n, None) for n in names]
-        if hasattr(parent, attr) or not all(type(layer) is RowBlockedLinear
-                                            and layer.bias is None for layer in layers):
+        layers: list[RowBlockedLinear] = []
+        for name in names:
+            layer = getattr(parent, name, None)
+            if isinstance(layer, RowBlockedLinear) and layer.bias is None:
+                layers.append(layer)
+        if hasattr(parent, attr) or len(layers) < len(names):
             continue
-        weights = [layer.weight for layer in layers if isinstance(layer, RowBlockedLinear)]
-        joined = RowBlockedLinear(weights[0].shape[1], sum(w.shape[0] for w in weights),
-                                  bias=False, device="meta")
-        joined.weight = nn.Parameter(torch.cat([w.detach() for w in weights]), requires_grad=False)
+        joined = RowBlockedLinear(layers[0].in_features, sum(x.out_features for x in layers),
+                                  bias=False, device="meta")  # its weight is set below
+        joined.weight = nn.Parameter(torch.cat([x.weight.detach() for x in layers]),
+                                     requires_grad=False)
         parent.add_module(attr, joined)
-        first = 0
-        for layer in layers:
-            assert isinstance(layer, RowBlockedLinear)
-            rows = layer.out_features
-            layer.weight = nn.Parameter(joined.weight.detach()[first:first + rows],
-                                        requires_grad=False)
-            first += rows
+        views = joined.weight.detach().split([x.out_features for x in layers])
+        for part, view in zip(layers, views, strict=True):
+            part.weight = nn.Parameter(view, requires_grad=False)
         fused += 1
     return fused
 
