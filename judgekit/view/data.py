@@ -202,8 +202,10 @@ def _item(first: ResultRecord, results: list[ViewResult | None],
 
 
 def view_items(runs: Sequence[BenchRun]) -> list[ViewItem]:
-    """Every item of every run, in the first run's order (items only later runs hold follow),
-    with one result slot per run (None where that run has no record of the item)."""
+    """Every item of every run, with one result slot per run (None where that run has no
+    record of the item). Items keep the order of the source file where the records know it
+    (`metadata["source_row"]`), else the order the first run finished them in (items only later
+    runs hold follow)."""
     by_run = [{r.item_id: r for r in run.records} for run in runs]
     ids: dict[str, None] = {}
     for run in runs:
@@ -216,6 +218,9 @@ def view_items(runs: Sequence[BenchRun]) -> list[ViewItem]:
                    for rec, run in zip(recs, runs, strict=True)]
         texts = next((r for r in present if _stored_text(r)), None)
         items.append(_item(present[0], results, texts))
+    rows = [it.metadata.get("source_row") for it in items]
+    if all(isinstance(r, int) for r in rows):  # a file of the user's: its own row order
+        items.sort(key=lambda it: int(it.metadata["source_row"]))
     return items
 
 

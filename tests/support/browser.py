@@ -71,10 +71,11 @@ class Browser:
         self.messages: list[str] = []
         self.events: list[dict[str, Any]] = []
         self._next_id = 0
+        self._stack = contextlib.ExitStack()
         try:
             port, path = self._devtools_address()
-            self.ws = connect(f"ws://127.0.0.1:{port}{path}", max_size=None,
-                              open_timeout=timeout)
+            self.ws = self._stack.enter_context(
+                connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=timeout))
             target = self.call("Target.createTarget", {"url": "about:blank"},
                                session=False)["targetId"]
             self.session = self.call("Target.attachToTarget",
@@ -235,7 +236,7 @@ class Browser:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.ws.close()
+            self._stack.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

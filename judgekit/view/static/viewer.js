@@ -191,7 +191,7 @@
     if (state.subset && it.subset !== state.subset) return false;
     var res = it.results[state.run];
     switch (state.outcome) {
-      case "right": if (!res || res.correct !== true || res.tie) return false; break;
+      case "right": if (!res || res.correct !== true) return false; break;
       case "wrong": if (!res || res.correct !== false) return false; break;
       case "tie": if (!res || !res.tie) return false; break;
       case "failed": if (!res || !res.failed) return false; break;
@@ -221,6 +221,7 @@
   };
   function select(options, value, onChange, label) {
     var s = el("select");
+    s.id = "filter-" + label;
     s.setAttribute("aria-label", label);
     options.forEach(function (o) {
       var opt = el("option", null, o[1]);
@@ -265,8 +266,6 @@
       function (v) { state.sort = v; refreshList(); }, "sort")));
     parts.push(el("span", "count", ""));
     add(root, parts);
-    var sel = root.querySelectorAll("select");
-    for (var i = 0; i < sel.length; i++) sel[i].id = "filter-" + sel[i].getAttribute("aria-label").replace(" ", "-");
   }
   function label(text, control) { return el("label", "control", [el("span", null, text), control]); }
 
