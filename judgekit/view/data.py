@@ -11,6 +11,7 @@ copy of those rules.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +86,8 @@ class ViewItem(BaseModel):
     disagree: bool = Field(False, description="two runs that judged it prefer different "
                            "responses (or one ties)")
     results: list[ViewResult | None]
+    mismatch: str | None = Field(None, description="the runs hold different items under this "
+                                 "id (labels or responses differ): what differs")
 
 
 class ViewData(BaseModel):
@@ -184,6 +187,20 @@ def _stored_text(rec: ResultRecord) -> bool:
     return rec.responses is not None
 
 
+def _mismatch(records: Sequence[ResultRecord]) -> str | None:
+    """What differs between the runs' records of one item id, if anything: comparing runs
+    side by side only means something on the same items."""
+    labels = {dataset_label(r).model_dump_json() for r in records}
+    texts = {json.dumps(_to_dataset(r.responses, r.order)) for r in records
+             if r.responses is not None}
+    queries = {json.dumps(r.query) for r in records if r.query is not None}
+    parts = [name for name, seen in (("gold label", labels), ("responses", texts),
+                                     ("query", queries)) if len(seen) > 1]
+    if not parts:
+        return None
+    return f"The runs hold different items under this id: the {' and '.join(parts)} differ."
+
+
 def _item(first: ResultRecord, results: list[ViewResult | None],
           texts: ResultRecord | None) -> ViewItem:
     label = dataset_label(first)
@@ -217,7 +234,9 @@ def view_items(runs: Sequence[BenchRun]) -> list[ViewItem]:
         results = [None if rec is None else view_result(rec, run.seed)
                    for rec, run in zip(recs, runs, strict=True)]
         texts = next((r for r in present if _stored_text(r)), None)
-        items.append(_item(present[0], results, texts))
+        item = _item(present[0], results, texts)
+        item.mismatch = _mismatch(present)
+        items.append(item)
     rows = [it.metadata.get("source_row") for it in items]
     if all(isinstance(r, int) for r in rows):  # a file of the user's: its own row order
         items.sort(key=lambda it: int(it.metadata["source_row"]))

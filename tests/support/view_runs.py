@@ -139,7 +139,8 @@ def synthetic_items(n_items: int, seed: int = 0) -> list[BenchItem]:
             for i in range(n_items)]
 
 
-def synthetic_run(out_dir: Path, n_items: int = 1000, k: int = 8, seed: int = 0) -> Path:
-    run(synthetic_items(n_items, seed), SyntheticJudge(seed), out_dir=out_dir, samples=k,
+def synthetic_run(out_dir: Path, n_items: int = 1000, k: int = 8, judge_seed: int = 0) -> Path:
+    """The same items whatever `judge_seed`, so that two runs compare item by item."""
+    run(synthetic_items(n_items), SyntheticJudge(judge_seed), out_dir=out_dir, samples=k,
         dataset_name="synthetic", overwrite=True)
     return out_dir

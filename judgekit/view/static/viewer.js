@@ -440,6 +440,7 @@
       root.appendChild(el("details", "metadata", [el("summary", null, "metadata (" + meta.length + ")"),
         kv(meta.map(function (k) { var v = it.metadata[k]; return [k, typeof v === "string" ? v : JSON.stringify(v)]; }))]));
     }
+    if (it.mismatch) root.appendChild(el("p", "note", it.mismatch));
     if (!it.responses) {
       root.appendChild(el("p", "note", "These runs did not store the query and responses (made before " +
         "judgekit kept them); the judgements are shown below."));
