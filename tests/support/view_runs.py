@@ -81,9 +81,10 @@ def first_wins_text(responses: list[str] | None) -> str:
 # --------------------------------------------------------------------------------------------
 # A big run of realistic size
 # --------------------------------------------------------------------------------------------
-_WORDS = ("the response covers the main point but misses an edge case where the input is empty "
-          "and it cites no source for its claim about complexity while the other answer gives "
-          "a worked example that checks out step by step and explains why").split()
+_VOCABULARY = ("the response covers the main point but misses an edge case where the input is "
+               "empty and it cites no source for its claim about complexity while the other "
+               "answer gives a worked example that checks out step by step and explains why")
+_WORDS = _VOCABULARY.split(" ")
 
 
 def _prose(rng: random.Random, n_words: int) -> str:
