@@ -129,8 +129,10 @@ class Judgement(BaseModel):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     attempts: int = 1
-    truncated: bool = Field(False, description="the first output ended on the token limit; it "
-                            "was never accepted as it stood (forced, re-asked or failed)")
+    truncated: bool = Field(False, description="the first output was cut off (one of the "
+                            "backend's declared cut-off reasons: token limit, context window, "
+                            "content filter, refusal); it was never accepted as it stood "
+                            "(forced, re-asked or failed)")
     hinted: bool = False
     meta_score: float | None = None
     kept: bool = True
