@@ -97,6 +97,8 @@ class Critique(BaseModel):
     overall: float | None = Field(None, description="the model's own overall 1-10 score")
     weighted: float | None = Field(None, description="sum of w_i * s_i where every principle "
                                    "has a fixed-form criterion score")
+    weighted_missing: str | None = Field(None, description="why `weighted` is None: no, several, "
+                                         "only quoted, or a malformed 'Criterion scores' line")
     weighted_fallback: bool = Field(False, description="the weighted rule was asked for, but a "
                                     "criterion score was missing: the overall score was used")
     fixes: list[str] = Field(default_factory=list, description="suggested fixes, where the "
