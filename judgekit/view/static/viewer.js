@@ -394,7 +394,7 @@
     if (s.truncated) flags.push("hit the token limit");
     if (s.hinted) flags.push("re-asked with a hint");
     if (s.structured) flags.push("structured output");
-    if (s.structured_fallback) flags.push("free text: " + s.structured_fallback);
+    if (s.structured_fallback) flags.push(s.structured_fallback);
     body.push(kv([["usage", usageText(s.usage)], ["attempts", String(s.attempts)],
                   ["notes", flags.join("; ")], ["error", s.error]]));
     var raw = el("details", "raw", [el("summary", null, "raw text (" + s.raw_text.length + " chars)"),
