@@ -251,7 +251,7 @@ def view_runs(runs: Sequence[BenchRun]) -> list[ViewRun]:
             model=r.model, judge=f"baseline:{r.info.baseline}" if r.info.baseline else "grm",
             k=r.k, reverse=r.info.reverse, meta=r.info.meta, seed=r.seed,
             n_items=r.info.n_items,
-            stored_text=bool(r.records) and all(_stored_text(x) for x in r.records)))
+            stored_text=all(_stored_text(x) for x in r.records)))
     return out
 
 
@@ -263,8 +263,9 @@ def view_data(runs: Sequence[BenchRun], *, plots: Sequence[ViewPlot] = (),
 
     vruns = view_runs(runs)
     all_notes = list(notes)
-    all_notes += [f"Run {r.label}: {MISSING_TEXT_NOTE}" for r in vruns
-                  if not r.stored_text and r.n_items]
+    all_notes += [f"Run {r.label}: {MISSING_TEXT_NOTE}" for r in vruns if not r.stored_text]
+    all_notes += [f"Run {r.label} holds no result yet." for r, run in zip(vruns, runs, strict=True)
+                  if not run.records]
     tables = [ViewTable(title=t.title, header=t.header, rows=t.rows)
               for t in report_tables(list(runs), seed)]
     return ViewData(judgekit_version=__version__,

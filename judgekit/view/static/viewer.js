@@ -196,6 +196,7 @@
       case "tie": if (!res || !res.tie) return false; break;
       case "failed": if (!res || !res.failed) return false; break;
       case "disagree": if (!it.disagree) return false; break;
+      case "gold-tie": if (it.gold.length < 2) return false; break;
       default: break;
     }
     return !state.q || haystack(i).indexOf(state.q) >= 0;
@@ -252,6 +253,7 @@
     var outcomes = [["all", "all items"], ["right", "right"], ["wrong", "wrong"], ["tie", "judge tied"],
                     ["failed", "failed"]];
     if (RUNS.length > 1) outcomes.push(["disagree", "runs disagree"]);
+    if (ITEMS.some(function (it) { return it.gold.length > 1; })) outcomes.push(["gold-tie", "gold is a tie"]);
     var parts = [
       search,
       label("subset", select(subsetOpts, "", function (v) { state.subset = v; refreshList(); }, "subset")),
