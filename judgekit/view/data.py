@@ -31,6 +31,7 @@ MISSING_TEXT_NOTE = (
 
 
 class ViewTable(BaseModel):
+    section: str
     title: str
     header: list[str]
     rows: list[list[str]]
@@ -266,7 +267,7 @@ def view_data(runs: Sequence[BenchRun], *, plots: Sequence[ViewPlot] = (),
     all_notes += [f"Run {r.label}: {MISSING_TEXT_NOTE}" for r in vruns if not r.stored_text]
     all_notes += [f"Run {r.label} holds no result yet." for r, run in zip(vruns, runs, strict=True)
                   if not run.records]
-    tables = [ViewTable(title=t.title, header=t.header, rows=t.rows)
+    tables = [ViewTable(section=t.section, title=t.title, header=t.header, rows=t.rows)
               for t in report_tables(list(runs), seed)]
     return ViewData(judgekit_version=__version__,
                     generated_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -85,6 +85,12 @@ def test_the_page_loads_without_errors_and_runs_nothing_from_the_data(
         "[...document.querySelectorAll('img.plot')].every(i => i.complete && i.naturalWidth > 0)")
     summary = browser.evaluate("document.querySelector('#view-summary').innerText")
     assert "acc_strict" in summary
+    # the headline, strict rule, `f` failed: the fair runs get x0..x3 right and tie on `tie`
+    # (4 of 5); the biased one always prefers response 2, right on x1 and x3 only (2 of 5)
+    cards = browser.evaluate("[...document.querySelectorAll('.headline .card')].map(c =>"
+                             " [c.querySelector('.run-chip').textContent,"
+                             " c.querySelector('.figure .value').textContent])")
+    assert cards == [["forward", "80%"], ["reverse", "80%"], ["biased", "40%"]]
 
 
 def test_open_an_item_and_find_its_critique(browser: Browser, page: Path,

@@ -127,8 +127,28 @@
     t.appendChild(body);
     return t;
   }
+  // the headline figures of each run: cells of the report's own summary table, not recomputed
+  var HEADLINE = [["acc_strict", "accuracy, strict", "%"], ["acc_random_tiebreak", "accuracy, random tie-break", "%"],
+                  ["tie_rate", "judge ties", "%"], ["failed", "failed items", ""], ["tokens_per_item", "tokens per item", ""]];
+  function headline() {
+    var summary = DATA.tables.filter(function (t) { return t.section === "summary"; })[0];
+    if (!summary) return null;
+    var rows = {};
+    summary.rows.forEach(function (r) { rows[r[0]] = r.slice(1); });
+    var cards = el("div", "headline");
+    summary.header.slice(1).forEach(function (label, i) {
+      var run = RUNS.map(function (r) { return r.label; }).indexOf(label);
+      var figures = HEADLINE.filter(function (h) { return rows[h[0]] && rows[h[0]][i] !== ""; }).map(function (h) {
+        return el("div", "figure", [el("div", "value", rows[h[0]][i] + h[2]), el("div", "what", h[1])]);
+      });
+      cards.appendChild(el("div", "card", [run >= 0 ? runChip(run) : el("strong", null, label),
+                                           el("div", "figures", figures)]));
+    });
+    return cards;
+  }
   function buildSummary() {
     var root = document.getElementById("view-summary");
+    add(root, headline());
     root.appendChild(el("h2", null, "Runs"));
     root.appendChild(table(
       ["", "run", "dataset", "model", "judge", "k", "order", "items", "text stored"],
