@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from judgekit.cli_args import (
     EXIT_USAGE,
+    CLIError,
     add_common_args,
     add_reference_arg,
     check_common,
@@ -20,10 +21,6 @@ from judgekit.cli_args import (
 )
 from judgekit.errors import JudgekitError, ModelSpecError
 from judgekit.schema import Verdict
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
