@@ -8,7 +8,9 @@ Files in the output directory:
                     `Scorer.settings()`, with the run's data mapping and run settings), whose
                     hash is the run's `fingerprint`;
 * ``results.jsonl`` one `ResultRecord` per line, appended (flush + fsync) as each item finishes:
-                    item id, subset, gold label, the item's metadata and the full Verdict
+                    item id, subset, gold label, the item's metadata, the full Verdict, and
+                    what the judge saw (query, responses, reference, rubric) so that
+                    `judgekit view` can show an item without the source file
                     (`judgekit.runstore` keeps the file).
 
 Re-running the same command resumes: items that already have a result are skipped. A resume
@@ -48,8 +50,9 @@ from judgekit.errors import (
     recorded_error_class,
 )
 from judgekit.meta import NOT_GIVEN, MetaArg
+from judgekit.rubric import Rubric
 from judgekit.runstore import RunStore, latest
-from judgekit.schema import SampleStatus, Verdict
+from judgekit.schema import Message, SampleStatus, Verdict
 from judgekit.scorer import Scorer, differences, fingerprint
 
 RESULTS_FILE = "results.jsonl"
@@ -89,6 +92,12 @@ class ResultRecord(BaseModel):
     verdict: Verdict | None = None
     error: str | None = None
     finished_at: str = ""
+    # What the judge saw, in the order it saw it (like `label`); None in runs made before they
+    # were stored, which still load (the viewer says the text is missing).
+    query: str | list[Message] | None = None
+    responses: list[str] | None = None
+    reference: str | None = None
+    rubric: Rubric | None = None
 
     @property
     def context_length(self) -> bool:
@@ -265,7 +274,8 @@ def _record(item: BenchItem, verdict: Verdict | None, order: list[int] | None,
                         n_responses=len(item.responses), order=order, metadata=item.metadata,
                         verdict=verdict, error=error if error else (verdict.error if verdict
                                                                      else None),
-                        finished_at=_now())
+                        finished_at=_now(), query=item.query, responses=list(item.responses),
+                        reference=item.reference, rubric=item.rubric)
 
 
 def _differences(old: RunInfo, new: RunInfo) -> list[str]:
