@@ -19,7 +19,7 @@ from judgekit.cli_args import (
     text_arg,
 )
 from judgekit.errors import JudgekitError, ModelSpecError
-from judgekit.schema import Verdict
+from judgekit.schema import SampleStatus, Verdict
 
 
 class CLIError(Exception):
@@ -54,6 +54,13 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     judge = Judge(args.model, examples=not args.no_examples, **judge_options(args))
     verdict = judge.score(args.query, args.response, samples=args.samples,
                           reference=args.reference)
+    if verdict.error is not None and all(s.status is SampleStatus.API_ERROR
+                                         for s in verdict.samples):
+        # No call came back (a dead or hanging server, a rejected key): one line, no report.
+        if args.json:
+            print(verdict.model_dump_json(indent=2))
+        print(f"judgekit: error: {_one_line(verdict.error)}", file=sys.stderr)
+        return 1
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:

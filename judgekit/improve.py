@@ -126,6 +126,13 @@ class ImproveSettings(BaseModel):
     debate_rounds: int
     target: float | None = None
     voting: str = "sum"
+    judging: dict[str, Any] = Field(
+        default_factory=dict, description="the judges' rubric, meta judge and structured "
+        "setting, where given (`RECORDED_JUDGE_OPTIONS`)")
+
+
+RECORDED_JUDGE_OPTIONS = ("principles", "principles_mode", "meta", "k_meta", "structured")
+"""Judge keywords a resumed dataset run must share (recorded in `ImproveSettings.judging`)."""
 
 
 class ImproveTrace(BaseModel):
@@ -320,6 +327,8 @@ class ImproveLoop:
         self.reviser = _reviser_backend(reviser, self.judges, backend_kwargs)
         self.reviser_config = GenerationConfig(max_tokens=reviser_max_tokens,
                                                temperature=reviser_temperature, seed=seed)
+        if judge_kwargs.get("timeout") is not None:  # the judges' deadline holds for it too
+            self.reviser_config = self.reviser_config.with_(timeout=judge_kwargs["timeout"])
         self.rounds = rounds
         self.samples = samples
         self.debate_rounds = debate_rounds
@@ -330,7 +339,10 @@ class ImproveLoop:
         self.settings = ImproveSettings(
             judges=[j.model for j in self.judges], judge_seeds=[j.seed for j in self.judges],
             reviser=self.reviser.spec, rounds=rounds, samples=samples,
-            debate_rounds=debate_rounds, target=target, voting=self.voting.value)
+            debate_rounds=debate_rounds, target=target, voting=self.voting.value,
+            judging=json.loads(json.dumps(
+                {k: judge_kwargs[k] for k in RECORDED_JUDGE_OPTIONS
+                 if judge_kwargs.get(k) is not None}, default=str)))
 
     async def arun(self, query: str | Sequence[Message], response: str, *,
                    item_id: str | None = None, reference: str | None = None) -> ImproveTrace:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import ipaddress
 import json
@@ -318,8 +319,8 @@ class RemoteBackend(Backend, Generic[ClientT]):
     without a key gets a placeholder key, for local servers); `max_concurrency` requests in
     flight (default None: no cap of its own, the caller's concurrency is the cap) and optional
     `requests_per_minute` / `tokens_per_minute` budgets, per instance and across every thread and
-    event loop that uses it; `max_retries` for the default retry policy, or a whole
-    `retry=RetryPolicy(...)` (which wins); `prices` overriding `judgekit.cost.PRICES`;
+    event loop that uses it; a whole `retry=RetryPolicy(...)`, and `max_retries` (which
+    overrides that policy's, default 6); `prices` overriding `judgekit.cost.PRICES`;
     `extra_body` merged into every request body.
 
     Subclasses map their SDK's exceptions in `map_error` and may refine `should_retry`.
@@ -338,7 +339,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
         max_concurrency: int | None = None,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        max_retries: int = 6,
+        max_retries: int | None = None,
         prices: Mapping[str, Price] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
@@ -364,7 +365,9 @@ class RemoteBackend(Backend, Generic[ClientT]):
         self.local = is_loopback_url(self.base_url)
         self.prices = dict(prices) if prices else None
         self.extra_body = dict(extra_body) if extra_body else None
-        self.retry_policy = retry if retry is not None else RetryPolicy(max_retries=max_retries)
+        policy = retry if retry is not None else RetryPolicy()
+        self.retry_policy = policy if max_retries is None else \
+            dataclasses.replace(policy, max_retries=max_retries)
         self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute)
         self.breaker = CircuitBreaker()
         self._clients: LoopLocal[_LoopClient[ClientT]] = LoopLocal(
