@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judgekit.errors import (
     ITEM_FAILURES,
+    RUN_FAILURES,
     APITimeoutError,
     AuthenticationError,
     RunAbortedError,
@@ -115,9 +116,10 @@ async def score_batch(
     """Judge `items` with at most `concurrency` in flight; results in input order.
 
     An item whose judging raises one of `ITEM_FAILURES` becomes a Verdict with `error` set.
-    When the backend fails for everyone (see `SystemicFailureWatch`), no further item starts,
-    the items in flight finish and are recorded (`on_result`), and `RunAbortedError` is raised
-    with one message that says why; a re-run of the same batch then resumes.
+    When the backend fails for everyone (see `SystemicFailureWatch`), or a `RUN_FAILURES` error
+    occurs (a damaged response cache), no further item starts, the items in flight finish and
+    are recorded (`on_result`), and `RunAbortedError` is raised with one message that says why;
+    a re-run of the same batch then resumes.
     """
     from tqdm.auto import tqdm
 
@@ -125,7 +127,7 @@ async def score_batch(
     limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
     bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
-    stop: list[tuple[str, str]] = []  # (why the batch stops, the error that says so)
+    stop: list[tuple[str, str | None]] = []  # (why the batch stops, the error behind it)
 
     async def one(idx: int, item: JudgeItem) -> None:
         async with limit:
@@ -134,6 +136,9 @@ async def score_batch(
             start = time.perf_counter()
             try:
                 verdict = await score_one(item)
+            except RUN_FAILURES as exc:  # nothing judged: stop, and keep the item for a resume
+                stop.append((str(exc), None))  # it names the file and the way out
+                return
             except ITEM_FAILURES as exc:
                 verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
                                   scores=[None] * len(item.responses), k=samples, model=model,
@@ -155,8 +160,9 @@ async def score_batch(
         reason, cause = stop[0]
         finished = sum(v is not None for v in out)
         error = RunAbortedError(
-            f"stopped after {finished} of {len(items)} items: {reason}. The error: "
-            f"{cause}. Finished items are kept; fix the cause and re-run to resume.",
+            f"stopped after {finished} of {len(items)} items: {reason}."
+            + (f" The error: {cause}." if cause else "")
+            + " Finished items are kept; fix the cause and re-run to resume.",
             cause=reason, finished=finished, total=len(items))
         error.verdicts = {i: v for i, v in enumerate(out) if v is not None}
         raise error

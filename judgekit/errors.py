@@ -137,7 +137,8 @@ RECORDED_FAILURES: tuple[type[BaseException], ...] = (BackendError,)
 
 ITEM_FAILURES: tuple[type[BaseException], ...] = (JudgekitError, ValueError)
 """Errors while judging one item of a batch that are recorded on that item's Verdict (`error`)
-instead of aborting the batch: failed calls, unreadable input, a refused configuration."""
+instead of aborting the batch: failed calls, unreadable input, a refused configuration. Except
+`RUN_FAILURES`, which are checked first."""
 
 
 def is_recorded_failure(exc: BaseException) -> bool:
@@ -196,3 +197,9 @@ def recorded_error_class(description: str | None) -> type[JudgekitError] | None:
 class CacheError(JudgekitError):
     """The on-disk response cache cannot be used (a corrupt or unreadable file). The message
     names the file and the way out: delete it, or run without the cache."""
+
+
+RUN_FAILURES: tuple[type[BaseException], ...] = (CacheError,)
+"""Errors that stop a whole batch the first time they occur, never recorded on an item: the item
+was not judged (nothing to record), and every other item would meet them too. A batch raises
+`RunAbortedError` naming the error, its finished items recorded."""
