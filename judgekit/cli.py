@@ -18,7 +18,7 @@ from judgekit.cli_args import (
     judge_options,
     text_arg,
 )
-from judgekit.errors import JudgekitError, ModelSpecError
+from judgekit.errors import ConfigurationError, JudgekitError, ModelSpecError
 from judgekit.schema import SampleStatus, Verdict
 
 
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except (ModelSpecError, FileNotFoundError) as exc:
+    except (ModelSpecError, ConfigurationError, FileNotFoundError) as exc:
         print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:  # a setting a config model refused: say which, in one line

@@ -90,6 +90,16 @@ def seconds(text: str) -> float:
     return value
 
 
+def http_url(text: str) -> str:
+    """A server's http(s) URL (`--base-url`)."""
+    from judgekit.redact import is_http_url, safe_url
+
+    if not is_http_url(text):
+        raise argparse.ArgumentTypeError(f"{safe_url(text)!r} is not an http(s) URL (e.g. "
+                                         "http://localhost:8000/v1)")
+    return text
+
+
 def read_text_file(path: Path) -> str:
     """A file's text as UTF-8; ArgumentTypeError (one line) when missing, unreadable or not
     UTF-8."""
@@ -164,7 +174,8 @@ class CommonArg:
 COMMON_ARGS: dict[str, CommonArg] = {a.dest: a for a in (
     CommonArg(("--model",), {"help": "embedded (default), hf:<dir>, gguf:<file>, "
                                      "openai:<model>, anthropic:<model>"}),
-    CommonArg(("--base-url",), {"help": "OpenAI/Anthropic-compatible server URL for --model"}),
+    CommonArg(("--base-url",), {"type": http_url, "metavar": "URL",
+                                 "help": "OpenAI/Anthropic-compatible server URL for --model"}),
     CommonArg(("--server-flavour",), {
         "choices": FLAVOURS, "default": None,
         "help": "how an openai: --model's server takes a JSON schema (default: openai for "

@@ -10,6 +10,7 @@ The tree (httpx style)::
     ├── CapabilityError          asked a backend for something it does not declare   (+ValueError)
     ├── MissingDependencyError   an optional extra is not installed                  (+ImportError)
     ├── CacheError               the response cache file is corrupt or unreadable
+    ├── ConfigurationError       a setting that cannot work, found before any call   (+ValueError)
     ├── RunAbortedError          a batch stopped early: the backend failed for everyone
     └── BackendError             a model call failed; mapped once, at the backend's boundary
         ├── TransientBackendError    worth a retry: 5xx, dropped connections, malformed bodies
@@ -19,6 +20,7 @@ The tree (httpx style)::
         │       └── CircuitOpenError    not sent: the server refused the last attempts
         └── FatalBackendError        retrying cannot help: 400/404 and the like
             ├── AuthenticationError  401/403
+            │   └── MissingAPIKeyError  no key at all (also a ConfigurationError)
             ├── ContextLengthError   the prompt does not fit the model's context
             ├── StructuredOutputRejected  the server refused the JSON schema / grammar parameter
             └── LocalModelError      the in-process model failed (torch/transformers errors)
@@ -99,6 +101,15 @@ class FatalBackendError(BackendError):
 
 class AuthenticationError(FatalBackendError):
     """401/403: the key is missing or wrong (the key itself is never put in the message)."""
+
+
+class ConfigurationError(JudgekitError, ValueError):
+    """A setting that cannot work, found before any call is made: a base URL that is not an
+    http(s) URL, a remote model with no API key. The command line exits 2 with its message."""
+
+
+class MissingAPIKeyError(AuthenticationError, ConfigurationError):
+    """No API key for a remote model: the message names the environment variable to set."""
 
 
 class ContextLengthError(FatalBackendError):

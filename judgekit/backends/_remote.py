@@ -33,15 +33,17 @@ from judgekit.errors import (
     BackendError,
     CapabilityError,
     CircuitOpenError,
+    ConfigurationError,
     ContextLengthError,
     FatalBackendError,
+    MissingAPIKeyError,
     RateLimitError,
     ServerUnreachableError,
     TransientBackendError,
 )
 from judgekit.looplocal import LoopLocal
 from judgekit.ratelimit import Throttle, estimate_tokens
-from judgekit.redact import Secret, safe_url, scrub, url_secrets
+from judgekit.redact import Secret, is_http_url, safe_url, scrub, url_secrets
 from judgekit.retry import RetryPolicy
 from judgekit.schema import Message, Usage
 
@@ -349,6 +351,11 @@ class RemoteBackend(Backend, Generic[ClientT]):
         self._import_sdk()  # fail at construction, not at the first request
         self.model = model
         raw_url = base_url or os.environ.get(self.base_url_env) or None
+        if raw_url is not None and not is_http_url(raw_url):
+            where = "base_url" if base_url else self.base_url_env
+            raise ConfigurationError(
+                f"{where} {safe_url(raw_url)!r} is not an http(s) URL; give the server's "
+                "address, e.g. http://localhost:8000/v1")
         # The URL as given may carry credentials or a key in its query: the SDK gets it from a
         # Secret, everything else sees the cleaned `base_url`.
         self._raw_base_url = Secret(raw_url or "")
@@ -356,9 +363,9 @@ class RemoteBackend(Backend, Generic[ClientT]):
         key = api_key or os.environ.get(self.key_env) or None
         if key is None:
             if self.base_url is None:
-                raise AuthenticationError(
-                    f"no {self.provider} API key: pass api_key= or set {self.key_env} "
-                    f"(for a local server set base_url=, which needs no key)")
+                raise MissingAPIKeyError(
+                    f"no {self.provider} API key: set {self.key_env} (or pass api_key=); a "
+                    "local server needs none: give its --base-url / base_url=")
             key = PLACEHOLDER_KEY
         self._key = Secret(key)
         self._secrets = [self._key, *(Secret(s) for s in url_secrets(raw_url))]
