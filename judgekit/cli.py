@@ -1,4 +1,5 @@
-"""`judgekit` command line: judge, bench, train and improve. Bad arguments exit with code 2 and one line."""
+"""`judgekit` command line: judge, bench, view, train and improve. Bad arguments exit with code 2
+and one line."""
 
 from __future__ import annotations
 
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_bench_parser(sub)
+    from judgekit.view.cli import add_view_parser
+
+    add_view_parser(sub)
     try:
         from judgekit.train.cli import add_train_parser
     except ImportError:  # pragma: no cover - optional module

@@ -235,10 +235,11 @@ async def arevise(reviser: Backend, query: str | Sequence[Message], response: st
                         error="the reviser returned no completion")
     completion = result.completions[0]
     text = completion.text.strip()
-    if completion.truncated:
+    if reviser.capabilities.cut_off(completion):
         return Revision(model=reviser.spec, fixes=ids, status="truncated", raw_text=text,
-                        usage=usage, error=f"the revision stopped at the token limit "
-                        f"(max_tokens={config.max_tokens}); a cut-off revision is never used")
+                        usage=usage, error=f"the revision was cut off ({completion.finish_reason}: "
+                        f"the token limit is max_tokens={config.max_tokens}); a cut-off "
+                        "revision is never used")
     if not text:
         return Revision(model=reviser.spec, fixes=ids, status="empty", usage=usage,
                         error="the reviser returned an empty text")

@@ -149,8 +149,8 @@ class MetaJudge(MetaScorer):
         text = reply.text
         as_json = config.json_schema is not None and reply.structured_fallback is None
         try:
-            if reply.truncated:
-                raise ParseError("truncated rating", raw=text)
+            if caps.cut_off(reply):
+                raise ParseError(f"the rating was cut off ({reply.finish_reason})", raw=text)
             rating = read_rating_json(text) if as_json else parse_rating(text)
         except ParseError:
             if as_json:
@@ -160,8 +160,8 @@ class MetaJudge(MetaScorer):
             fr = await self.backend.complete_under_grammar(
                 msgs, [text], scores_line_grammar(1), self.config.with_(max_tokens=12))
             spent.append(fr.usage)
-            try:
-                rating = parse_rating(text + "\n" + fr.completions[0].text)
+            try:  # the forced line alone: the cut text's last line never counts
+                rating = parse_rating(fr.completions[0].text)
             except (ParseError, IndexError):
                 return None
         return (rating - 1.0) / 9.0

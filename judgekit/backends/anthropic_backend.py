@@ -35,6 +35,10 @@ from judgekit.schema import Message, Usage
 
 NO_TOOL_CALL = "the answer came without the forced tool call"
 
+ANTHROPIC_CUTOFF_REASONS = frozenset({"max_tokens", "model_context_window_exceeded", "refusal"})
+"""The Messages API's `stop_reason`s for an answer that did not end by itself: the token limit,
+the context window, and a refusal (its text stops mid-answer, whatever it holds so far)."""
+
 
 def split_system(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
     """(system text, user/assistant turns): system messages are joined, consecutive turns of one
@@ -59,7 +63,7 @@ class AnthropicBackend(RemoteBackend[Any]):
     ANTHROPIC_BASE_URL."""
 
     provider = "anthropic"
-    CAPABILITIES = BackendCapabilities(json_schema=True)
+    CAPABILITIES = BackendCapabilities(json_schema=True, cutoff_reasons=ANTHROPIC_CUTOFF_REASONS)
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
 

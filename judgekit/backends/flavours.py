@@ -43,13 +43,20 @@ from judgekit.errors import StructuredOutputRejected
 ServerFlavour = Literal["openai", "llamacpp", "vllm", "sglang", "ollama", "generic", "auto"]
 FLAVOURS: tuple[str, ...] = ("openai", "llamacpp", "vllm", "sglang", "ollama", "generic", "auto")
 
+OPENAI_CUTOFF_REASONS = frozenset({"length", "content_filter"})
+"""The chat-completions `finish_reason`s for an answer that did not end by itself: the token
+limit, and OpenAI's content filter (its text stops wherever the filter cut in)."""
+
 _CAPABILITIES: dict[str, BackendCapabilities] = {
-    "openai": BackendCapabilities(logprobs=True, json_schema=True),
-    "llamacpp": BackendCapabilities(logprobs=True, json_schema=True, grammar=True),
-    "vllm": BackendCapabilities(logprobs=True, json_schema=True),
-    "sglang": BackendCapabilities(logprobs=True, json_schema=True),
-    "ollama": BackendCapabilities(logprobs=True, json_schema=True),
-    "generic": BackendCapabilities(logprobs=True),
+    name: BackendCapabilities(cutoff_reasons=OPENAI_CUTOFF_REASONS, **flags)
+    for name, flags in {
+        "openai": {"logprobs": True, "json_schema": True},
+        "llamacpp": {"logprobs": True, "json_schema": True, "grammar": True},
+        "vllm": {"logprobs": True, "json_schema": True},
+        "sglang": {"logprobs": True, "json_schema": True},
+        "ollama": {"logprobs": True, "json_schema": True},
+        "generic": {"logprobs": True},
+    }.items()
 }
 
 # An error that names the structured-output parameter (llama.cpp: "('body', 'response_format',

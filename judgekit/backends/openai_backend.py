@@ -50,7 +50,7 @@ class OpenAIBackend(RemoteBackend[Any]):
     """
 
     provider = "openai"
-    CAPABILITIES = BackendCapabilities(logprobs=True)
+    CAPABILITIES = BackendCapabilities(logprobs=True, cutoff_reasons=flavours.OPENAI_CUTOFF_REASONS)
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
 

@@ -6,7 +6,9 @@ Files in the output directory:
                     (and every resume time), and `settings`: every setting of the judge that
                     changes results (`judge_settings`);
 * ``results.jsonl`` one `ResultRecord` per line, appended (flush + fsync) as each item finishes:
-                    item id, subset, gold label, the item's metadata and the full Verdict.
+                    item id, subset, gold label, the item's metadata, the full Verdict, and
+                    what the judge saw (query, responses, reference, rubric) so that
+                    `judgekit view` can show an item without the source file.
 
 Re-running the same command resumes: items that already have a result are skipped. A resume
 with different settings is refused (naming the differences), since one results file must hold one
@@ -44,7 +46,8 @@ from judgekit.errors import (
     RunAbortedError,
     recorded_error_class,
 )
-from judgekit.schema import SampleStatus, Verdict
+from judgekit.rubric import Rubric
+from judgekit.schema import Message, SampleStatus, Verdict
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -86,6 +89,12 @@ class ResultRecord(BaseModel):
     verdict: Verdict | None = None
     error: str | None = None
     finished_at: str = ""
+    # What the judge saw, in the order it saw it (like `label`); None in runs made before they
+    # were stored, which still load (the viewer says the text is missing).
+    query: str | list[Message] | None = None
+    responses: list[str] | None = None
+    reference: str | None = None
+    rubric: Rubric | None = None
 
     @property
     def context_length(self) -> bool:
@@ -243,7 +252,8 @@ def _record(item: BenchItem, verdict: Verdict | None, order: list[int] | None,
                         n_responses=len(item.responses), order=order, metadata=item.metadata,
                         verdict=verdict, error=error if error else (verdict.error if verdict
                                                                      else None),
-                        finished_at=_now())
+                        finished_at=_now(), query=item.query, responses=list(item.responses),
+                        reference=item.reference, rubric=item.rubric)
 
 
 def _digest(value: Any) -> str | None:
