@@ -321,7 +321,8 @@ class RemoteBackend(Backend, Generic[ClientT]):
     without a key gets a placeholder key, for local servers); `max_concurrency` requests in
     flight (default None: no cap of its own, the caller's concurrency is the cap) and optional
     `requests_per_minute` / `tokens_per_minute` budgets, per instance and across every thread and
-    event loop that uses it; a whole `retry=RetryPolicy(...)`, and `max_retries` (which
+    event loop that uses it, sent evenly (at most one second's worth at once, or `burst`
+    requests); a whole `retry=RetryPolicy(...)`, and `max_retries` (which
     overrides that policy's, default 6); `prices` overriding `judgekit.cost.PRICES`;
     `extra_body` merged into every request body.
 
@@ -341,6 +342,7 @@ class RemoteBackend(Backend, Generic[ClientT]):
         max_concurrency: int | None = None,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        burst: int | None = None,
         max_retries: int | None = None,
         prices: Mapping[str, Price] | None = None,
         extra_body: Mapping[str, Any] | None = None,
@@ -375,7 +377,8 @@ class RemoteBackend(Backend, Generic[ClientT]):
         policy = retry if retry is not None else RetryPolicy()
         self.retry_policy = policy if max_retries is None else \
             dataclasses.replace(policy, max_retries=max_retries)
-        self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute)
+        self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute,
+                                 burst=burst)
         self.breaker = CircuitBreaker()
         self._clients: LoopLocal[_LoopClient[ClientT]] = LoopLocal(
             lambda: _LoopClient(self._new_client()))
