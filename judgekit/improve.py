@@ -344,6 +344,8 @@ class ImproveLoop:
         self.reviser = _reviser_backend(reviser, self.judges, backend_kwargs)
         self.reviser_config = GenerationConfig(max_tokens=reviser_max_tokens,
                                                temperature=reviser_temperature, seed=seed)
+        if judge_kwargs.get("timeout") is not None:  # the judges' deadline holds for it too
+            self.reviser_config = self.reviser_config.with_(timeout=judge_kwargs["timeout"])
         self.rounds = rounds
         self.samples = samples
         self.debate_rounds = debate_rounds

@@ -55,6 +55,11 @@ class Judge:
         models write free text, the final line forced if needed). True: a schema, else the
         grammar, else CapabilityError. False: free text everywhere.
       cache: an on-disk response cache (`True`, a path, or a ResponseCache).
+      timeout, max_retries: deadlines of a remote model's calls: seconds per attempt (default
+        60, `GenerationConfig.timeout`) and retries of a failed call (default 6; a timed-out
+        attempt is retried once at most, see `judgekit.retry`). A call that runs out of them is
+        a recorded failure (`APITimeoutError`), and a batch stops after 5 items in a row that
+        got no answer.
       backend_kwargs: passed to the backend (base_url, api_key, device, ...).
     """
 
@@ -69,14 +74,22 @@ class Judge:
         k_meta: int | None = None, voting: VotingMethod | str = VotingMethod.SUM,
         tie_rule: TieRule | str = TieRule.STRICT, seed: int = 0, concurrency: int = 4,
         max_reasks: int = 1, structured: bool | None = None, cache: CacheSpec = None,
-        fixes: bool = False, **backend_kwargs: Any,
+        fixes: bool = False, timeout: float | None = None, max_retries: int | None = None,
+        **backend_kwargs: Any,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if max_retries is not None:
+            if isinstance(model, Backend):
+                raise ValueError("max_retries is a setting of the backend: give it to the "
+                                 "backend you pass, not to the Judge")
+            backend_kwargs["max_retries"] = max_retries
         backend = wrap_with_cache(resolve_backend(model, **backend_kwargs), cache)
         gen = config or GenerationConfig(max_tokens=512)
         if max_tokens is not None:
             gen = gen.with_(max_tokens=max_tokens)
+        if timeout is not None:
+            gen = gen.with_(timeout=timeout)
         if temperature is not None:
             gen.with_(temperature=temperature)  # validated now, not at the first call
         rule = AggregateRule(aggregate)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from typing import Any
 
 from judgekit.backends import flavours
@@ -35,6 +36,8 @@ from judgekit.errors import (
 from judgekit.schema import Message, Usage
 
 _OFFICIAL_HOSTS = ("api.openai.com",)
+REPROBE_S = 30.0
+"""Seconds before a server that did not answer the flavour probe is asked again."""
 
 
 class OpenAIBackend(RemoteBackend[Any]):
@@ -60,6 +63,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         self.server_flavour = flavours.check_flavour(server_flavour, official=self._official)
         self._detected: tuple[str, str] | None = None  # (flavour, evidence) once `auto` asked
         self._detect_lock = threading.Lock()  # one detection, whatever the concurrency
+        self._probe_after = 0.0  # monotonic time before which a silent server is not asked
         self._refused: str | None = None  # why the server refused the schema, once it did
 
     @property
@@ -80,17 +84,24 @@ class OpenAIBackend(RemoteBackend[Any]):
 
     async def resolve_flavour(self, config: GenerationConfig) -> None:
         """Ask an `auto` server what it is, once, before its first structured request (online
-        and batch requests alike: one flavour resolution for both)."""
+        and batch requests alike: one flavour resolution for both). A server that does not
+        answer is asked again at most every `REPROBE_S` seconds (its requests go out as
+        `generic` meanwhile, under their own deadline)."""
         if self.server_flavour != "auto" or self._detected is not None:
             return
         if config.json_schema is None and config.grammar is None:
             return
+        if time.monotonic() < self._probe_after:
+            return
 
         def detect_once() -> None:
             with self._detect_lock:
-                if self._detected is None:
-                    self._detected = flavours.detect_flavour(self._sdk_base_url or "",
-                                                             self._key.get())
+                if self._detected is None and time.monotonic() >= self._probe_after:
+                    found = flavours.detect_flavour(self._sdk_base_url or "", self._key.get(),
+                                                    timeout=min(2.0, config.timeout))
+                    if found is None:
+                        self._probe_after = time.monotonic() + REPROBE_S
+                    self._detected = found
 
         await asyncio.to_thread(detect_once)
 

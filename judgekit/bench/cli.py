@@ -182,6 +182,8 @@ def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
     from judgekit.bench.runner import make_judge
 
     backend_kwargs: dict[str, Any] = backend_options(args)
+    if args.timeout is not None:  # a Judge keyword, for the GRM and the baseline judge alike
+        backend_kwargs["timeout"] = args.timeout
     if not args.baseline:  # GRM-only Judge keywords (aggregate only when given)
         backend_kwargs["voting"] = args.voting
         if args.aggregate is not None:

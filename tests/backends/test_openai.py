@@ -203,7 +203,8 @@ async def test_tokens_per_window_limit() -> None:
 async def test_timeout_applies_per_attempt(fault_server: FaultServer) -> None:
     fault_server.schedule = {"slow": ["hang", "hang"]}
     fault_server.hang_seconds = 10
-    b = backend(fault_server)
+    # two timed-out attempts retried: one more than the default `timeout_retries`
+    b = backend(fault_server, retry=RetryPolicy(sleep=no_sleep, timeout_retries=2))
     start = time.monotonic()
     result = await b.generate(msgs("slow"), CFG.with_(timeout=1.0))
     await b.aclose()
