@@ -284,6 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(result)
     print(f"report: judgekit bench report {out}")
+    print(f"browse: judgekit view {out} -o {out / 'view.html'}")
     return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
 
 
@@ -394,6 +395,7 @@ def cmd_bias(args: argparse.Namespace) -> int:
     if path is not None:
         print(f"wrote {path}", file=sys.stderr)
     print(f"report: judgekit bench report {out / 'forward'} {out / 'reverse'}")
+    print(f"browse: judgekit view {out / 'forward'} {out / 'reverse'} -o {out / 'view.html'}")
     failed = sum(r.failed for r in results)
     return EXIT_FAILURE if failed and failed == sum(r.judged for r in results) else 0
 
