@@ -509,35 +509,25 @@ def has_meta_scores(records: Iterable[ResultRecord]) -> bool:
                for s in r.verdict.samples)
 
 
-def scaling_outcomes(records: Iterable[ResultRecord], ks: Sequence[int] | None = None, *,
-                     meta: bool = False, meta_ratio: float = 0.5,
-                     rule: TieRule | str = TieRule.STRICT, seed: int = 0
-                     ) -> list[tuple[int, list[bool]]]:
-    """Per item, whether Voting@j (or MetaRM@j with k_meta = max(1, round(j * meta_ratio)))
-    picks the gold best, for each j in `ks` (default 1..k), recomputed from the stored
-    per-sample scores; the same items in the same order at every j (for paired bootstraps)."""
-    recs = [r for r in usable(records) if r.label.best_index is not None and r.n_responses >= 2]
-    k_max = max((r.verdict.k for r in recs if r.verdict is not None), default=0)
-    points: list[tuple[int, list[bool]]] = []
-    for j in (ks if ks is not None else range(1, k_max + 1)):
-        km = max(1, round(j * meta_ratio)) if meta else None
-        hits = []
-        for rec in recs:
-            assert rec.verdict is not None
-            scores = vote_prefix(rec.verdict.samples, j, rec.n_responses, meta=meta, k_meta=km)
-            hits.append(pick_best(scores, rule, seed, rec.item_id) == rec.label.best_index)
-        points.append((j, hits))
-    return points
-
-
 def scaling_curve(records: Iterable[ResultRecord], ks: Sequence[int] | None = None, *,
                   meta: bool = False, meta_ratio: float = 0.5,
                   rule: TieRule | str = TieRule.STRICT, seed: int = 0
                   ) -> list[tuple[int, Accuracy]]:
-    """Accuracy of Voting@j (or MetaRM@j) for each j (see `scaling_outcomes`)."""
-    return [(j, Accuracy(len(hits), sum(hits)))
-            for j, hits in scaling_outcomes(records, ks, meta=meta, meta_ratio=meta_ratio,
-                                            rule=rule, seed=seed)]
+    """Accuracy of Voting@j (or MetaRM@j with k_meta = max(1, round(j * meta_ratio))) for each
+    j in `ks` (default 1..k), recomputed from the stored per-sample scores."""
+    recs = [r for r in usable(records) if r.label.best_index is not None and r.n_responses >= 2]
+    k_max = max((r.verdict.k for r in recs if r.verdict is not None), default=0)
+    points: list[tuple[int, Accuracy]] = []
+    for j in (ks if ks is not None else range(1, k_max + 1)):
+        n = correct = 0
+        for rec in recs:
+            assert rec.verdict is not None
+            km = max(1, round(j * meta_ratio)) if meta else None
+            scores = vote_prefix(rec.verdict.samples, j, rec.n_responses, meta=meta, k_meta=km)
+            n += 1
+            correct += pick_best(scores, rule, seed, rec.item_id) == rec.label.best_index
+        points.append((j, Accuracy(n, correct)))
+    return points
 
 
 # --------------------------------------------------------------------------------------------

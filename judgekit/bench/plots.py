@@ -206,6 +206,25 @@ def _meta_note(run: BenchRun) -> str | None:
     return None
 
 
+def scaling_outcomes(records: Sequence[m.ResultRecord], *, meta: bool = False,
+                     meta_ratio: float = 0.5, rule: str = "random",
+                     seed: int = 0) -> list[tuple[int, list[bool]]]:
+    """Per item, whether Voting@j (MetaRM@j with `meta`) picks the gold best, for j = 1..k:
+    the per-item outcomes behind `metrics.scaling_curve`, the same items in the same order at
+    every j, which a paired bootstrap needs."""
+    recs = [r for r in m.usable(records) if r.verdict is not None
+            and r.label.best_index is not None and r.n_responses >= 2]
+    k_max = max((r.verdict.k for r in recs if r.verdict is not None), default=0)
+    out: list[tuple[int, list[bool]]] = []
+    for j in range(1, k_max + 1):
+        km = max(1, round(j * meta_ratio)) if meta else None
+        out.append((j, [m.pick_best(m.vote_prefix(r.verdict.samples, j, r.n_responses,
+                                                  meta=meta, k_meta=km), rule, seed,
+                                    r.item_id) == r.label.best_index
+                        for r in recs if r.verdict is not None]))
+    return out
+
+
 def _curve(ax: Any, outcomes: list[tuple[int, list[bool]]], color: str, label: str,
            style: str, marker: str, seed: int) -> bool:
     pts = [(j, hits) for j, hits in outcomes if hits]
@@ -232,15 +251,14 @@ def scaling_figure(runs: Sequence[Any], *, rule: str = "random",
             continue
         s = r.seed if seed is None else seed
         color = _color(i)
-        drawn |= _curve(ax, m.scaling_outcomes(r.records, rule=rule, seed=s), color,
+        drawn |= _curve(ax, scaling_outcomes(r.records, rule=rule, seed=s), color,
                         f"{r.label}: voting", "-", "o", s)
         note = _meta_note(r)
         if note:
             notes.append(note)
         if m.has_meta_scores(r.records):
-            drawn |= _curve(ax, m.scaling_outcomes(r.records, meta=True,
-                                                   meta_ratio=_meta_ratio(r), rule=rule,
-                                                   seed=s),
+            drawn |= _curve(ax, scaling_outcomes(r.records, meta=True,
+                                                 meta_ratio=_meta_ratio(r), rule=rule, seed=s),
                             color, f"{r.label}: meta-guided", "--", "s", s)
     single = [r.label for r in rs if r.k < 2]
     groups: dict[tuple[str, str, str, bool], list[BenchRun]] = {}
