@@ -13,18 +13,15 @@ from pydantic import ValidationError
 
 from judgekit.cli_args import (
     EXIT_USAGE,
+    CLIError,
     add_common_args,
     add_reference_arg,
     check_common,
     judge_options,
     text_arg,
 )
-from judgekit.errors import JudgekitError, ModelSpecError
-from judgekit.schema import Verdict
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
+from judgekit.errors import ConfigurationError, JudgekitError, ModelSpecError
+from judgekit.schema import SampleStatus, Verdict
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +52,13 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     judge = Judge(args.model, examples=not args.no_examples, **judge_options(args))
     verdict = judge.score(args.query, args.response, samples=args.samples,
                           reference=args.reference)
+    if verdict.error is not None and all(s.status is SampleStatus.API_ERROR
+                                         for s in verdict.samples):
+        # No call came back (a dead or hanging server, a rejected key): one line, no report.
+        if args.json:
+            print(verdict.model_dump_json(indent=2))
+        print(f"judgekit: error: {_one_line(verdict.error)}", file=sys.stderr)
+        return 1
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:
@@ -144,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except (ModelSpecError, FileNotFoundError) as exc:
+    except (ModelSpecError, ConfigurationError, FileNotFoundError) as exc:
         print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:  # a setting a config model refused: say which, in one line
