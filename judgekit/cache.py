@@ -249,6 +249,17 @@ class CachedBackend(Backend):
         return self.backend.spec
 
     @property
+    def identity(self) -> str:
+        return self.backend.identity
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.backend.endpoint
+
+    def settings(self) -> dict[str, str | None]:
+        return self.backend.settings()
+
+    @property
     def capabilities(self) -> BackendCapabilities:
         return self.backend.capabilities
 

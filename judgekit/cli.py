@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from judgekit.cli_args import (
     EXIT_USAGE,
+    CLIError,
     add_common_args,
     add_reference_arg,
     check_common,
@@ -21,10 +22,6 @@ from judgekit.cli_args import (
 )
 from judgekit.errors import ConfigurationError, JudgekitError, ModelSpecError
 from judgekit.schema import SampleStatus, Verdict
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

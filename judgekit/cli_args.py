@@ -25,6 +25,11 @@ AGGREGATE_CHOICES = ("overall", "weighted")
 RUBRIC_MODE_CHOICES = ("fixed", "seed")
 
 
+class CLIError(Exception):
+    """A user error of `judgekit judge` or `judgekit improve`: printed as one line, exit
+    code 2."""
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
 

@@ -5,7 +5,7 @@ its trace with `--json`, and writes the trace with `--out` (.json indented, .jso
 dataset (`--items`, JSONL or a JSON list of {id?, query, response, reference?}) runs resumably
 into `--out` (.jsonl) with a progress bar, and `--pairs` writes the preference pairs for TRL's
 DPO and reward trainers. The main CLI registers the subcommand with `add_improve_parser`; bad
-arguments print one line and exit 2 (`judgekit.cli.CLIError`).
+arguments print one line and exit 2 (`judgekit.cli_args.CLIError`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def add_improve_parser(sub: Any) -> None:
 
 
 def _usage_error(message: str) -> NoReturn:
-    from judgekit.cli import CLIError  # raised like every `judgekit` usage error: one line, 2
+    from judgekit.cli_args import CLIError  # raised like every `judgekit` usage error: one line, 2
 
     raise CLIError(message)
 
@@ -148,7 +148,8 @@ def cmd_improve(args: argparse.Namespace) -> int:
     problem = _problem(args)
     if problem:
         _usage_error(problem)
-    from judgekit.improve import ImproveLoop, improve_many, write_preferences, write_trace
+    from judgekit.improve import ImproveLoop, improve_many, write_trace
+    from judgekit.preferences import write_preferences
 
     try:
         items = _read_items(args.items) if args.items is not None else None

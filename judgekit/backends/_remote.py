@@ -390,6 +390,14 @@ class RemoteBackend(Backend, Generic[ClientT]):
         """`provider:model`, plus `@base_url` (without credentials) when a base URL is set."""
         return f"{self.provider}:{self.model}" + (f"@{self.base_url}" if self.base_url else "")
 
+    @property
+    def identity(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.base_url
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(spec={self.spec!r}, "
                 f"max_concurrency={self.throttle.max_concurrency}, "

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+_KEY_CODES = {"Enter": 13, "ArrowUp": 38, "ArrowDown": 40}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -157,13 +158,16 @@ class Browser:
                 self._record(msg)
 
     # -- what the tests use --------------------------------------------------------------------
-    def open(self, path: str | os.PathLike[str], *, ready: str | None = None) -> float:
-        """Load a file and wait for its load event (and for the expression `ready` to be true);
-        returns the wall seconds from the navigation request to then."""
-        url = Path(path).resolve().as_uri()
+    def open(self, path: str | os.PathLike[str], *, ready: str | None = None,
+             fragment: str = "") -> float:
+        """Load a file (at `#fragment`, if given) and wait for its load event (and for the
+        expression `ready` to be true); returns the wall seconds from the navigation request to
+        then."""
+        url = Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
         self.events = []
         start = time.perf_counter()
-        self.call("Page.navigate", {"url": url})
+        if "loaderId" not in self.call("Page.navigate", {"url": url}):
+            self.call("Page.reload")  # only the #fragment changed: load the page afresh
         deadline = time.monotonic() + self.timeout
         while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
             if time.monotonic() > deadline:
@@ -206,6 +210,12 @@ class Browser:
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1],
                                                    "button": "left", "clickCount": 1})
+
+    def press(self, key: str) -> None:
+        """Press and release a named key (ArrowDown, Enter...) in the focused element."""
+        for kind in ("rawKeyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
+                                                 "windowsVirtualKeyCode": _KEY_CODES[key]})
 
     def type_text(self, selector: str, text: str) -> None:
         """Focus a field and type into it (real input events)."""

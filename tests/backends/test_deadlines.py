@@ -200,9 +200,7 @@ def test_improve_takes_the_common_judge_flags(scripted_server: FaultServer, tmp_
                  "--timeout", "30", "--max-retries", "2", "--rounds", "1", "--json"])
     assert code in (0, 1)  # the scripted judges know no rubric: the wire is what is checked
     trace = json.loads(capsys.readouterr().out)
-    assert trace["settings"]["judging"]["structured"] is False
-    assert [p["name"] for p in trace["settings"]["judging"]["principles"]] == [
-        "Zebra-accuracy", "Quokka-clarity"]
+    assert trace["settings"]["judge_settings"][0]["structured"] == "off"
     judged = [r.body for r in scripted_server.records if "Zebra-accuracy" in json.dumps(r.body)]
     assert judged, "the rubric never reached the judge"
     assert all("response_format" not in r.body and "guided_json" not in r.body
