@@ -1,4 +1,5 @@
-"""`judgekit` command line: judge, bench, train and improve. Bad arguments exit with code 2 and one line."""
+"""`judgekit` command line: judge, bench, view, train and improve. Bad arguments exit with code 2
+and one line."""
 
 from __future__ import annotations
 
@@ -14,18 +15,15 @@ from pydantic import ValidationError
 
 from judgekit.cli_args import (
     EXIT_USAGE,
+    CLIError,
     add_common_args,
     add_reference_arg,
     check_common,
     judge_options,
     text_arg,
 )
-from judgekit.errors import JudgekitError, ModelSpecError
-from judgekit.schema import Verdict
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
+from judgekit.errors import ConfigurationError, JudgekitError, ModelSpecError
+from judgekit.schema import SampleStatus, Verdict
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +54,13 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     judge = Judge(args.model, examples=not args.no_examples, **judge_options(args))
     verdict = judge.score(args.query, args.response, samples=args.samples,
                           reference=args.reference)
+    if verdict.error is not None and all(s.status is SampleStatus.API_ERROR
+                                         for s in verdict.samples):
+        # No call came back (a dead or hanging server, a rejected key): one line, no report.
+        if args.json:
+            print(verdict.model_dump_json(indent=2))
+        print(f"judgekit: error: {_one_line(verdict.error)}", file=sys.stderr)
+        return 1
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:
@@ -140,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_bench_parser(sub)
+    from judgekit.view.cli import add_view_parser
+
+    add_view_parser(sub)
     try:
         from judgekit.train.cli import add_train_parser
     except ImportError:  # pragma: no cover - optional module
@@ -167,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except (ModelSpecError, FileNotFoundError) as exc:
+    except (ModelSpecError, ConfigurationError, FileNotFoundError) as exc:
         print(f"judgekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:  # a setting a config model refused: say which, in one line

@@ -39,6 +39,8 @@ from typing import Any
 from judgekit.batch import JudgeItem
 from judgekit.errors import MissingDependencyError
 from judgekit.judge_spec import JudgeSpec
+from judgekit.meta import NOT_GIVEN, MetaArg
+from judgekit.pipeline import JudgeSettings
 from judgekit.prompts import as_messages
 from judgekit.schema import Verdict
 
@@ -90,7 +92,7 @@ class JudgeActor:
     columns query, responses and optionally id, reference, principles and principles_mode) and
     returns it with the verdict columns."""
 
-    def __init__(self, spec: dict[str, Any], samples: int = 1, meta: bool | str | None = None,
+    def __init__(self, spec: dict[str, Any], samples: int = 1, meta: MetaArg = NOT_GIVEN,
                  k_meta: int | None = None, concurrency: int | None = None) -> None:
         self.judge = JudgeSpec.model_validate(spec).build()
         self.samples = samples
@@ -138,7 +140,7 @@ def _item_extras(item: JudgeItem, items: Sequence[JudgeItem]) -> dict[str, Any]:
 
 def judge_dataset(dataset: Any, spec: JudgeSpec, samples: int = 1, *, workers: int = 2,
                   batch_size: int = 16, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                  meta: bool | str | None = None, k_meta: int | None = None,
+                  meta: MetaArg = NOT_GIVEN, k_meta: int | None = None,
                   concurrency: int | None = None) -> Any:
     """`dataset` (columns query: a string or a list of {role, content} messages, one type per
     dataset as Arrow wants; responses: a list of strings; optionally id) with the verdict columns
@@ -172,14 +174,18 @@ class RayScorer:
         self.batch_size = batch_size
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
+        self._settings: JudgeSettings | None = None
 
     @property
     def model(self) -> str:
         return self.spec.model or "embedded"
 
-    @property
-    def meta(self) -> Any:
-        return self.spec.options.get("meta")
+    def settings(self) -> JudgeSettings:
+        """The settings of the Judge each actor builds: built here once from the spec (backends
+        load their model and open connections lazily, so this costs neither)."""
+        if self._settings is None:
+            self._settings = self.spec.build().pipeline.settings(execution="ray")
+        return self._settings
 
     def _init(self) -> Any:
         ray = _ray()
@@ -189,7 +195,7 @@ class RayScorer:
         return ray
 
     async def ascore_many(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
-                          *, meta: bool | str | None = None, k_meta: int | None = None,
+                          *, meta: MetaArg = NOT_GIVEN, k_meta: int | None = None,
                           concurrency: int | None = None, progress: bool = False,
                           on_result: Callable[[int, Verdict], Any] | None = None
                           ) -> list[Verdict]:

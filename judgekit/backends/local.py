@@ -59,6 +59,9 @@ _MODEL_FAILURES = (RuntimeError, ValueError, OSError, MemoryError)
 FORCED_LINE_MAX_TOKENS = 64
 """Upper bound on the tokens of a scores line completed under a grammar."""
 
+LOCAL_CUTOFF_REASONS = frozenset({"length"})
+"""A local model's one cut-off: it stopped on `max_tokens` before its end-of-sequence token."""
+
 
 def _pick_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
     import torch
@@ -105,7 +108,7 @@ class TransformersBackend(Backend):
     """
 
     CAPABILITIES = BackendCapabilities(batched=True, grammar=True, complete_under_grammar=True,
-                                       logprobs=True)
+                                       logprobs=True, cutoff_reasons=LOCAL_CUTOFF_REASONS)
 
     def __init__(self, model_path: str | Path, *, gguf_file: str | None = None,
                  spec: str | None = None, device: str | None = None, dtype: str | None = None,
