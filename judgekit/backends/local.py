@@ -47,6 +47,7 @@ from judgekit.errors import (
     MissingDependencyError,
     ModelSpecError,
 )
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Message, Usage
 
 log = logging.getLogger(__name__)
@@ -193,9 +194,10 @@ class TransformersBackend(Backend):
             if self.gguf_file:
                 kw["gguf_file"] = self.gguf_file
             try:
-                tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
-                model: Any = AutoModelForCausalLM.from_pretrained(self.model_path,
-                                                                  dtype=load_dtype, **kw)
+                with quiet_model_loading():
+                    tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
+                    model: Any = AutoModelForCausalLM.from_pretrained(self.model_path,
+                                                                      dtype=load_dtype, **kw)
             except OSError as exc:
                 raise ModelSpecError(f"cannot load local model {self._spec!r}: {exc}") from exc
             model.to(device)
