@@ -43,7 +43,7 @@ from judgekit.formats import (
     ParsedJudgement,
     fence_tag,
 )
-from judgekit.parsing import parse_review, review_grammar, scores_line_grammar
+from judgekit.parsing import parse_review, parse_scores, review_grammar, scores_line_grammar
 from judgekit.prompts import as_messages, render
 from judgekit.runtime import run_sync
 from judgekit.schema import Judgement, Message, Usage, Verdict
@@ -194,6 +194,13 @@ class ReviewFormat(JudgingFormat):
 
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
         return ParsedJudgement(scores=parse_review(text, n_responses, self.fix_ids).scores)
+
+    def parse_reask(self, answer: str, reply: str, n_responses: int) -> ParsedJudgement:
+        """The scores line from the reply alone (the re-ask asks for nothing else); the fix
+        answers, which the re-ask does not ask again, from the first answer."""
+        scores = parse_scores(reply, n_responses)
+        parse_review(answer.rstrip() + "\n" + reply, n_responses, self.fix_ids)
+        return ParsedJudgement(scores=scores)
 
     def output_grammar(self, n_responses: int, max_tokens: int | None = None) -> str | None:
         # Under a token budget, the reason lines share most of it, so the scores line fits.
@@ -361,10 +368,11 @@ async def _review(judge: Judge, query: str | Sequence[Message], responses: list[
     fmt = ReviewFormat(me=positions[me], others=[p for j, p in positions.items() if j != me],
                        review=review, replies=[r for j, r in replies.items() if j != me],
                        template_dir=judge.format.template_dir, system=judge.format.system)
-    sampler = judge.sampler.with_format(fmt)  # the judge's backend, grammar use and re-asks
-    item_seed = judge.item_seed(query, responses) + round_no
+    pipe = judge.pipeline
+    sampler = pipe.sampler.with_format(fmt)  # the judge's backend, grammar use and re-asks
+    item_seed = pipe.item_seed(query, responses) + round_no
     (sample,) = await sampler.sample(query, responses, k=1, seed=item_seed,
-                                     config=judge.sample_config(1, item_seed),
+                                     config=pipe.sample_config(1, item_seed),
                                      reference=reference)
     turn = DebateTurn(round=round_no, judge=me, reviewed=fmt.fix_ids, scores_before=before,
                       sample=sample)

@@ -155,6 +155,12 @@ class JudgingFormat(ABC):
     def parse(self, text: str, n_responses: int) -> ParsedJudgement:
         """Read one answer (shown order); raises ParseError."""
 
+    def parse_reask(self, answer: str, reply: str, n_responses: int) -> ParsedJudgement:
+        """Read a re-ask reply, which was asked for the final line after the unreadable (or cut
+        off) `answer`. The reply is read on its own: nothing of `answer` counts, so an empty,
+        blank or fence-only reply is a ParseError, never the old text's last line."""
+        return self.parse(reply, n_responses)
+
     def output_grammar(self, n_responses: int, max_tokens: int | None = None) -> str | None:
         """EBNF for the whole answer, for backends that decode under a grammar (None: free).
         `max_tokens` lets the grammar size its free-text lines to the token budget."""

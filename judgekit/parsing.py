@@ -15,7 +15,13 @@ judge quoted) is never read. The accepted final lines:
 
 Per-principle scores count only in one fixed form, a line ``Criterion scores: s1, s2, ...`` in
 each response's analysis (one 1-10 score per criterion, in the order the criteria were listed);
-numbers in prose are never read as scores.
+numbers in prose are never read as scores. Exactly one such line per response counts, outside
+quotes: lines quoted with ``>`` are not read (nor is a quoted ``Response 2:`` header a header),
+and a response with two lines, or none, has no weighted score (`Critique.weighted_missing` says
+why; the weighted rule falls back to the written score).
+
+Scores are written in ASCII: a score line whose numbers use other digits (Arabic-Indic,
+fullwidth, ...) or another minus sign (U+2212, dashes) is a ParseError, never read leniently.
 
 Contract: every public function either returns a value or raises `ParseError` carrying the raw
 text; no other exception escapes on any input string (property-tested with hypothesis).
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +40,7 @@ from judgekit.errors import ParseError
 from judgekit.schema import Critique, Principle
 
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
-_NUM = r"[-+]?\d+(?:\.\d+)?"
+_NUM = r"[-+]?[0-9]+(?:\.[0-9]+)?"
 
 _LABEL_WORDS = r"(?:(?:final|overall)\s+)?(?:scores?|ratings?|best(?:\s+response)?|choice)"
 # Decoration allowed around the final line: markdown bullets/quotes/bold, math dollars, a period.
@@ -45,28 +52,34 @@ _LINE_BOX = re.compile(r"(?i)" + _LEAD + _LABEL + r"\$?\s*" + _BOX + r"\s*\$?" +
 _LINE_BOXES = re.compile(r"(?i)" + _LEAD + _LABEL + r"(?P<boxes>(?:\$?\s*\\{1,2}boxed\s*\{[^{}\n]*\}"
                          r"\s*\$?\s*[,;]?\s*){2,})" + _TRAIL)
 _LINE_BRACKETS = re.compile(r"(?i)" + _LEAD + _LABEL + r"\[\[(?P<box>[^\[\]\n]*)\]\]" + _TRAIL)
-_LABELLED_NUM = r"(?:(?:response|assistant)\s*\d{1,3}\s*[:=]\s*)?" + _NUM + r"(?:\s*/\s*10)?"
+_LABELLED_NUM = r"(?:(?:response|assistant)\s*[0-9]{1,3}\s*[:=]\s*)?" + _NUM + r"(?:\s*/\s*10)?"
 _LINE_PLAIN = re.compile(
     r"(?i)" + _LEAD + r"(?P<label>" + _LABEL_WORDS + r")\s*\**\s*[:=]\s*\**\s*"
     r"(?P<box>" + _LABELLED_NUM + r"(?:\s*[,;]\s*" + _LABELLED_NUM + r")*)" + _TRAIL)
-_RESPONSE_LINE = re.compile(r"(?i)" + _LEAD + r"(?:response|assistant)\s*(?P<idx>\d{1,3})\s*\**\s*"
+_RESPONSE_LINE = re.compile(r"(?i)" + _LEAD + r"(?:response|assistant)\s*(?P<idx>[0-9]{1,3})\s*\**\s*"
                             r"[:=]\s*\**\s*(?P<val>" + _NUM + r")\s*/\s*10" + _TRAIL)
 _LINE_BEST_RESPONSE = re.compile(r"(?i)" + _LEAD + r"(?:best(?:\s+response)?|choice)\s*\**\s*[:=]\s*\**"
-                                 r"\s*(?:response|assistant)\s*(?P<idx>\d{1,3})" + _TRAIL)
-_INNER_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*\d{1,3}\s*[:=]")
+                                 r"\s*(?:response|assistant)\s*(?P<idx>[0-9]{1,3})" + _TRAIL)
+_INNER_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*[0-9]{1,3}\s*[:=]")
 _BOX_ANYWHERE = re.compile(r"\\{1,2}boxed\s*\{([^{}\n]*)\}")
 
 _PRINCIPLE = re.compile(
-    r"(?im)^[ \t]*(?:[-*•]|\d{1,2}[.)])?[ \t]*\**(?P<name>[^\n:()*]{2,80}?)\**[ \t]*"
-    r"[(\[]\s*(?:weight|w)\s*[:=]?\s*(?P<w>\d+(?:\.\d+)?)\s*(?P<pct>%)?\s*[)\]]\s*\**[ \t]*[:\-–—]?[ \t]*"
+    r"(?im)^[ \t]*(?:[-*•]|[0-9]{1,2}[.)])?[ \t]*\**(?P<name>[^\n:()*]{2,80}?)\**[ \t]*"
+    r"[(\[]\s*(?:weight|w)\s*[:=]?\s*(?P<w>[0-9]+(?:\.[0-9]+)?)\s*(?P<pct>%)?\s*[)\]]"
+    r"\s*\**[ \t]*[:\-–—]?[ \t]*"
     r"(?P<desc>[^\n]*)$"
 )
 _SECTION_CRITERIA = re.compile(r"(?i)specific\s+criteria\s*\**\s*:?")
-_SECTION_ANALYSIS = re.compile(r"(?im)^[ \t>*#_-]*analysis\s*\**\s*:?")
-_RESPONSE_HEADER = re.compile(r"(?im)^[ \t>*#_-]*(?:\[)?response\s*(\d{1,3})\b\s*\]?\s*\**\s*[:.\-–—]?")
+# Section and response headers, and the criterion line, count only outside quotes: their leads
+# allow markdown bullets and bold but not '>', so a quoted 'Response 2:' moves no line.
+_SECTION_ANALYSIS = re.compile(r"(?im)^[ \t*#_-]*analysis\s*\**\s*:?")
+_RESPONSE_HEADER = re.compile(r"(?im)^[ \t*#_-]*(?:\[)?response\s*([0-9]{1,3})\b\s*\]?\s*\**\s*[:.\-–—]?")
+_BLOCK_END = re.compile(r"(?im)^[ \t*#_-]*(?:final\s+)?scores?\s*\**\s*[:=]")
 CRITERION_SCORES_LABEL = "Criterion scores"
+_CRITERION_LABEL = re.compile(r"(?i)^[ \t*_-]*criterion\s+scores\s*\**\s*:")
+_QUOTED_CRITERION_LABEL = re.compile(r"(?i)^[ \t]*>[ \t>*_-]*criterion\s+scores\s*\**\s*:")
 _CRITERION_SCORES = re.compile(
-    r"(?im)^[ \t>*_-]*criterion\s+scores\s*\**\s*:\s*\**\s*(?P<nums>" + _NUM
+    r"(?i)^[ \t*_-]*criterion\s+scores\s*\**\s*:\s*\**\s*(?P<nums>" + _NUM
     + r"(?:\s*(?:/\s*10)?\s*[,;]\s*" + _NUM + r")*)\s*(?:/\s*10)?" + _TRAIL)
 
 
@@ -93,7 +106,25 @@ class ParsedGRM:
         return scores, fallback
 
 
-def _numbers(text: str) -> list[float]:
+def foreign_number_signs(text: str) -> list[str]:
+    """The characters of `text` that write a number but are not ASCII: digits of other scripts
+    (Arabic-Indic, fullwidth, ...) and minus signs other than '-' (U+2212, dashes). A score line
+    holding one is refused: read leniently, '−3' would become 3 and '٣' a 3."""
+    return [ch for ch in text if not ch.isascii()
+            and (unicodedata.category(ch) == "Nd" or ch in _MINUS_SIGNS)]
+
+
+_MINUS_SIGNS = frozenset("\u2212\u2010\u2011\u2012\u2013\u2014\u2015\ufe58\ufe63\uff0d\u2796\u02d7")
+
+
+def _numbers(text: str, raw: str, n_responses: int | None = None) -> list[float]:
+    """The numbers of a score line's value part (response labels and '/10' dropped); ASCII
+    digits only, else ParseError."""
+    foreign = foreign_number_signs(text)
+    if foreign:
+        raise ParseError(f"scores must be written with ASCII digits and '-': found "
+                         f"{', '.join(f'U+{ord(c):04X}' for c in dict.fromkeys(foreign))}",
+                         raw=raw, n_responses=n_responses)
     cleaned = _INNER_LABEL.sub(" ", re.sub(r"/\s*10\b", "", text))
     return [float(tok) for tok in re.findall(_NUM, cleaned)]
 
@@ -115,7 +146,7 @@ def _json_scores(blob: str, n: int) -> list[float] | None:
     # Keyed per response: {"Response 1": 7, "Response 2": 3} (or "response_1", "1").
     keyed: dict[int, float] = {}
     for k, v in obj.items():
-        m = re.fullmatch(r"(?i)\s*(?:response|assistant)?\s*_?(\d{1,3})\s*", str(k))
+        m = re.fullmatch(r"(?i)\s*(?:response|assistant)?\s*_?([0-9]{1,3})\s*", str(k))
         if m and isinstance(v, int | float) and not isinstance(v, bool):
             keyed[int(m.group(1))] = float(v)
     if keyed and sorted(keyed) == list(range(1, len(keyed) + 1)):
@@ -167,24 +198,29 @@ def final_line_values(text: str, n_responses: int) -> tuple[list[float], str]:
     if len(last) <= 2000:
         m = _LINE_BOX.match(last)
         if m:
-            return _numbers(m.group("box")), "boxed"
+            return _numbers(m.group("box"), text, n_responses), "boxed"
         m = _LINE_BOXES.match(last)
         if m:
-            boxes = [_numbers(b) for b in _BOX_ANYWHERE.findall(m.group("boxes"))]
+            boxes = [_numbers(b, text, n_responses) for b in _BOX_ANYWHERE.findall(m.group("boxes"))]
             if all(len(b) == 1 for b in boxes):
                 return [b[0] for b in boxes], "boxes"
         m = _LINE_BRACKETS.match(last)
         if m:
-            return _numbers(m.group("box")), "[[ ]]"
+            return _numbers(m.group("box"), text, n_responses), "[[ ]]"
         m = _LINE_PLAIN.match(last)
         if m:
-            return _numbers(m.group("box")), "scores line"
+            return _numbers(m.group("box"), text, n_responses), "scores line"
     vals = _trailing_json(body, n_responses)
     if vals is not None:
         return vals, "json"
     block = _final_block(lines, n_responses)
     if block is not None:
         return block, "response lines"
+    foreign = foreign_number_signs(last)
+    if foreign:
+        raise ParseError(f"the final line writes a number with characters other than ASCII "
+                         f"digits and '-' ({', '.join(f'U+{ord(c):04X}' for c in foreign)}): "
+                         f"{last.strip()[:200]!r}", raw=text, n_responses=n_responses)
     raise ParseError("the output does not end with a scores line (expected a final line like "
                      "'Scores: \\boxed{x, y}')", raw=text, n_responses=n_responses)
 
@@ -232,7 +268,7 @@ def parse_principles(text: str) -> list[Principle]:
     if not raw and start:
         # Criteria listed without weights: take the bullet lines, equal weights.
         for line in region.splitlines():
-            m2 = re.match(r"^\s*(?:[-*•]|\d{1,2}[.)])\s*\**([^:\n*]{2,80}?)\**\s*(?::\s*(.*))?$", line)
+            m2 = re.match(r"^\s*(?:[-*•]|[0-9]{1,2}[.)])\s*\**([^:\n*]{2,80}?)\**\s*(?::\s*(.*))?$", line)
             if m2:
                 raw.append((m2.group(1).strip(), (m2.group(2) or "").strip(), 1.0))
     total = sum(w for _, _, w in raw)
@@ -255,26 +291,44 @@ def _analysis_blocks(text: str, n: int) -> list[str]:
         body_end = headers[i + 1][1] if i + 1 < len(headers) else len(region)
         if 1 <= idx <= n:
             body = region[body_start:body_end]
-            body = re.split(r"(?im)^[ \t>*#_-]*(?:final\s+)?scores?\s*\**\s*[:=]", body)[0]
+            body = _BLOCK_END.split(body)[0]
             blocks[idx - 1] = (blocks[idx - 1] + "\n" + body).strip()
     return blocks
 
 
-def criterion_scores(block: str, principles: list[Principle]) -> dict[str, float]:
-    """The per-criterion scores of one response's analysis, from its LAST fixed-form line
-    'Criterion scores: s1, ..., sm' (m = number of criteria, each 1-10); {} when absent or
-    malformed. Numbers in prose never count."""
+def read_criterion_scores(block: str, principles: list[Principle], raw: str = ""
+                          ) -> tuple[dict[str, float], str | None]:
+    """The per-criterion scores of one response's analysis, and why there are none.
+
+    They come from exactly one fixed-form line 'Criterion scores: s1, ..., sm' (m = number of
+    criteria, each 1-10) outside quotes. A line quoted with '>' never counts (a judged response
+    the judge quoted may hold one); two or more lines are not a choice to make (a quoted
+    response's line may sit unquoted beside the judge's own), so they give no scores, nor does a
+    malformed line; the reason is returned. Numbers in prose never count. A line that writes
+    its numbers with digits or minus signs other than ASCII is a ParseError."""
     if not principles:
-        return {}
-    matches = list(_CRITERION_SCORES.finditer(block))
-    if not matches:
-        return {}
-    values = _numbers(matches[-1].group("nums"))
+        return {}, "no criteria to score"
+    lines = [ln for ln in block.splitlines() if _CRITERION_LABEL.match(ln)]
+    for line in lines:
+        if foreign_number_signs(line):
+            raise ParseError(f"criterion scores must be written with ASCII digits and '-': "
+                             f"{line.strip()!r}", raw=raw or block)
+    if not lines:
+        if any(_QUOTED_CRITERION_LABEL.match(ln) for ln in block.splitlines()):
+            return {}, "the only 'Criterion scores' line is quoted"
+        return {}, "no 'Criterion scores' line"
+    if len(lines) > 1:
+        return {}, f"{len(lines)} 'Criterion scores' lines, expected one"
+    m = _CRITERION_SCORES.match(lines[0])
+    if m is None:
+        return {}, "the 'Criterion scores' line is malformed"
+    values = _numbers(m.group("nums"), raw or block)
     if len(values) != len(principles):
-        return {}
+        return {}, (f"the 'Criterion scores' line holds {len(values)} score(s) for "
+                    f"{len(principles)} criteria")
     if any(not (math.isfinite(v) and SCORE_MIN <= v <= SCORE_MAX) for v in values):
-        return {}
-    return {p.name: v for p, v in zip(principles, values, strict=True)}
+        return {}, "a criterion score is out of range 1-10"
+    return {p.name: v for p, v in zip(principles, values, strict=True)}, None
 
 
 def combine(principles: list[Principle], principle_scores: dict[str, float]) -> float | None:
@@ -301,10 +355,12 @@ def parse_grm(text: str, n_responses: int,
     blocks = _analysis_blocks(text, n_responses)
     critiques: list[Critique] = []
     for block, score in zip(blocks, overall, strict=True):
-        ps = criterion_scores(block, principles)
+        ps, missing = read_criterion_scores(block, principles, text)
         analysis, suggested = split_fixes(block) if fixes else (block, [])
+        weighted = combine(principles, ps)
         critiques.append(Critique(analysis=analysis, principle_scores=ps, overall=score,
-                                  weighted=combine(principles, ps), fixes=suggested))
+                                  weighted=weighted, fixes=suggested,
+                                  weighted_missing=missing if weighted is None else None))
     return ParsedGRM(principles=principles, critiques=critiques, overall_scores=overall)
 
 
@@ -426,11 +482,11 @@ def parse_rating(text: str) -> float:
 # a response's analysis; a review answers each fix on its own line 'F<id>: accept|reject -
 # <reason>' and ends, like every judgement, with the final scores line.
 FIX_LABEL = "Fix"
-_FIX_LINE = re.compile(r"(?i)^[ \t>*_-]*\**fix(?:\s*\d{1,2})?\**\s*:\s*\**[ \t]*(?P<text>[^\n]*?)"
+_FIX_LINE = re.compile(r"(?i)^[ \t>*_-]*\**fix(?:\s*[0-9]{1,2})?\**\s*:\s*\**[ \t]*(?P<text>[^\n]*?)"
                        r"[ \t*]*$")
 _NO_FIX = re.compile(r"(?i)^(?:none|n/?a|no fix(?:es)?(?: needed)?|nothing)[ .!]*$")
 _REVIEW_LINE = re.compile(
-    r"(?i)^[ \t>*_-]*\**(?P<id>F\d{1,4})\**\s*[:.)=]\s*\**(?P<verdict>accept|reject)(?:ed|s)?\**"
+    r"(?i)^[ \t>*_-]*\**(?P<id>F[0-9]{1,4})\**\s*[:.)=]\s*\**(?P<verdict>accept|reject)(?:ed|s)?\**"
     r"[ \t]*(?:[-–—:,;.][ \t]*(?P<reason>[^\n]*?))?[ \t*]*$")
 _SCORE_CHANGE_LINE = re.compile(r"(?i)^[ \t>*_-]*\**score\s+change\**\s*:\s*\**[ \t]*"
                                 r"(?P<why>[^\n]*?)[ \t*]*$")

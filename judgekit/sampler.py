@@ -12,8 +12,12 @@ Rules that live here and nowhere else:
   under the schema is read by field (`format.parse_structured`); one the server wrote without it
   (it refused the schema: `Completion.structured_fallback`) is read as text, and the sample
   records the fallback.
-* **Which text counts.** A completion that stopped on the token limit is never accepted as it
-  stands, whatever box it contains. Otherwise the format's parser reads the final line.
+* **Which text counts.** A completion that stopped for one of the backend's declared cut-off
+  reasons (`BackendCapabilities.cutoff_reasons`: the token limit, a content filter, a refusal,
+  the context window) is never accepted as it stands, whatever box it contains. Otherwise the
+  format's parser reads the final line. A re-ask reply, and a forced line, is read on its own:
+  when it is empty, blank or only a code fence, the sample fails; the cut text's last line never
+  counts.
 * **Prompt caching.** Requests say where the format's static prefix ends
   (`GenerationConfig.cache_prefix_chars`), so backends with explicit caching can mark it.
 * **Recovery.** An unreadable or truncated sample gets its final line completed under the
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from judgekit.backends.base import Backend, Completion, GenerationResult
 from judgekit.config import GenerationConfig
 from judgekit.errors import BackendError, ParseError, describe_error, is_recorded_failure
-from judgekit.formats import JudgingFormat, fence_tag
+from judgekit.formats import JudgingFormat, ParsedJudgement, fence_tag
 from judgekit.prompts import as_messages
 from judgekit.schema import Critique, Judgement, Message, SampleStatus, Usage
 from judgekit.structured import StructuredMode, resolve_structured
@@ -189,13 +193,14 @@ class Sampler:
         (by field when it was written under the format's `schema`, else as text)."""
         fallback = completion.structured_fallback if schema else None
         as_json = schema and fallback is None
-        if completion.truncated:
+        if self.backend.capabilities.cut_off(completion):
             return Judgement(
                 sample_index=index, status=SampleStatus.PARSE_FAILURE, permutation=perm,
                 raw_text=completion.text, usage=usage, truncated=True,
                 structured=as_json or grammar, structured_fallback=fallback,
-                error=f"output truncated at the token limit (max_tokens={max_tokens}); "
-                      "a truncated judgement is never read as it stands")
+                error=f"output truncated: the provider cut it off ({completion.finish_reason}, "
+                      f"max_tokens={max_tokens}); a cut-off judgement is never read as it "
+                      "stands")
         jd = self.judgement_from_text(completion.text, n, perm, index, usage, structured=as_json)
         jd.structured = as_json or grammar
         jd.structured_fallback = fallback
@@ -211,6 +216,12 @@ class Sampler:
         except ParseError as exc:
             return Judgement(sample_index=index, status=SampleStatus.PARSE_FAILURE,
                              permutation=perm, raw_text=text, error=str(exc), usage=usage)
+        return self.judgement_from_parsed(parsed, n, perm, index, usage, text)
+
+    @staticmethod
+    def judgement_from_parsed(parsed: ParsedJudgement, n: int, perm: list[int], index: int,
+                              usage: Usage, raw_text: str) -> Judgement:
+        """An OK Judgement in the caller's order from an answer read in shown order."""
         critiques: list[Critique] = [Critique()] * n
         if parsed.critiques:
             for pos, original in enumerate(perm):
@@ -219,7 +230,7 @@ class Sampler:
             critiques = []
         return Judgement(sample_index=index, status=SampleStatus.OK, permutation=perm,
                          principles=parsed.principles, critiques=critiques,
-                         scores=unpermute(parsed.scores, perm), raw_text=text, usage=usage)
+                         scores=unpermute(parsed.scores, perm), raw_text=raw_text, usage=usage)
 
     # -- recovery --------------------------------------------------------------------------------
     async def _repair(self, prompt: SamplePrompt, failed: list[Judgement], n: int,
@@ -248,12 +259,15 @@ class Sampler:
             return
         shares = split_usage(result.usage, len(failed))
         for jd, completion, usage in zip(failed, result.completions, shares, strict=False):
-            text = jd.raw_text.rstrip() + "\n" + completion.text
-            forced = self.judgement_from_text(text, n, jd.permutation, jd.sample_index,
-                                              jd.usage + usage)
             jd.attempts += 1
-            jd.usage = forced.usage
-            if forced.valid:
+            jd.usage = jd.usage + usage
+            # The forced line must be a final line on its own: were it empty, the cut text's
+            # last line would be read in its place.
+            alone = self.judgement_from_text(completion.text, n, jd.permutation,
+                                             jd.sample_index, jd.usage)
+            forced = self.judgement_from_text(jd.raw_text.rstrip() + "\n" + completion.text, n,
+                                              jd.permutation, jd.sample_index, jd.usage)
+            if alone.valid and forced.valid:
                 _adopt(jd, forced, SampleStatus.FORCED)
             else:
                 jd.error = f"{jd.error}; forced line unreadable: {completion.text!r}"
@@ -277,15 +291,28 @@ class Sampler:
             jd.attempts += 1
             jd.usage = jd.usage + result.usage
             reply = result.completions[0] if result.completions else Completion(text="")
-            if reply.truncated:
-                jd.error = f"{jd.error}; re-ask reply truncated at the token limit"
+            if self.backend.capabilities.cut_off(reply):
+                jd.error = f"{jd.error}; re-ask reply cut off ({reply.finish_reason})"
                 continue
-            again = self.judgement_from_text(jd.raw_text.rstrip() + "\n" + reply.text, n,
-                                             jd.permutation, jd.sample_index, jd.usage)
+            again = self.reask_judgement(jd, reply.text, n)
             if again.valid:
                 _adopt(jd, again, SampleStatus.OK)
                 return
-            jd.error = again.error
+            jd.error = f"{jd.error}; re-ask reply unreadable: {again.error}"
+
+    def reask_judgement(self, jd: Judgement, reply: str, n: int) -> Judgement:
+        """The judgement a re-ask reply gives, read on its own (`JudgingFormat.parse_reask`):
+        an empty, blank or fence-only reply is a parse failure, never the old text's last line.
+        Its raw text records the exchange: the first answer, then the reply."""
+        raw = jd.raw_text.rstrip() + "\n" + reply
+        try:
+            parsed = self.format.parse_reask(jd.raw_text, reply, n)
+        except ParseError as exc:
+            return Judgement(sample_index=jd.sample_index, status=SampleStatus.PARSE_FAILURE,
+                             permutation=jd.permutation, raw_text=raw, error=str(exc),
+                             usage=jd.usage)
+        return self.judgement_from_parsed(parsed, n, jd.permutation, jd.sample_index, jd.usage,
+                                          raw)
 
 
 def split_usage(usage: Usage, parts: int) -> list[Usage]:

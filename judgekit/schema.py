@@ -97,6 +97,8 @@ class Critique(BaseModel):
     overall: float | None = Field(None, description="the model's own overall 1-10 score")
     weighted: float | None = Field(None, description="sum of w_i * s_i where every principle "
                                    "has a fixed-form criterion score")
+    weighted_missing: str | None = Field(None, description="why `weighted` is None: no, several, "
+                                         "only quoted, or a malformed 'Criterion scores' line")
     weighted_fallback: bool = Field(False, description="the weighted rule was asked for, but a "
                                     "criterion score was missing: the overall score was used")
     fixes: list[str] = Field(default_factory=list, description="suggested fixes, where the "
@@ -129,8 +131,10 @@ class Judgement(BaseModel):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     attempts: int = 1
-    truncated: bool = Field(False, description="the first output ended on the token limit; it "
-                            "was never accepted as it stood (forced, re-asked or failed)")
+    truncated: bool = Field(False, description="the first output was cut off (one of the "
+                            "backend's declared cut-off reasons: token limit, context window, "
+                            "content filter, refusal); it was never accepted as it stood "
+                            "(forced, re-asked or failed)")
     hinted: bool = False
     meta_score: float | None = None
     kept: bool = True

@@ -35,6 +35,10 @@ from judgekit.schema import Message, Usage
 
 NO_TOOL_CALL = "the answer came without the forced tool call"
 
+ANTHROPIC_CUTOFF_REASONS = frozenset({"max_tokens", "model_context_window_exceeded", "refusal"})
+"""The Messages API's `stop_reason`s for an answer that did not end by itself: the token limit,
+the context window, and a refusal (its text stops mid-answer, whatever it holds so far)."""
+
 
 def split_system(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
     """(system text, user/assistant turns): system messages are joined, consecutive turns of one
@@ -59,7 +63,7 @@ class AnthropicBackend(RemoteBackend[Any]):
     ANTHROPIC_BASE_URL."""
 
     provider = "anthropic"
-    CAPABILITIES = BackendCapabilities(json_schema=True)
+    CAPABILITIES = BackendCapabilities(json_schema=True, cutoff_reasons=ANTHROPIC_CUTOFF_REASONS)
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
 
@@ -85,7 +89,7 @@ class AnthropicBackend(RemoteBackend[Any]):
 
         return map_sdk_error(anthropic, exc)
 
-    def _params(self, messages: list[Message], config: GenerationConfig,
+    def request_params(self, messages: list[Message], config: GenerationConfig,
                 structured: bool = True) -> dict[str, Any]:
         system, turns = split_system(messages)
         params: dict[str, Any] = {
@@ -119,7 +123,7 @@ class AnthropicBackend(RemoteBackend[Any]):
 
     async def _request(self, messages: list[Message], config: GenerationConfig
                        ) -> tuple[Completion, Usage]:
-        params = self._params(messages, config)
+        params = self.request_params(messages, config)
         spent = Usage()
         try:
             response, retries = await self._send(params, messages, config)
@@ -127,7 +131,7 @@ class AnthropicBackend(RemoteBackend[Any]):
             # Once, and never as a server fault: the same request without the tool.
             self._refused = str(err)
             spent = Usage(calls=1, retries=err.retries)
-            params = self._params(messages, config, structured=False)
+            params = self.request_params(messages, config, structured=False)
             response, retries = await self._send(params, messages, config)
         blocks = getattr(response, "content", None)
         if blocks is None:

@@ -33,9 +33,12 @@ class TokenLogprob(BaseModel):
     top: dict[str, float] = Field(default_factory=dict)
 
 
-TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens", "model_length"})
-"""Finish reasons that mean the output stopped on the token limit (OpenAI `length`, Anthropic
-`max_tokens`, vLLM `model_length`), not because the model finished."""
+KNOWN_CUTOFF_REASONS = frozenset({"length", "content_filter", "max_tokens",
+                                  "model_context_window_exceeded", "refusal"})
+"""Every provider's spelling of "the answer was cut off" known to judgekit (OpenAI's and the
+compatible servers' `length` and `content_filter`; Anthropic's `max_tokens`,
+`model_context_window_exceeded` and `refusal`): the cut-off reasons of a backend that declares
+none, so that an undeclared provider errs on the side of refusing text."""
 
 
 class Completion(BaseModel):
@@ -47,11 +50,6 @@ class Completion(BaseModel):
         "without it (the server refused the parameter, or is not known to support one): why. "
         "The text is then free text, read by the format's text parser")
 
-    @property
-    def truncated(self) -> bool:
-        """True when generation ended on the token limit: such text is never accepted as is."""
-        return self.finish_reason in TRUNCATED_FINISH_REASONS
-
 
 class GenerationResult(BaseModel):
     """`usage` covers the whole call (prompt billed once for n choices, retries included)."""
@@ -61,7 +59,8 @@ class GenerationResult(BaseModel):
 
 
 class BackendCapabilities(BaseModel):
-    """What a backend can do beyond plain `generate`. Every flag defaults to the safe `False`."""
+    """What a backend can do beyond plain `generate`. Every flag defaults to the safe `False`,
+    and the cut-off reasons to every spelling judgekit knows."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -78,6 +77,14 @@ class BackendCapabilities(BaseModel):
         "schema (OpenAI strict json_schema, an Anthropic forced tool call, a compatible server's "
         "guided decoding). A server that refuses the parameter is answered in free text once "
         "more, and each such completion says so (`Completion.structured_fallback`)")
+    cutoff_reasons: frozenset[str] = Field(
+        KNOWN_CUTOFF_REASONS, description="the provider's complete list of finish reasons that "
+        "mean the answer did not end by itself (token limit, context window, content filter, "
+        "refusal): such text is never read as it stands, whatever box it holds")
+
+    def cut_off(self, completion: Completion) -> bool:
+        """Whether `completion` stopped for one of this provider's cut-off reasons."""
+        return completion.finish_reason in self.cutoff_reasons
 
 
 GenerationRequest = tuple[list[Message], int]
@@ -105,6 +112,22 @@ class Backend(ABC):
     @abstractmethod
     def spec(self) -> str:
         """The model spec string, without secrets (used in cache keys and results)."""
+
+    @property
+    def identity(self) -> str:
+        """The model without where it is served (`spec` less any base URL): what results are
+        compared by, so a server restarted on another port is the same model."""
+        return self.spec
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where the model is served, when `spec` names a base URL; recorded, never compared."""
+        return None
+
+    def settings(self) -> dict[str, str | None]:
+        """Backend settings that change results beyond the model (an OpenAI-compatible
+        server's flavour decides which constraint its requests carry); none by default."""
+        return {}
 
     @abstractmethod
     async def generate(self, messages: list[Message], config: GenerationConfig,

@@ -47,6 +47,7 @@ from judgekit.errors import (
     MissingDependencyError,
     ModelSpecError,
 )
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Message, Usage
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ _MODEL_FAILURES = (RuntimeError, ValueError, OSError, MemoryError)
 
 FORCED_LINE_MAX_TOKENS = 64
 """Upper bound on the tokens of a scores line completed under a grammar."""
+
+LOCAL_CUTOFF_REASONS = frozenset({"length"})
+"""A local model's one cut-off: it stopped on `max_tokens` before its end-of-sequence token."""
 
 
 def _pick_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
@@ -104,7 +108,7 @@ class TransformersBackend(Backend):
     """
 
     CAPABILITIES = BackendCapabilities(batched=True, grammar=True, complete_under_grammar=True,
-                                       logprobs=True)
+                                       logprobs=True, cutoff_reasons=LOCAL_CUTOFF_REASONS)
 
     def __init__(self, model_path: str | Path, *, gguf_file: str | None = None,
                  spec: str | None = None, device: str | None = None, dtype: str | None = None,
@@ -197,9 +201,10 @@ class TransformersBackend(Backend):
             if self.gguf_file:
                 kw["gguf_file"] = self.gguf_file
             try:
-                tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
-                model: Any = AutoModelForCausalLM.from_pretrained(self.model_path,
-                                                                  dtype=load_dtype, **kw)
+                with quiet_model_loading():
+                    tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
+                    model: Any = AutoModelForCausalLM.from_pretrained(self.model_path,
+                                                                      dtype=load_dtype, **kw)
             except OSError as exc:
                 raise ModelSpecError(f"cannot load local model {self._spec!r}: {exc}") from exc
             model.to(device)

@@ -19,7 +19,15 @@ from judgekit.bench.datasets import (
     load_dataset,
     register_dataset,
 )
-from judgekit.bench.generic import FieldMap, load_csv, load_dataframe, load_file, load_jsonl
+from judgekit.bench.generic import (
+    FieldMap,
+    LoadResult,
+    load_csv,
+    load_dataframe,
+    load_file,
+    load_jsonl,
+    read_file,
+)
 from judgekit.bench.items import BenchItem, Label, LabelKind
 from judgekit.bench.metrics import TieRule
 from judgekit.bench.report import (
@@ -55,6 +63,7 @@ __all__ = [
     "FieldMap",
     "Label",
     "LabelKind",
+    "LoadResult",
     "PairwiseBaselineJudge",
     "ResultRecord",
     "RunInfo",
@@ -76,6 +85,7 @@ __all__ = [
     "make_judge",
     "paired_frame",
     "published_frame",
+    "read_file",
     "read_results",
     "read_run_info",
     "register_dataset",

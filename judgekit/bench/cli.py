@@ -30,6 +30,9 @@ from judgekit.cli_args import (
 from judgekit.errors import JudgekitError, RunAbortedError
 
 EXIT_FAILURE = 1
+OWN_FILE_FLAGS = ("query_template", "records_path", "tie_label", "subset_field",
+                  "reference_field", "drop_empty_responses", "skip_bad_rows")
+"""Own-file flags without a default: given with a registered dataset, they are a mistake."""
 EXIT_NOT_READY = 75  # sysexits EX_TEMPFAIL: `--batch --no-wait` and the provider is not done yet
 
 
@@ -63,7 +66,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     cols = ["items", "subsets", "kind", "license", "shipped", "location"]
     if args.verbose:
         cols.append("description")
+    if args.verbose and args.format == "csv":
+        frame["subset_names"] = [";".join(r["subset_items"]) for r in rows]
+        cols.append("subset_names")
     _print_frame(frame[cols], args.format)
+    if args.verbose and args.format != "csv":
+        for r in rows:
+            if r["subset_items"]:  # one per line: names are whole, however long
+                print(f"\n{r['name']} subsets ({len(r['subset_items'])}):")
+                for name, n in r["subset_items"].items():
+                    print(f"  {name} ({n})")
     return 0
 
 
@@ -84,15 +96,39 @@ def _columns(text: str) -> str | list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def _unescape(text: str) -> str:
+    r"""A shell-typed template's \n, \t and \\ as a newline, a tab and a backslash."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def _field_map(args: argparse.Namespace) -> Any:
+    """The FieldMap the own-file flags describe; DatasetError (one line) on a bad one."""
+    from pydantic import ValidationError
+
+    from judgekit.bench.datasets.base import describe_validation
     from judgekit.bench.generic import FieldMap
 
     tie_labels = [t.strip() for v in args.tie_label or [] for t in v.split(",") if t.strip()]
-    return FieldMap(query=args.query_field, responses=_columns(args.responses_field),
-                    label=_columns(args.label_field), label_format=args.label_format,
-                    tie_labels=tie_labels, id=args.id_field, subset=args.subset_field,
-                    reference=args.reference_field,
-                    drop_empty_responses=args.drop_empty_responses)
+    template = _unescape(args.query_template) if args.query_template is not None else None
+    try:
+        return FieldMap(query=args.query_field, query_template=template,
+                        records_path=args.records_path,
+                        responses=_columns(args.responses_field),
+                        label=_columns(args.label_field), label_format=args.label_format,
+                        tie_labels=tie_labels, id=args.id_field, subset=args.subset_field,
+                        reference=args.reference_field,
+                        drop_empty_responses=args.drop_empty_responses)
+    except ValidationError as exc:
+        raise DatasetError(describe_validation(exc).replace("field 'query_template': ", ""))\
+            from exc
 
 
 def _check_run_args(args: argparse.Namespace) -> str | None:
@@ -113,26 +149,32 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _dataset(args: argparse.Namespace, *, load_registered: bool = False) -> tuple[Any, str]:
-    """(what `arun` takes, the dataset's name): a registered name (its data is found and read
-    before a judge is built; loads are cached), or the items of an own file. With
-    `load_registered`, a registered dataset comes back as its selected items (`arun` selects
-    them again, which keeps them). Raises DatasetError or ValueError with a one-line message."""
-    from judgekit.bench.generic import load_file
+def _dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunSpec fields of the dataset: a registered name (its data is found and read
+    before a judge is built; loads are cached), or the items of an own file with its data
+    mapping. Raises DatasetError or ValueError with a one-line message."""
+    from judgekit.bench.generic import read_file
+    from judgekit.bench.runner import data_mapping
 
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
     if is_file:
         if not Path(args.dataset).is_file():
             raise DatasetError(f"no such file: {args.dataset}")
-        return load_file(args.dataset, _field_map(args)), Path(args.dataset).stem
+        mapping = _field_map(args)
+        loaded = read_file(args.dataset, mapping, skip_bad_rows=args.skip_bad_rows)
+        if loaded.skipped:
+            print(f"{args.dataset}: {loaded.skipped_summary()}", file=sys.stderr)
+        return {"dataset": Path(args.dataset).stem, "items": loaded.items,
+                "data": data_mapping(args.dataset, mapping)}
+    own = [f"--{a.replace('_', '-')}" for a in OWN_FILE_FLAGS if getattr(args, a, None)]
+    if own:
+        raise DatasetError(f"{', '.join(own)} appl{'ies' if len(own) == 1 else 'y'} to own "
+                           f"files only, not to the registered dataset {args.dataset!r}")
     if args.dataset not in dataset_names():
         raise DatasetError(f"unknown dataset {args.dataset!r} "
                            f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
-    if not load_registered:
-        load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
-        return args.dataset, args.dataset
-    return load_dataset(args.dataset, subset=args.subset, limit=args.limit,
-                        data_dir=args.data_dir, stratify=args.stratify), args.dataset
+    load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
+    return {"dataset": args.dataset}
 
 
 def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
@@ -140,6 +182,8 @@ def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
     from judgekit.bench.runner import make_judge
 
     backend_kwargs: dict[str, Any] = backend_options(args)
+    if args.timeout is not None:  # a Judge keyword, for the GRM and the baseline judge alike
+        backend_kwargs["timeout"] = args.timeout
     if not args.baseline:  # GRM-only Judge keywords (aggregate only when given)
         backend_kwargs["voting"] = args.voting
         if args.aggregate is not None:
@@ -166,44 +210,53 @@ def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
 
 
-def _run_kwargs(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """`arun` keywords shared by `run` and `bias`."""
-    return dict(subset=args.subset, samples=args.samples, meta=getattr(args, "meta", False),
-                k_meta=args.k_meta, limit=args.limit, stratify=args.stratify,
-                concurrency=args.concurrency, seed=args.seed, data_dir=args.data_dir,
-                progress=not args.no_progress, model=args.model or None,
-                baseline=args.baseline, dataset_name=name,
-                extra={"max_tokens": args.max_tokens, "temperature": args.temperature,
-                       "meta_model": args.meta_model, "k_meta": args.k_meta,
-                       "examples": not args.no_examples, "voting": args.voting,
-                       "aggregate": args.aggregate or "overall",
-                       "mode": ("batch" if getattr(args, "batch", False) else "ray"
-                                if getattr(args, "ray", None) is not None else "online"),
-                       **_rubric_extra(args)})
+def _run_spec(args: argparse.Namespace, dataset: dict[str, Any], out: Path, **fields: Any
+              ) -> Any:
+    """The RunSpec of `run` and `bias`."""
+    from judgekit.bench.runner import RunSpec
+
+    return RunSpec(**dataset, out_dir=out, subset=args.subset, samples=args.samples,
+                   meta=getattr(args, "meta", False), k_meta=args.k_meta, limit=args.limit,
+                   stratify=args.stratify, concurrency=args.concurrency, seed=args.seed,
+                   data_dir=args.data_dir, progress=not args.no_progress,
+                   baseline=args.baseline, extra=_run_extra(args), **fields)
+
+
+def _run_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """What run.json records of the command beyond its settings (for humans)."""
+    return {"max_tokens": args.max_tokens, "temperature": args.temperature,
+            "meta_model": args.meta_model, "k_meta": args.k_meta,
+            "examples": not args.no_examples, "voting": args.voting,
+            "aggregate": args.aggregate or "overall",
+            "mode": ("batch" if getattr(args, "batch", False) else "ray"
+                     if getattr(args, "ray", None) is not None else "online"),
+            **_rubric_extra(args)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from judgekit.bench.runner import BenchRunError, aclose_judge, arun
+    from judgekit.bench.runner import BenchRunError, arun
 
     prog = "judgekit bench run"
     problem = _check_run_args(args) or _scaleout_problem(args)
     if problem:
         return _usage_error(prog, problem)
     try:
-        dataset, name = _dataset(args)
+        dataset = _dataset(args)
     except (DatasetError, ValueError) as exc:
         return _usage_error(prog, str(exc))
+    if args.dry_run:
+        return _dry_run(args, _dataset_items(args, dataset))
     out = Path(args.out) if args.out else _default_out(args, args.dataset)
     judge = _judge(args, prog, out)
     if isinstance(judge, int):
         return judge
+    spec = _run_spec(args, dataset, out, reverse=args.reverse, overwrite=args.overwrite)
 
     async def go() -> Any:
         try:
-            return await arun(dataset, judge, out_dir=out, reverse=args.reverse,
-                              overwrite=args.overwrite, **_run_kwargs(args, name))
+            return await arun(spec, judge)
         finally:
-            await aclose_judge(judge)
+            await judge.aclose()
 
     try:
         result = asyncio.run(go())
@@ -234,6 +287,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
 
 
+def _dataset_items(args: argparse.Namespace, dataset: dict[str, Any]) -> Any:
+    """The items of `_dataset`'s fields (a registered dataset loaded, with --subset)."""
+    if "items" in dataset:
+        return dataset["items"]
+    return load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
+
+
+def _dry_run(args: argparse.Namespace, items: Any) -> int:
+    """`--dry-run`: what would be judged (after --subset, --limit), and no model."""
+    from judgekit.bench.datasets import select
+    from judgekit.bench.generic import describe_items
+
+    try:
+        chosen = select(items, args.subset, args.limit, args.stratify)
+    except DatasetError as exc:
+        return _usage_error(f"judgekit bench {args.bench_command}", str(exc))
+    print(describe_items(chosen))
+    return 0
+
+
 def _scaleout_problem(args: argparse.Namespace) -> str | None:
     """A usage problem of --batch / --ray and their options, or None."""
     if args.batch and args.ray is not None:
@@ -244,6 +317,8 @@ def _scaleout_problem(args: argparse.Namespace) -> str | None:
         return "--resubmit-failed and --no-wait need --batch"
     if args.ray is None and args.ray_workers is not None:
         return "--ray-workers needs --ray"
+    if args.ray is None and args.ray_logs:
+        return "--ray-logs needs --ray"
     return None
 
 
@@ -262,6 +337,7 @@ def _ray_scorer(args: argparse.Namespace, cache: Any, backend_kwargs: dict[str, 
     remote = (args.model or "").startswith(("openai:", "anthropic:"))
     return RayScorer(JudgeSpec(model=args.model or None, options=options),
                      address=args.ray or None, workers=args.ray_workers or 2,
+                     ray_logs=args.ray_logs,
                      num_cpus=0.25 if remote else 1.0)
 
 
@@ -278,26 +354,29 @@ def cmd_bias(args: argparse.Namespace) -> int:
     reverse (OUT/reverse, the runner's --reverse), then the bias table and plot."""
     from judgekit.bench.bias import arun_bias, bias_dirs
     from judgekit.bench.report import bias_frame, load_runs
-    from judgekit.bench.runner import BenchRunError, aclose_judge
+    from judgekit.bench.runner import BenchRunError
 
     prog = "judgekit bench bias"
     problem = _check_run_args(args)
     if problem:
         return _usage_error(prog, problem)
     try:
-        items, name = _dataset(args, load_registered=True)
+        dataset = _dataset(args)
     except (DatasetError, ValueError) as exc:
         return _usage_error(prog, str(exc))
+    if args.dry_run:
+        return _dry_run(args, _dataset_items(args, dataset))
     out = Path(args.out) if args.out else Path(f"{_default_out(args, args.dataset)}-bias")
     judge = _judge(args, prog)
     if isinstance(judge, int):
         return judge
+    spec = _run_spec(args, dataset, out)
 
     async def go() -> list[Any]:
         try:
-            return await arun_bias(items, judge, out_dir=out, **_run_kwargs(args, name))
+            return await arun_bias(spec, judge)
         finally:
-            await aclose_judge(judge)
+            await judge.aclose()
 
     try:
         results = asyncio.run(go())
@@ -370,26 +449,55 @@ def _add_judging_args(p: argparse.ArgumentParser) -> None:
                    help="do not use the on-disk response cache (on by default)")
     p.add_argument("--cache", default=None,
                    help="sqlite cache file (default: ~/.cache/judgekit/cache.sqlite)")
-    p.add_argument("--no-progress", action="store_true")
-    g = p.add_argument_group("own files (DATASET is a file)")
-    g.add_argument("--query-field", default="query")
-    g.add_argument("--responses-field", default="responses",
-                   help="a list column, or several columns separated by commas")
-    g.add_argument("--label-field", default="label",
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "own files (DATASET is a file; see docs/own-data.md)",
+        "Which column holds what. Columns are JSON keys, CSV headers or Parquet columns.")
+    g.add_argument("--query-field", default="query", metavar="COLUMN",
+                   help="the column holding the query: text, or a conversation (a list of "
+                        "{role, content} messages) whose last turn is the query (default query)")
+    g.add_argument("--query-template", metavar="TEMPLATE",
+                   help="build the query from several columns instead, e.g. "
+                        "'{instruction}\\n\\n{input}' (\\n and \\t are read as a newline and "
+                        "a tab; {{ and }} are literal braces; an empty cell is empty text)")
+    g.add_argument("--responses-field", default="responses", metavar="COLUMN[,COLUMN...]",
+                   help="a column holding a list of responses (a JSON list in CSV), or several "
+                        "columns separated by commas, one response each (default responses)")
+    g.add_argument("--label-field", default="label", metavar="COLUMN[,COLUMN...]",
                    help="the label column, or several annotator columns separated by commas "
                         "(their majority is the label; a majority tie is a tie)")
     g.add_argument("--label-format", default="auto",
                    choices=("auto", "index0", "index1", "letter", "preference", "ranks",
-                            "best_text", "binary_error", "binary_ok"))
+                            "best_text", "binary_error", "binary_ok"),
+                   help="how to read a label: index0/index1 (the best response's 0- or "
+                        "1-based index), letter (A, B, ...), preference (A>B, B>>A, A=B), ranks "
+                        "(a list, 1 = best), best_text (the best response's text), "
+                        "binary_error/binary_ok (a yes/no flag on one response), auto (guess "
+                        "per value; integers are 1-based unless some label is 0; default)")
     g.add_argument("--tie-label", action="append", metavar="VALUE",
                    help="a label value that means a tie (e.g. 0 for 1-based labels with 0 = tie); "
                         "repeat or separate by commas. Tie words (tie, draw, A=B, ...) always are")
-    g.add_argument("--id-field", default="id")
-    g.add_argument("--subset-field")
-    g.add_argument("--reference-field", help="column holding a reference answer")
+    g.add_argument("--id-field", default="id", metavar="COLUMN",
+                   help="the column holding each item's id (default id; where the column is "
+                        "missing or empty, the row number)")
+    g.add_argument("--subset-field", metavar="COLUMN",
+                   help="the column holding each item's subset (category); default: the key of a "
+                        "JSON object of lists, else one subset named custom")
+    g.add_argument("--reference-field", metavar="COLUMN",
+                   help="the column holding a reference answer, shown to the judge")
+    g.add_argument("--records-path", metavar="PATH",
+                   help="in a .json file, the dotted path to the records, e.g. data.items (a "
+                        "number indexes a list); the records are a list of objects or an object "
+                        "of lists, one list per subset")
     g.add_argument("--drop-empty-responses", action="store_true",
                    help="an empty response cell means no response (items with different numbers "
                         "of responses); by default an empty response is judged")
+    g.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave out rows that cannot be read (reported: how many, and the first "
+                        "reasons) instead of stopping at the first")
+    g.add_argument("--dry-run", action="store_true",
+                   help="read and check the data, print what would be judged, and stop (no "
+                        "model is loaded)")
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -406,9 +514,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="registered datasets with item counts")
     p_list.add_argument("--data-dir", type=data_dir,
                         help="data directory (default $JUDGEKIT_DATA_DIR, else ../shared/data)")
-    p_list.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p_list.add_argument("--format", choices=("table", "csv", "markdown"), default="table",
+                        help="output format (default table)")
     p_list.add_argument("--no-count", action="store_true", help="do not load data to count")
-    p_list.add_argument("-v", "--verbose", action="store_true")
+    p_list.add_argument("-v", "--verbose", action="store_true",
+                        help="also the description and every subset with its item count")
     p_list.set_defaults(func=cmd_list)
 
     p_run = sub.add_parser("run", help="judge a dataset; results append to OUT/results.jsonl",
@@ -436,6 +546,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="judge on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto; "
                         "none: a local one), one Judge per actor")
+    s.add_argument("--ray-logs", action="store_true",
+                   help="with --ray: show Ray's own logs and progress bars (off by default: "
+                        "judgekit's bar counts the items)")
     s.add_argument("--ray-workers", type=positive_int,
                    help="with --ray: actors in the pool (default 2)")
     p_run.set_defaults(func=cmd_run)
@@ -447,14 +560,16 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "length preference, agreement among the k samples) and plot them. "
                     "Re-running the same command resumes.")
     _add_judging_args(p_bias)
-    p_bias.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p_bias.add_argument("--format", choices=("table", "csv", "markdown"), default="table",
+                        help="output format of the bias table (default table)")
     p_bias.add_argument("--plots", metavar="OUTDIR", help="where bias.png goes (default: OUT)")
     p_bias.set_defaults(func=cmd_bias)
 
     p_rep = sub.add_parser("report", help="tables (and plots) from run directories",
                            description="Metrics from stored results; never calls a model.")
     p_rep.add_argument("dirs", nargs="+", metavar="DIR", help="run directories to compare")
-    p_rep.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p_rep.add_argument("--format", choices=("table", "csv", "markdown"), default="table",
+                       help="output format (default table)")
     p_rep.add_argument("--plots", metavar="OUTDIR", help="write PNG plots into OUTDIR")
     p_rep.add_argument("--seed", type=int, help="tie-break seed (default: each run's seed)")
     p_rep.add_argument("--output", "-o", help="write the report to a file instead of stdout")

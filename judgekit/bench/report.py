@@ -467,25 +467,11 @@ def _grid(frame: Any) -> tuple[list[str], list[list[str]]]:
 
 
 def format_table(frame: Any) -> str:
-    header, rows = _grid(frame)
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+    return _format_cells(*_grid(frame), "table")
 
 
 def format_markdown(frame: Any) -> str:
-    header, rows = _grid(frame)
-
-    def esc(x: str) -> str:
-        return x.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return _format_cells(*_grid(frame), "markdown")
 
 
 def format_csv(frames: dict[str, Any]) -> str:
@@ -505,32 +491,64 @@ def format_csv(frames: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class ReportTable:
+    """One table of the report as printed cells: what `render_report` writes as text and
+    `judgekit view` shows as HTML, so both always show the same numbers."""
+
+    section: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+def report_tables(runs: Sequence[Any], seed: int | None = None) -> list[ReportTable]:
+    """Every table of the report, in order, then the published reference numbers for the runs'
+    datasets; `CAVEAT` goes under them."""
+    rs = _runs(runs)
+    tables = [ReportTable(section, SECTION_TITLES.get(section, section), *_grid(frame))
+              for section, frame in report_frames(rs, seed).items()]
+    pub = published_table(sorted({r.info.dataset for r in rs}))
+    return [*tables, pub] if pub is not None else tables
+
+
+def published_table(datasets: Iterable[str]) -> ReportTable | None:
+    wanted = set(datasets)
+    refs = [p for p in PUBLISHED if p.dataset in wanted]
+    if not refs:
+        return None
+    header = ["dataset", "metric", "system", "value", "source", "note"]
+    rows = [[p.dataset, p.metric, p.system, _cell(p.value), p.source, p.note] for p in refs]
+    return ReportTable("published", "Published reference numbers (%)", header, rows)
+
+
+def _format_cells(header: list[str], rows: list[list[str]], fmt: str) -> str:
+    if fmt == "markdown":
+        def esc(x: str) -> str:
+            return x.replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+                 "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows])
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]
+    return "\n".join(lines)
+
+
 def render_report(runs: Sequence[Any], fmt: str = "table", seed: int | None = None) -> str:
     """The report as text: `table` (aligned), `markdown` or `csv`."""
     if fmt not in ("table", "markdown", "csv"):
         raise ValueError(f"unknown format {fmt!r} (table, markdown, csv)")
     rs = _runs(runs)
-    frames = report_frames(rs, seed)
     if fmt == "csv":
-        return format_csv(frames)
-    fmt_one = format_markdown if fmt == "markdown" else format_table
+        return format_csv(report_frames(rs, seed))
     parts: list[str] = []
-    for section, frame in frames.items():
-        title = SECTION_TITLES.get(section, section)
-        parts.append(f"## {title}" if fmt == "markdown" else f"{title}\n")
-        parts.append(fmt_one(frame))
-        parts.append("")
-    datasets = sorted({r.info.dataset for r in rs})
-    refs = [p for p in PUBLISHED if p.dataset in datasets]
-    if refs:
-        import pandas as pd
-
-        pub = pd.DataFrame([{"dataset": p.dataset, "metric": p.metric, "system": p.system,
-                             "value": p.value, "source": p.source, "note": p.note}
-                            for p in refs])
-        title = "Published reference numbers (%)"
-        parts.append(f"## {title}" if fmt == "markdown" else f"{title}\n")
-        parts.append(fmt_one(pub.set_index("dataset")))
+    for table in report_tables(rs, seed):
+        parts.append(f"## {table.title}" if fmt == "markdown" else f"{table.title}\n")
+        parts.append(_format_cells(table.header, table.rows, fmt))
         parts.append("")
     parts.append(("> " if fmt == "markdown" else "Note: ") + CAVEAT)
     return "\n".join(parts) + "\n"

@@ -2,11 +2,11 @@
 (the paper's third use of a trained GRM).
 
 TRL 1.16's GRPOTrainer calls `reward(prompts=..., completions=..., completion_ids=..., **columns)`
-and wants one float per completion; it reads a `None` as NaN, and a completion for which every
-reward function returned None is "unscorable": left out of its group's mean/std and given zero
-advantage. So the default for a failed judgement is None (never a made-up score); set
-`failure_reward` to a number to penalise failures instead. Failures are counted on the adapter
-and logged through TRL's `log_metric`.
+and wants one float per completion. A failed judgement (no valid sample: the judge's answer was
+cut off, unreadable, or its call failed) gets a defined reward, never None: by default the
+lowest score of the scale (1.0, or 0.0 with `normalize=True`), so a completion that breaks its
+judge can never out-score one that was judged. `failure_reward` sets another number. Failures
+are counted on the adapter and logged through TRL's `log_metric`.
 
 Two designs, chosen by `mode`:
 
@@ -33,6 +33,7 @@ from typing import Any, Literal
 from judgekit.aggregate import aggregate
 from judgekit.bench.messages import as_query
 from judgekit.errors import ITEM_FAILURES
+from judgekit.parsing import SCORE_MIN
 from judgekit.schema import Message, Verdict
 from judgekit.train.rewards import completion_text
 from judgekit.voting import VotingMethod
@@ -45,11 +46,17 @@ def _query_of(prompt: Any) -> str | list[Message]:
 
 
 class JudgeReward:
-    """Callable reward function over a `judgekit.judge.Judge` (or anything with `ascore`)."""
+    """Callable reward function over a `judgekit.judge.Judge` (or anything with `ascore`).
+
+    Every completion gets a float. A completion whose judgement failed (no valid sample) gets
+    `failure_reward`: by default `"lowest"`, the lowest score of the scale (1.0; 0.0 with
+    `normalize=True`), so breaking the judge never pays; a number sets another value. It is
+    never None, which TRL would read as "leave this completion out of the group".
+    """
 
     def __init__(self, judge: Any = None, *, samples: int = 1,
                  mode: Literal["pointwise", "group"] = "pointwise", max_group: int | None = None,
-                 failure_reward: float | None = None, normalize: bool = False,
+                 failure_reward: float | Literal["lowest"] = "lowest", normalize: bool = False,
                  concurrency: int = 4, name: str = "judge_reward", **judge_kwargs: Any) -> None:
         if judge is None or isinstance(judge, str):
             from judgekit.judge import Judge
@@ -65,7 +72,11 @@ class JudgeReward:
         self.samples = samples
         self.mode = mode
         self.max_group = max_group
-        self.failure_reward = failure_reward
+        if failure_reward != "lowest" and not isinstance(failure_reward, int | float):
+            raise ValueError(f"failure_reward must be a number or 'lowest', not {failure_reward!r}")
+        self.failure_reward: float = (
+            (0.0 if normalize else SCORE_MIN) if failure_reward == "lowest"
+            else float(failure_reward))
         self.normalize = normalize
         self.concurrency = max(1, concurrency)
         self.__name__ = name
@@ -83,7 +94,7 @@ class JudgeReward:
         return {"calls": self.calls, "completions": self.completions, "failed": self.failed}
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
-                 **kwargs: Any) -> list[float | None]:
+                 **kwargs: Any) -> list[float]:
         from judgekit.runtime import run_sync
 
         rewards = run_sync(self.ascore(prompts, completions))
@@ -92,8 +103,8 @@ class JudgeReward:
             log_metric(f"{self.__name__}/failed_frac", self.last_failed / len(rewards))
         return rewards
 
-    async def ascore(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[float | None]:
-        """One reward per completion, in order."""
+    async def ascore(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[float]:
+        """One reward per completion, in order (`failure_reward` where the judgement failed)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
         texts = [completion_text(c) for c in completions]
@@ -125,9 +136,7 @@ class JudgeReward:
         self.completions += len(texts)
         self.last_failed = sum(r is None for r in out)
         self.failed += self.last_failed
-        if self.failure_reward is not None:
-            out = [self.failure_reward if r is None else r for r in out]
-        return out
+        return [self.failure_reward if r is None else r for r in out]
 
     async def _judge(self, prompt: Any, responses: list[str]) -> Verdict | None:
         try:

@@ -211,7 +211,8 @@ def test_reference_field() -> None:
      "row 1, field 'label': the label is missing"),
     ({"query": "q", "responses": ["a", "b"], "winner": 5},
      FieldMap(label="winner", label_format="index1"),
-     "row 1, field 'winner': best index 4 out of range for 2 responses"),
+     "row 1, field 'winner': best index 4 out of range for 2 responses; "
+     "if 5 means a tie, pass --tie-label 5"),
     ({"query": "q", "responses": "not a list", "label": 0}, FieldMap(),
      "row 1, field 'responses': does not hold a list of responses"),
     ({"query": [{"role": "user"}], "responses": ["a"], "label": 0}, FieldMap(),

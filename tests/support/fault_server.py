@@ -20,7 +20,9 @@ of the list (or for unscheduled keys, `default_schedule`) requests succeed. Faul
 
 The answer is judge-like text whose scores depend on content: a response containing GOOD scores 9,
 any other 2, so the best response is the same whatever order the judge shows them in. A scripted
-fake model can answer instead (`reply`: the request body -> the text, or (text, finish_reason)).
+fake model can answer instead (`reply`: the request body -> the text, or (text, finish_reason);
+the reason goes out as it is, but "stop" and "length" become Anthropic's "end_turn" and
+"max_tokens").
 Stdlib only (ThreadingHTTPServer), so a connection can really be dropped.
 
 Structured output and prompt caching, as the providers do them:
@@ -195,7 +197,8 @@ def _content_text(content: Any) -> str:
 
 def _answer(server: FaultServer, body: dict[str, Any], responses: list[str] | None
             ) -> tuple[str, str]:
-    """The text of one choice and its finish reason ("stop", or "length" for a cut-off)."""
+    """The text of one choice and its finish reason ("stop", "length" for a cut-off, or any
+    reason a scripted `reply` gives, sent as it is)."""
     if server.reply is None:
         return server.text(responses), "stop"
     out = server.reply(body)
@@ -383,7 +386,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             schema = structured_schema(body)
             text, finish = _answer(server, body, responses)
             content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-            stop = "max_tokens" if finish == "length" else "end_turn"
+            # "stop" and "length" are the OpenAI words; any other reason goes out as it is
+            # (Anthropic's "refusal", "model_context_window_exceeded", ...).
+            stop = {"stop": "end_turn", "length": "max_tokens"}.get(finish, finish)
             if schema is not None:
                 answer = structured_answer(schema, responses)
                 text = json.dumps(answer)

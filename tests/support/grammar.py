@@ -1,6 +1,6 @@
 """Checking output grammars with xgrammar against the embedded model's tokenizer (the tokenizer
 only, no weights): does a grammar accept exactly a text, and what does it emit when walked at
-random. The same helpers as in tests/test_template_grm.py, shared for other grammar tests."""
+random. The same helpers as in tests/prompts/test_template_grm.py, shared for other grammar tests."""
 
 from __future__ import annotations
 

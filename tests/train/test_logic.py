@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -155,7 +156,10 @@ class ScriptedJudge:
                                  hinted=hint_best is not None, usage=Usage(completion_tokens=5)))
         return Verdict(item_id=item_id, n_responses=n, scores=[None] * n, k=samples, samples=out)
 
-    _averdict = ascore  # the Judge's hinted-sampling entry point for RFT
+    @property
+    def pipeline(self) -> Any:
+        """RFT's hinted sampling goes through the judge's pipeline (`Pipeline.judge`)."""
+        return SimpleNamespace(judge=self.ascore)
 
 
 def _items() -> list[TrainItem]:
@@ -295,7 +299,7 @@ def test_judge_reward_pointwise() -> None:
     logged: dict[str, float] = {}
     out = reward(prompts=prompts, completions=completions, completion_ids=[[1]] * 3,
                  log_metric=lambda k, v: logged.__setitem__(k, v), best=[0, 0, 0])
-    assert out == [3.5, None, 6.5]  # mean over 2 samples (j adds 0 then 1)
+    assert out == [3.5, 1.0, 6.5]  # mean over 2 samples (j adds 0 then 1); a failure: lowest
     assert reward.stats == {"calls": 3, "completions": 3, "failed": 1}
     assert logged == {"judge_reward/failed_frac": pytest.approx(1 / 3)}
     assert judge.calls[0] == ([{"role": "user", "content": "hi"}], ["abc"], 2)

@@ -82,18 +82,21 @@ def load_dataset(name: str, subset: str | None = None, limit: int | None = None,
 
 def list_datasets(data_dir: PathLike | None = None, count: bool = True) -> list[dict[str, Any]]:
     """One row per registered benchmark: name, item count (None when not found), subsets,
-    expected count (SOURCES.md), where it was found, licence, whether the repo ships it."""
+    expected count (SOURCES.md), where it was found, licence, whether the repo ships it, and
+    the item count per subset (`subset_items`, empty when not counted)."""
     rows: list[dict[str, Any]] = []
     for name, info in _REGISTRY.items():
         root = locate(name, data_dir)
         n_items: int | None = None
         n_subsets: int | None = None
+        per_subset: dict[str, int] = {}
         if root is not None and count:
             items = _load_cached(name, str(root.resolve()))
-            n_items, n_subsets = len(items), len(subsets(items))
+            per_subset = subsets(items)
+            n_items, n_subsets = len(items), len(per_subset)
         rows.append({"name": name, "items": n_items, "expected": info.expected,
                      "subsets": n_subsets, "kind": info.kind,
                      "location": str(root) if root is not None else None,
                      "license": info.license, "shipped": info.shipped,
-                     "description": info.description})
+                     "description": info.description, "subset_items": per_subset})
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Iterable, Sequence
 
@@ -42,12 +43,31 @@ def select(items: Iterable[BenchItem], subset: str | None = None,
            limit: int | None = None, stratify: bool = False) -> list[BenchItem]:
     """Filter by subset pattern, then keep `limit` items: the first ones (loader order), or with
     `stratify` an even spread over subsets (`stratified`)."""
+    items = list(items)
     out = [it for it in items if subset is None or subset_matches(it.subset, subset)]
     if subset is not None and not out:
-        raise DatasetError(f"no items in subset {subset!r}")
+        raise DatasetError(f"no items in subset {subset!r}; {known_subsets(items, subset)}")
     if limit is None:
         return out
     return stratified(out, max(0, limit)) if stratify else out[: max(0, limit)]
+
+
+def known_subsets(items: Iterable[BenchItem], pattern: str | None = None,
+                  most: int = 40) -> str:
+    """The valid subset names, for an error on an unknown one: close matches of `pattern`
+    first (a typo's fix), then every name when there are at most `most`, else the top-level
+    groups (a group name selects its subsets) with their counts."""
+    names = sorted(subsets(items))
+    close = difflib.get_close_matches(pattern or "", names, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    if len(names) <= most:
+        return f"{hint}the subsets are: {', '.join(names)}"
+    members: dict[str, list[str]] = {}
+    for name in names:
+        members.setdefault(name.split("/")[0], []).append(name)
+    shown = ", ".join(f"{g}/* ({len(m)})" if len(m) > 1 else m[0] for g, m in members.items())
+    return (f"{hint}{len(names)} subsets in groups: {shown} (`judgekit bench list -v` names "
+            "them all)")
 
 
 def subsets(items: Iterable[BenchItem]) -> dict[str, int]:

@@ -16,13 +16,13 @@ from judgekit.errors import ParseError
 from judgekit.parsing import (
     ParsedGRM,
     combine,
-    criterion_scores,
     final_line_values,
     parse_best_index,
     parse_grm,
     parse_principles,
     parse_rating,
     parse_scores,
+    read_criterion_scores,
 )
 from judgekit.schema import Principle
 
@@ -338,14 +338,17 @@ def test_parse_grm_criterion_scores_count_must_match() -> None:
 )
 def test_criterion_scores_fixed_form(line: str, expected: dict[str, float]) -> None:
     ps = [Principle(name=x, weight=1 / 3) for x in "ABC"]
-    assert criterion_scores(f"Good on all counts.\n{line}\n", ps) == expected
+    scores, missing = read_criterion_scores(f"Good on all counts.\n{line}\n", ps)
+    assert scores == expected and (missing is None) == bool(expected)
 
 
-def test_criterion_scores_last_fixed_form_line_counts() -> None:
+def test_two_criterion_lines_are_no_choice_to_make() -> None:
+    """Issue 22 item 6: exactly one line counts; with two, neither does (a quoted response's
+    line may sit beside the judge's own), and the reason is recorded."""
     ps = [Principle(name="A", weight=0.5), Principle(name="B", weight=0.5)]
     block = "Criterion scores: 2, 2\nOn reflection, better than that.\nCriterion scores: 8, 6"
-    assert criterion_scores(block, ps) == {"A": 8.0, "B": 6.0}
-    assert criterion_scores(block, []) == {}
+    assert read_criterion_scores(block, ps) == ({}, "2 'Criterion scores' lines, expected one")
+    assert read_criterion_scores(block, [])[0] == {}
 
 
 def test_parse_grm_without_principles_uses_overall() -> None:

@@ -179,10 +179,13 @@ async def test_truncated_output_is_forced_on_backends_that_can() -> None:
     assert s.status is SampleStatus.FORCED and s.truncated and v.scores == [5.0, 6.0]
 
 
-@pytest.mark.parametrize("reason", ["length", "max_tokens", "model_length"])
-def test_every_provider_spelling_of_the_token_limit_is_truncation(reason: str) -> None:
-    assert Completion(text="x", finish_reason=reason).truncated
-    assert not Completion(text="x", finish_reason="stop").truncated
+@pytest.mark.parametrize("reason", ["length", "content_filter", "max_tokens",
+                                    "model_context_window_exceeded", "refusal"])
+def test_a_backend_that_declares_no_reasons_refuses_every_known_cut_off(reason: str) -> None:
+    caps = QuotingJudgeFake.CAPABILITIES  # declares none: the default covers every provider's
+    assert caps.cut_off(Completion(text="x", finish_reason=reason))
+    assert not caps.cut_off(Completion(text="x", finish_reason="stop"))
+    assert not caps.cut_off(Completion(text="x", finish_reason="end_turn"))
 
 
 # -- the aggregate rule ---------------------------------------------------------------------------

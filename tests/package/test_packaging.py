@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_ships_templates_and_data_and_works_from_site_packages(tmp_path: Path) -> None:
@@ -21,6 +21,8 @@ def test_wheel_ships_templates_and_data_and_works_from_site_packages(tmp_path: P
     for partial in ("_partials/fence.jinja", "baseline/pairwise.jinja", "reask/default.jinja"):
         assert f"judgekit/templates/{partial}" in names
     assert any(n.startswith("judgekit/bench_data/llmbar/") for n in names)
+    for static in ("viewer.html", "viewer.js", "viewer.css"):  # `judgekit view`'s page
+        assert f"judgekit/view/static/{static}" in names
     assert not any(n.endswith((".gguf", ".safetensors", ".zip")) for n in names)
     assert wheel.stat().st_size < 10 * 2**20
     site = tmp_path / "site"
