@@ -69,8 +69,9 @@ def format_verdict(verdict: Verdict, responses: Sequence[str]) -> str:
         head = f"Sample {jd.sample_index + 1} [{jd.status.value}]"
         if verdict.k > 1:
             head += f" order {[i + 1 for i in jd.permutation]}"
-        if jd.meta_score is not None:
-            head += f" meta {jd.meta_score:.3f} {'kept' if jd.kept else 'discarded'}"
+        if verdict.k_meta is not None and jd.valid:  # meta-guided: every valid sample marked
+            rated = "unrated" if jd.meta_score is None else f"{jd.meta_score:.3f}"
+            head += f" meta {rated} {'kept' if jd.kept else 'discarded'}"
         lines.append(head)
         if jd.principles:
             lines.append("  Principles:")
@@ -83,8 +84,14 @@ def format_verdict(verdict: Verdict, responses: Sequence[str]) -> str:
         if jd.error:
             lines.append(f"  Error: {jd.error}")
     lines.append("")
-    lines.append(f"Scores ({verdict.voting} over {verdict.valid_samples} valid of "
-                 f"{verdict.k} samples):")
+    if verdict.k_meta is None:
+        lines.append(f"Scores ({verdict.voting} over {verdict.valid_samples} valid of "
+                     f"{verdict.k} samples):")
+    else:
+        kept = sum(jd.valid and jd.kept for jd in verdict.samples)
+        unrated = sum(jd.valid and jd.meta_score is None for jd in verdict.samples)
+        lines.append(f"Scores ({verdict.voting} over {kept} kept of {verdict.valid_samples} "
+                     f"valid of {verdict.k} samples; the meta judge could not rate {unrated}):")
     for i, s in enumerate(verdict.scores):
         preview = responses[i].strip().replace("\n", " ")
         preview = preview[:60] + ("..." if len(preview) > 60 else "")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from judgekit.aggregate import build_verdict, default_k_meta
+from judgekit.aggregate import build_verdict, k_meta_for
 from judgekit.backends.base import Backend
 from judgekit.backends.registry import resolve_backend
 from judgekit.batch import JudgeItem, score_batch
@@ -170,14 +170,16 @@ class Judge:
             raise ValueError(f"the {fmt.name} format has no critique for a meta judge "
                              "to rate: meta-guided voting does not apply")
         used_k_meta, meta_usage = None, Usage()
+        k_meta_setting = next((v for v in (k_meta, self.k_meta) if v is not None), None)
         if scorer is not None:
-            used_k_meta = next((v for v in (k_meta, self.k_meta) if v is not None),
-                               default_k_meta(samples))
+            used_k_meta = k_meta_for(samples, k_meta_setting)
             meta_usage = await rate_samples(scorer, query, responses, judgements,
                                             reference=reference)
         return build_verdict(
             judgements, len(responses), k=samples, voting=self.voting, tie_rule=self.tie_rule,
-            seed=item_seed, k_meta=used_k_meta, aggregate_rule=self.aggregate.value,
+            seed=item_seed, k_meta=used_k_meta,
+            k_meta_setting=k_meta_setting if scorer is not None else None,
+            aggregate_rule=self.aggregate.value,
             model=self.model, meta_model=scorer.spec if scorer is not None else None,
             item_id=item_id, extra_usage=meta_usage, wall_time_s=time.perf_counter() - start,
             metadata=fmt.verdict_metadata(reference))

@@ -29,33 +29,23 @@ def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tup
     return fig, fig.subplots(nrows, ncols, squeeze=nrows * ncols == 1)
 
 
-def _meta_ratio(run: BenchRun) -> float:
-    for r in run.records:
-        if r.verdict is not None and r.verdict.k_meta:
-            return r.verdict.k_meta / max(r.verdict.k, 1)
-    return 0.5
-
-
-def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str = "random",
-                 seed: int | None = None) -> Path | None:
-    """Accuracy vs k; None (no file) when no run has k > 1 and no two runs differ in k."""
+def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str]) -> Path | None:
+    """Accuracy vs k under each run's own rules; None (no file) when no run has k > 1 and no
+    two runs differ in k."""
     rs = _runs(runs)
     fig, ax = _figure((7, 4.5))
     drawn = False
     for r in rs:
         if r.k < 2:
             continue
-        s = r.seed if seed is None else seed
-        pts = [(j, a.value) for j, a in m.scaling_curve(r.records, rule=rule, seed=s)
-               if a.value is not None]
+        pts = [(j, a.value) for j, a in m.scaling_curve(r.records) if a.value is not None]
         if pts:
             ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o",
                     label=f"{r.label}: voting")
             drawn = True
         if m.has_meta_scores(r.records):
-            mp = [(j, a.value) for j, a in m.scaling_curve(r.records, meta=True,
-                                                           meta_ratio=_meta_ratio(r), rule=rule,
-                                                           seed=s) if a.value is not None]
+            mp = [(j, a.value) for j, a in m.scaling_curve(r.records, meta=True)
+                  if a.value is not None]
             if mp:
                 ax.plot([p[0] for p in mp], [100 * p[1] for p in mp], marker="s",
                         linestyle="--", label=f"{r.label}: meta-guided")
@@ -70,7 +60,7 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
             continue
         pts2 = []
         for r in sorted(members, key=lambda x: x.k):
-            acc = m.accuracy(r.records, rule, r.seed if seed is None else seed).value
+            acc = m.accuracy(r.records).value
             if acc is not None:
                 pts2.append((r.k, 100 * acc))
         ax.plot([p[0] for p in pts2], [p[1] for p in pts2], marker="D", linestyle=":",
@@ -81,7 +71,7 @@ def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples voted)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Inference-time scaling (ties: {rule})")
+    ax.set_title("Inference-time scaling (each run's own rules)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     out = Path(path)
@@ -94,15 +84,14 @@ def _coarse(subset: str, depth: int) -> str:
     return "/".join(subset.split("/")[:depth])
 
 
-def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str = "strict",
-                 seed: int | None = None, max_groups: int = 24) -> Path | None:
-    """Grouped bars of accuracy per subset (subset paths are cut to a coarser level when there
-    are more than `max_groups`)."""
+def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *,
+                 max_groups: int = 24) -> Path | None:
+    """Grouped bars of accuracy per subset under each run's own rules (subset paths are cut to
+    a coarser level when there are more than `max_groups`)."""
     rs = _runs(runs)
     per_run: list[dict[str, float]] = []
     all_subsets: set[str] = set()
     for r in rs:
-        s = r.seed if seed is None else seed
         subsets = {rec.subset for rec in r.records}
         depth = max((x.count("/") + 1 for x in subsets), default=1)
         while depth > 1 and len({_coarse(x, depth) for x in subsets}) > max_groups:
@@ -112,7 +101,7 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
             groups.setdefault(_coarse(rec.subset, depth), []).append(rec)
         values: dict[str, float] = {}
         for g, members in groups.items():
-            acc = m.accuracy(members, rule, s).value
+            acc = m.accuracy(members).value
             if acc is not None:
                 values[g] = 100 * acc
         per_run.append(values)
@@ -129,7 +118,7 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Accuracy per subset (ties: {rule})")
+    ax.set_title("Accuracy per subset (each run's own rules)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(path)
@@ -137,10 +126,10 @@ def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str
     return out
 
 
-def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "random",
-                 seed: int | None = None) -> Path | None:
-    """RM-Bench 3x3 matrix (rows: chosen style, columns: rejected style) of one run."""
-    res = m.rmbench_matrix(run.records, rule, run.seed if seed is None else seed)
+def plot_rmbench(run: BenchRun, path: str | os.PathLike[str]) -> Path | None:
+    """RM-Bench 3x3 matrix (rows: chosen style, columns: rejected style) of one run, under
+    its own rules."""
+    res = m.rmbench_matrix(run.records)
     if not res["n"]:
         return None
     styles = ["concise", "detailed", "markdown"]
@@ -194,13 +183,13 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], tit
 
 
 def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
-              seed: int | None = None, dpi: int = 110) -> Path | None:
+              dpi: int = 110) -> Path | None:
     """Four panels, one bar group per run and per run pooled with its --reverse twin: position
     (consistency across orders within the records and between the twins, first-position win
     rate; dashed: 50%), length (score margin against length margin per run, with the
     correlation), accuracy where the longer response is wrong / right, and agreement among the
     k samples. None (no file) when no panel has data."""
-    groups = bias_groups(runs, seed)
+    groups = bias_groups(runs)
     if not groups:
         return None
     labels = [g.label.replace(" + ", " +\n") for g in groups]
@@ -238,12 +227,12 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
     else:
         _no_data(ax, "Length: score margin vs length margin")
 
-    lb = [m.length_bias(g.records, g.lengths, "random", g.seed) for g in groups]
+    lb = [m.length_bias(g.records, g.lengths) for g in groups]
     drawn |= _bars(axes[1][0], labels, {
         "accuracy, longer response wrong": [x["acc_longer_wrong"] for x in lb],
         "accuracy, longer response right": [x["acc_longer_right"] for x in lb],
         "longer response wins": [x["longer_win_rate"] for x in lb],
-    }, "Length: accuracy by which response is longer (random tie-break)", chance=0.5)
+    }, "Length: accuracy by which response is longer (the run's tie rule)", chance=0.5)
 
     agree = [m.sample_agreement(g.records) for g in groups]
     drawn |= _bars(axes[1][1], labels, {
@@ -258,18 +247,17 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
     return out
 
 
-def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str],
-                seed: int | None = None) -> list[Path]:
+def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """All plots that apply to these runs, as PNG files in `out_dir`; returns their paths."""
     rs = _runs(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = [
-        plot_scaling(rs, out / "scaling.png", seed=seed),
-        plot_subsets(rs, out / "subsets.png", seed=seed),
-        plot_bias(rs, out / "bias.png", seed=seed),
+        plot_scaling(rs, out / "scaling.png"),
+        plot_subsets(rs, out / "subsets.png"),
+        plot_bias(rs, out / "bias.png"),
     ]
     for i, r in enumerate(rs):
         if any("chosen_style" in rec.metadata for rec in r.records):
-            made.append(plot_rmbench(r, out / f"rmbench_matrix_{i}.png", seed=seed))
+            made.append(plot_rmbench(r, out / f"rmbench_matrix_{i}.png"))
     return [p for p in made if p is not None]

@@ -12,11 +12,12 @@ Files in the output directory:
 
 Re-running the same command resumes: items that already have a result are skipped. A resume
 with different settings is refused (naming the differences), since one results file must hold one
-run; `overwrite=True` discards the old run instead. An item counts as *failed*, and is judged
-again on the next run, when it has no judgement at all: the judge raised, or every sample was an
-API error. Two kinds of result are final even so: parse failures (a judge that cannot produce a
-score is wrong, and the metrics count it), and an item whose prompt does not fit the model's
-context (judging it again cannot help; reported apart). When an item appears more than once (a
+run; `overwrite=True` discards the old run instead. An item without a valid sample is *failed*
+(`ResultRecord.failed`): so the run's summary line, the report and the exit code (1) say. It is
+judged again on the next run when it is *unanswered*, no sample having reached the model's text
+(the judge raised, or every sample was an API error); two kinds of failure are final even so:
+parse failures (judging again would read the same answers), and an item whose prompt does not
+fit the model's context (judging it again cannot help; reported apart). When an item appears more than once (a
 failure, then a success), the last line wins. A truncated last line (a killed run) is cut off
 before appending, and a line that does not decode is skipped with a warning (its item is judged
 again). When the backend fails for everyone (a rejected key, a dead server), the run stops early
@@ -100,7 +101,7 @@ class ResultRecord(BaseModel):
     def context_length(self) -> bool:
         """The item failed because its prompt does not fit the model's context (every failed
         call a ContextLengthError): a final result, reported apart from other failures."""
-        if self.verdict is None or not self.failed:
+        if self.verdict is None or not self.unanswered:
             return False
         texts = [s.error for s in self.verdict.samples if s.status is SampleStatus.API_ERROR]
         texts = texts or [self.verdict.error]
@@ -111,10 +112,16 @@ class ResultRecord(BaseModel):
     @property
     def final(self) -> bool:
         """Done for good: a judgement, or a failure that judging again cannot fix."""
-        return not self.failed or self.context_length
+        return not self.unanswered or self.context_length
 
     @property
     def failed(self) -> bool:
+        """No valid sample: the item has no score (whatever the reason). A failed item is
+        counted as failed in the run's summary line, the report and the exit code."""
+        return self.verdict is None or not any(s.valid for s in self.verdict.samples)
+
+    @property
+    def unanswered(self) -> bool:
         """No judgement at all (to be retried): no verdict, or an error with no sample that
         reached the model's text (every sample an API error, or none)."""
         if self.verdict is None:
@@ -152,6 +159,10 @@ class RunInfo(BaseModel):
 
 @dataclass
 class RunResult:
+    """What a run holds after this call: `judged` items were sent to the judge now; `failed`
+    counts the run's items without a valid sample (however long ago they were judged), `valid`
+    those with one."""
+
     out_dir: Path
     n_items: int
     already_done: int
@@ -159,13 +170,38 @@ class RunResult:
     failed: int
     context_length: int = 0
     """Of the failed items, those whose prompt does not fit the model's context (final)."""
+    valid: int = 0
+    meta_unrated: int = 0
+    """Valid samples of meta-guided items that the meta judge could not rate (kept or not)."""
 
     def __str__(self) -> str:
         text = (f"{self.out_dir}: {self.n_items} items, {self.already_done} already done, "
-                f"{self.judged} judged now, {self.failed} failed")
+                f"{self.judged} judged now; {self.valid} with a valid sample, "
+                f"{self.failed} failed (no valid sample)")
         if self.context_length:
             text += f" ({self.context_length} too long for the model's context)"
+        if self.meta_unrated:
+            text += f"; {self.meta_unrated} samples the meta judge could not rate"
         return text
+
+
+def run_counts(records: Sequence[ResultRecord], ids: Sequence[str]) -> dict[str, int]:
+    """The run's items `ids` by outcome, from their latest records (an item with no record
+    yet counts as failed): valid, failed, context_length, meta_unrated."""
+    latest = {r.item_id: r for r in records}
+    valid = failed = too_long = unrated = 0
+    for item_id in ids:
+        rec = latest.get(item_id)
+        if rec is None or rec.failed:
+            failed += 1
+            too_long += rec is not None and rec.context_length
+            continue
+        valid += 1
+        assert rec.verdict is not None
+        if rec.verdict.k_meta is not None:
+            unrated += sum(s.valid and s.meta_score is None for s in rec.verdict.samples)
+    return {"valid": valid, "failed": failed, "context_length": too_long,
+            "meta_unrated": unrated}
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +246,7 @@ def read_results(out_dir: str | os.PathLike[str]) -> list[ResultRecord]:
     latest: dict[str, ResultRecord] = {}
     for rec in iter_records(Path(out_dir) / RESULTS_FILE):
         prev = latest.get(rec.item_id)
-        if prev is not None and not prev.failed and rec.failed:
+        if prev is not None and not prev.unanswered and rec.unanswered:
             continue
         latest[rec.item_id] = rec
     return list(latest.values())
@@ -443,18 +479,13 @@ async def arun(
             orders.append(None)
 
     written: set[int] = set()
-    failed = too_long = 0
     appender = _Appender(results_path)
 
     def on_result(index: int, verdict: Verdict) -> None:
-        nonlocal failed, too_long
         if index in written or not 0 <= index < len(shown):
             return
-        rec = _record(shown[index], verdict, orders[index])
-        appender.write(rec)
+        appender.write(_record(shown[index], verdict, orders[index]))
         written.add(index)
-        failed += rec.failed
-        too_long += rec.context_length
 
     # meta=True asks Judge for meta-guided voting with its own model as meta judge; a judge
     # built with a meta model of its own gets meta=None ("use yours").
@@ -486,13 +517,12 @@ async def arun(
         try:
             for i in missing:
                 appender.write(_record(shown[i], None, orders[i], error="no verdict returned"))
-                failed += 1
         finally:
             appender.close()
     info = info.model_copy(update={"finished_at": _now()})
     _write_json_atomic(run_path, info.model_dump_json(indent=2))
     return RunResult(out_dir=out, n_items=len(items), already_done=len(items) - len(todo),
-                     judged=len(todo), failed=failed, context_length=too_long)
+                     judged=len(todo), **run_counts(read_results(out), ids))
 
 
 def run(dataset: str | Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) -> RunResult:

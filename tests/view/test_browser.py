@@ -84,7 +84,7 @@ def test_the_page_loads_without_errors_and_runs_nothing_from_the_data(
     assert browser.evaluate(  # the data: URI plots decoded and drew under the CSP
         "[...document.querySelectorAll('img.plot')].every(i => i.complete && i.naturalWidth > 0)")
     summary = browser.evaluate("document.querySelector('#view-summary').innerText")
-    assert "acc_strict" in summary
+    assert "accuracy_items" in summary
 
 
 def test_open_an_item_and_find_its_critique(browser: Browser, page: Path,
