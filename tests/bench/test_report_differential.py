@@ -378,7 +378,7 @@ def _cells(report_csv: str) -> dict[tuple[str, str, str], str]:
 
 
 def _same(got: str, want: object) -> bool:
-    if isinstance(want, bool) or isinstance(want, str):
+    if isinstance(want, bool | str):
         return got == str(want)
     assert isinstance(want, int | float)
     return math.isclose(float(got), float(want), rel_tol=1e-3, abs_tol=0.011)
