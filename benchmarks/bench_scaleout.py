@@ -10,7 +10,7 @@ after `--delay` seconds, a model's latency). So the figures measure judgekit's o
   * ray:     `judgekit.ray.RayScorer` with `--workers` actors (each its own Judge and
              `--concurrency` items in flight) on a local Ray instance of 2 CPUs; Ray's start-up
              is timed apart;
-  * batch:   `Judge.asubmit_batch` + `acollect` (one job: upload, create, polls, download).
+  * batch:   `batch_api.submit_batch` + `acollect` (one job: upload, create, polls, download).
 
 Cost: the loopback server is free, so tokens are priced as `--price-model` (default gpt-4o-mini)
 at list prices: online at the standard price, batch at the batch price (judgekit.cost).
@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the loopback server lives with the te
 from support.batch_fake import BatchFake  # noqa: E402
 
 from judgekit import Judge, Usage, Verdict  # noqa: E402
+from judgekit.batch_api import submit_batch  # noqa: E402
 from judgekit.cost import call_cost  # noqa: E402
 from judgekit.judge_spec import JudgeSpec  # noqa: E402
 
@@ -108,7 +109,7 @@ def run_batch(fake: BatchFake, items: list[dict[str, Any]], args: argparse.Names
     before = sum(fake.http.values())
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        handle = judge.submit_batch(items, args.samples, run_dir=run_dir)
+        handle = submit_batch(judge, items, args.samples, run_dir=run_dir)
         verdicts = handle.collect(poll_interval=0.0)
     seconds = time.perf_counter() - start
     usage, right = summary(verdicts)

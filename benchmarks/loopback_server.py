@@ -1,6 +1,7 @@
 """A minimal OpenAI-compatible chat-completions server for benchmarks: it answers every request
 with the same parseable GRM judgement after a fixed latency, as a hosted model would.
-`GET /stats` tells the peak of requests in flight since the previous `GET /stats`.
+`GET /stats` tells the peak of requests in flight since the previous `GET /stats`, and the
+arrival times of the requests since then (`time.time()`, for rate-limit measurements).
 
 Stdlib asyncio, HTTP/1.1 keep-alive, one process of its own (so the client's CPU time is the
 client's alone). Run `python loopback_server.py --latency 0.5`: it prints its port on the first
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import time
+from typing import ClassVar
 
 JUDGEMENT = ("Specific Criteria:\n1. Accuracy (Weight: 100%): ok\nAnalysis:\n"
              "Response 1: fine\nResponse 2: poor\nScores: \\boxed{8, 3}")
@@ -34,6 +36,7 @@ class _Stats:
 
     in_flight = 0
     peak = 0
+    arrivals: ClassVar[list[float]] = []
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -48,9 +51,12 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     length = int(value)
             body = json.loads(await reader.readexactly(length)) if length else {}
             if head.startswith(b"GET /stats"):
-                payload = json.dumps({"peak_in_flight": _Stats.peak}).encode()
+                payload = json.dumps({"peak_in_flight": _Stats.peak,
+                                      "arrivals": _Stats.arrivals}).encode()
                 _Stats.peak = 0
+                _Stats.arrivals = []
             else:
+                _Stats.arrivals.append(time.time())
                 _Stats.in_flight += 1
                 _Stats.peak = max(_Stats.peak, _Stats.in_flight)
                 await asyncio.sleep(latency)

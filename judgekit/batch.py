@@ -1,6 +1,7 @@
-"""The batch loop every judge shares: bounded concurrency, a progress bar, input order kept, an
-item's failure recorded on its Verdict instead of aborting the batch, and an early stop with one
-clear error when the backend fails for everyone (`RunAbortedError`)."""
+"""The batch loop every judge shares: bounded concurrency, a progress bar that counts failed
+items and retries, input order kept, an item's failure recorded on its Verdict instead of
+aborting the batch, and an early stop with one clear error when the backend fails for everyone
+(`RunAbortedError`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judgekit.errors import (
     ITEM_FAILURES,
+    RUN_FAILURES,
+    APITimeoutError,
     AuthenticationError,
     RunAbortedError,
     ServerUnreachableError,
@@ -23,7 +26,11 @@ from judgekit.rubric import PrinciplesMode, Rubric, as_principle
 from judgekit.schema import Message, Principle, SampleStatus, Verdict
 
 CONNECTION_FAILURES_TO_ABORT = 5
-"""Consecutive items that could not reach the server after which a batch stops."""
+"""Consecutive items that got no answer from the server after which a batch stops."""
+
+NO_ANSWER: tuple[type[Exception], ...] = (ServerUnreachableError, APITimeoutError)
+"""The failures that mean the server gave no answer at all: it could not be reached (or the
+circuit is open), or it accepted the request and ran out the deadline."""
 
 
 class JudgeItem(BaseModel):
@@ -59,8 +66,8 @@ class JudgeItem(BaseModel):
 class SystemicFailureWatch:
     """Reads each finished item's recorded failures and says when the batch must stop: at once
     for a rejected key (AuthenticationError), and after `max_unreachable` items in a row that
-    could not reach the server (ServerUnreachableError, including an open circuit). Any item with
-    a valid sample resets the run."""
+    got no answer from the server (`NO_ANSWER`: unreachable, an open circuit, or timed out).
+    Any item with a valid sample resets the run."""
 
     def __init__(self, max_unreachable: int = CONNECTION_FAILURES_TO_ABORT) -> None:
         self.max_unreachable = max_unreachable
@@ -88,14 +95,41 @@ class SystemicFailureWatch:
         if auth is not None:
             self.error = verdict.error
             return "the server rejected the API key or its access (AuthenticationError)"
-        if kinds and all(issubclass(k, ServerUnreachableError) for k in kinds):
+        if kinds and all(issubclass(k, NO_ANSWER) for k in kinds):
             if self.unreachable == 0 or self.error is None or "CircuitOpenError" in self.error:
                 self.error = verdict.error
             self.unreachable += 1
             if self.unreachable >= self.max_unreachable:
-                return (f"{self.unreachable} items in a row could not reach the server "
-                        "(ServerUnreachableError)")
+                if all(issubclass(k, ServerUnreachableError) for k in kinds):
+                    return (f"{self.unreachable} items in a row could not reach the server "
+                            "(ServerUnreachableError)")
+                return (f"{self.unreachable} items in a row got no answer from the server "
+                        "within the timeout (APITimeoutError)")
         return None
+
+
+class ItemsBar:
+    """A progress bar over items that shows trouble: once an item fails or a call is retried,
+    the bar carries `failed=N, retries=M` (a run that meets faults must not look like a clean
+    one). Shared by every loop that judges items (`score_batch`, Ray runs)."""
+
+    def __init__(self, total: int, *, desc: str, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, disable=not enabled, desc=desc, unit="item")
+        self.failed = 0
+        self.retries = 0
+
+    def done(self, verdict: Verdict) -> None:
+        """Count one finished item."""
+        self.failed += verdict.error is not None
+        self.retries += verdict.usage.retries
+        if self.failed or self.retries:
+            self.bar.set_postfix(failed=self.failed, retries=self.retries, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 async def score_batch(
@@ -107,17 +141,16 @@ async def score_batch(
     """Judge `items` with at most `concurrency` in flight; results in input order.
 
     An item whose judging raises one of `ITEM_FAILURES` becomes a Verdict with `error` set.
-    When the backend fails for everyone (see `SystemicFailureWatch`), no further item starts,
-    the items in flight finish and are recorded (`on_result`), and `RunAbortedError` is raised
-    with one message that says why; a re-run of the same batch then resumes.
+    When the backend fails for everyone (see `SystemicFailureWatch`), or a `RUN_FAILURES` error
+    occurs (a damaged response cache), no further item starts, the items in flight finish and
+    are recorded (`on_result`), and `RunAbortedError` is raised with one message that says why;
+    a re-run of the same batch then resumes.
     """
-    from tqdm.auto import tqdm
-
     watch = watch if watch is not None else SystemicFailureWatch()
     limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
-    bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
-    stop: list[str] = []
+    bar = ItemsBar(len(items), desc=desc, enabled=progress)
+    stop: list[tuple[str, str | None]] = []  # (why the batch stops, the error behind it)
 
     async def one(idx: int, item: JudgeItem) -> None:
         async with limit:
@@ -126,29 +159,33 @@ async def score_batch(
             start = time.perf_counter()
             try:
                 verdict = await score_one(item)
+            except RUN_FAILURES as exc:  # nothing judged: stop, and keep the item for a resume
+                stop.append((str(exc), None))  # it names the file and the way out
+                return
             except ITEM_FAILURES as exc:
                 verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
                                   scores=[None] * len(item.responses), k=samples, model=model,
                                   error=describe_error(exc),
                                   wall_time_s=round(time.perf_counter() - start, 4))
             out[idx] = verdict
-            bar.update(1)
+            bar.done(verdict)
             if on_result is not None:
                 on_result(idx, verdict)
             reason = watch.check(verdict)
-            if reason is not None and not stop:
-                stop.append(reason)
+            if reason is not None:
+                stop.append((reason, watch.error or "?"))
 
     try:
         await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     finally:
         bar.close()
     if stop:
-        reason = stop[0]
+        reason, cause = stop[0]
         finished = sum(v is not None for v in out)
         error = RunAbortedError(
-            f"stopped after {finished} of {len(items)} items: {reason}. The error: "
-            f"{watch.error or '?'}. Finished items are kept; fix the cause and re-run to resume.",
+            f"stopped after {finished} of {len(items)} items: {reason}."
+            + (f" The error: {cause}." if cause else "")
+            + " Finished items are kept; fix the cause and re-run to resume.",
             cause=reason, finished=finished, total=len(items))
         error.verdicts = {i: v for i, v in enumerate(out) if v is not None}
         raise error

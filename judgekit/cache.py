@@ -227,10 +227,37 @@ class CachedBackend(Backend):
     def __init__(self, backend: Backend, cache: ResponseCache | str | Path | None = None) -> None:
         self.backend = backend
         self.cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
+        self.broken: CacheError | None = None
+        """Set when storing failed: the completions of that call were still returned (nothing
+        paid for is lost), and every later call raises this error before it sends anything."""
+
+    async def _lookup(self, keys: list[str]) -> dict[str, Completion]:
+        if self.broken is not None:
+            raise self.broken
+        return await asyncio.to_thread(self.cache.get_many, keys)
+
+    async def _store(self, entries: list[tuple[str, int, Completion]]) -> None:
+        """Store fresh completions; a cache that fails now is remembered (`broken`), and the
+        completions are returned all the same, so the caller records what it paid for."""
+        try:
+            await asyncio.to_thread(self.cache.put_many, self.spec, entries)
+        except CacheError as exc:
+            self.broken = exc
 
     @property
     def spec(self) -> str:
         return self.backend.spec
+
+    @property
+    def identity(self) -> str:
+        return self.backend.identity
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.backend.endpoint
+
+    def settings(self) -> dict[str, str | None]:
+        return self.backend.settings()
 
     @property
     def capabilities(self) -> BackendCapabilities:
@@ -255,7 +282,7 @@ class CachedBackend(Backend):
         if sample_offset < 0:
             raise ValueError("sample_offset must be >= 0")
         keys = self.keys(messages, config, n, sample_offset)
-        found = await asyncio.to_thread(self.cache.get_many, keys)
+        found = await self._lookup(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
         fresh = None
         if missing:
@@ -273,7 +300,7 @@ class CachedBackend(Backend):
             for pos, completion in zip(missing, fresh.completions, strict=False):
                 made[keys[pos]] = completion
                 entries.append((keys[pos], sample_offset + pos, completion))
-            await asyncio.to_thread(self.cache.put_many, self.spec, entries)
+            await self._store(entries)
         completions = [found.get(k) or made[k] for k in keys if k in found or k in made]
         return GenerationResult(completions=completions, usage=usage)
 
@@ -288,7 +315,7 @@ class CachedBackend(Backend):
             keys = self.keys(messages, config, n)
             plans.append((messages, keys))
         all_keys = [k for _, keys in plans for k in keys]
-        found = await asyncio.to_thread(self.cache.get_many, all_keys)
+        found = await self._lookup(all_keys)
         todo: list[tuple[list[Message], int]] = []
         todo_index: list[int | None] = []
         missing_per: list[list[int]] = []

@@ -25,6 +25,11 @@ AGGREGATE_CHOICES = ("overall", "weighted")
 RUBRIC_MODE_CHOICES = ("fixed", "seed")
 
 
+class CLIError(Exception):
+    """A user error of `judgekit judge` or `judgekit improve`: printed as one line, exit
+    code 2."""
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
 
@@ -77,6 +82,27 @@ def temperature(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is out of range: the temperature must be "
                                          f"between {low:g} and {high:g}")
     return value
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def http_url(text: str) -> str:
+    """A server's http(s) URL (`--base-url`)."""
+    from judgekit.redact import is_http_url, safe_url
+
+    if not is_http_url(text):
+        raise argparse.ArgumentTypeError(f"{safe_url(text)!r} is not an http(s) URL (e.g. "
+                                         "http://localhost:8000/v1)")
+    return text
 
 
 def read_text_file(path: Path) -> str:
@@ -153,7 +179,8 @@ class CommonArg:
 COMMON_ARGS: dict[str, CommonArg] = {a.dest: a for a in (
     CommonArg(("--model",), {"help": "embedded (default), hf:<dir>, gguf:<file>, "
                                      "openai:<model>, anthropic:<model>"}),
-    CommonArg(("--base-url",), {"help": "OpenAI/Anthropic-compatible server URL for --model"}),
+    CommonArg(("--base-url",), {"type": http_url, "metavar": "URL",
+                                 "help": "OpenAI/Anthropic-compatible server URL for --model"}),
     CommonArg(("--server-flavour",), {
         "choices": FLAVOURS, "default": None,
         "help": "how an openai: --model's server takes a JSON schema (default: openai for "
@@ -192,7 +219,16 @@ COMMON_ARGS: dict[str, CommonArg] = {a.dest: a for a in (
                                                                "sampling (default 0)"}),
     CommonArg(("--concurrency",), {"type": positive_int, "default": 4,
                                    "help": "requests (items) in flight at once (default 4)"}),
+    CommonArg(("--timeout",), {"type": seconds, "metavar": "SECONDS",
+                               "help": "seconds per request attempt to an openai:/anthropic: "
+                                       "model (default 60)"}),
+    CommonArg(("--max-retries",), {"type": non_negative_int, "metavar": "N",
+                                   "help": "retries of a failed request to an openai:/anthropic: "
+                                           "model (default 6; a timed-out one is retried once "
+                                           "at most)"}),
 )}
+
+REMOTE_PREFIXES = ("openai:", "anthropic:")
 
 
 REFERENCE_ARG = CommonArg(("--reference",), {
@@ -223,19 +259,28 @@ def check_common(args: argparse.Namespace) -> str | None:
         return "--k-meta needs --meta"
     if getattr(args, "rubric_mode", None) is not None and getattr(args, "rubric", None) is None:
         return "--rubric-mode needs --rubric"
-    model = getattr(args, "model", None) or ""
-    if getattr(args, "server_flavour", None) is not None and not model.startswith("openai:"):
+    # `improve` names its models with --judge (and --model as their default)
+    models = [getattr(args, "model", None) or "", *(getattr(args, "judge", None) or [])]
+    if getattr(args, "server_flavour", None) is not None and not any(
+            m.startswith("openai:") for m in models):
         return "--server-flavour needs an openai: --model"
+    for flag in ("timeout", "max_retries"):
+        if getattr(args, flag, None) is not None and not any(
+                m.startswith(REMOTE_PREFIXES) for m in models):
+            return f"--{flag.replace('_', '-')} applies to openai: and anthropic: models only"
     return None
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keywords for the backend (`base_url`, `server_flavour`), each only when given."""
+    """Keywords for the backend (`base_url`, `server_flavour`, `max_retries`), each only when
+    given."""
     out: dict[str, Any] = {}
     if getattr(args, "base_url", None):
         out["base_url"] = args.base_url
     if getattr(args, "server_flavour", None):
         out["server_flavour"] = args.server_flavour
+    if getattr(args, "max_retries", None) is not None:
+        out["max_retries"] = args.max_retries
     return out
 
 
@@ -252,6 +297,8 @@ def judge_options(args: argparse.Namespace) -> dict[str, Any]:
         out["aggregate"] = args.aggregate
     if getattr(args, "structured", None) is False:
         out["structured"] = False
+    if getattr(args, "timeout", None) is not None:
+        out["timeout"] = args.timeout
     out.update(rubric_options(args))
     return out
 

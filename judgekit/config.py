@@ -22,7 +22,10 @@ class GenerationConfig(BaseModel):
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
-    timeout: float = Field(120.0, gt=0.0, description="seconds per request attempt")
+    timeout: float = Field(
+        60.0, gt=0.0, description="seconds per request attempt (remote backends). 60: a judge "
+        "writes at most max_tokens (512 by default), which a hosted API or a GPU server at 30 "
+        "tokens/s or more finishes in under 20 s; a slow server needs a longer one")
     grammar: str | None = Field(
         None, description="EBNF the output must match; only backends with supports_grammar=True "
         "accept it (the Judge never sends it elsewhere)")

@@ -368,10 +368,11 @@ async def _review(judge: Judge, query: str | Sequence[Message], responses: list[
     fmt = ReviewFormat(me=positions[me], others=[p for j, p in positions.items() if j != me],
                        review=review, replies=[r for j, r in replies.items() if j != me],
                        template_dir=judge.format.template_dir, system=judge.format.system)
-    sampler = judge.sampler.with_format(fmt)  # the judge's backend, grammar use and re-asks
-    item_seed = judge.item_seed(query, responses) + round_no
+    pipe = judge.pipeline
+    sampler = pipe.sampler.with_format(fmt)  # the judge's backend, grammar use and re-asks
+    item_seed = pipe.item_seed(query, responses) + round_no
     (sample,) = await sampler.sample(query, responses, k=1, seed=item_seed,
-                                     config=judge.sample_config(1, item_seed),
+                                     config=pipe.sample_config(1, item_seed),
                                      reference=reference)
     turn = DebateTurn(round=round_no, judge=me, reviewed=fmt.fix_ids, scores_before=before,
                       sample=sample)

@@ -10,6 +10,7 @@ The tree (httpx style)::
     ├── CapabilityError          asked a backend for something it does not declare   (+ValueError)
     ├── MissingDependencyError   an optional extra is not installed                  (+ImportError)
     ├── CacheError               the response cache file is corrupt or unreadable
+    ├── ConfigurationError       a setting that cannot work, found before any call   (+ValueError)
     ├── RunAbortedError          a batch stopped early: the backend failed for everyone
     └── BackendError             a model call failed; mapped once, at the backend's boundary
         ├── TransientBackendError    worth a retry: 5xx, dropped connections, malformed bodies
@@ -19,6 +20,7 @@ The tree (httpx style)::
         │       └── CircuitOpenError    not sent: the server refused the last attempts
         └── FatalBackendError        retrying cannot help: 400/404 and the like
             ├── AuthenticationError  401/403
+            │   └── MissingAPIKeyError  no key at all (also a ConfigurationError)
             ├── ContextLengthError   the prompt does not fit the model's context
             ├── StructuredOutputRejected  the server refused the JSON schema / grammar parameter
             └── LocalModelError      the in-process model failed (torch/transformers errors)
@@ -101,6 +103,15 @@ class AuthenticationError(FatalBackendError):
     """401/403: the key is missing or wrong (the key itself is never put in the message)."""
 
 
+class ConfigurationError(JudgekitError, ValueError):
+    """A setting that cannot work, found before any call is made: a base URL that is not an
+    http(s) URL, a remote model with no API key. The command line exits 2 with its message."""
+
+
+class MissingAPIKeyError(AuthenticationError, ConfigurationError):
+    """No API key for a remote model: the message names the environment variable to set."""
+
+
 class ContextLengthError(FatalBackendError):
     """The prompt (plus max tokens) does not fit the model's context window. Never retried."""
 
@@ -137,7 +148,8 @@ RECORDED_FAILURES: tuple[type[BaseException], ...] = (BackendError,)
 
 ITEM_FAILURES: tuple[type[BaseException], ...] = (JudgekitError, ValueError)
 """Errors while judging one item of a batch that are recorded on that item's Verdict (`error`)
-instead of aborting the batch: failed calls, unreadable input, a refused configuration."""
+instead of aborting the batch: failed calls, unreadable input, a refused configuration. Except
+`RUN_FAILURES`, which are checked first."""
 
 
 def is_recorded_failure(exc: BaseException) -> bool:
@@ -196,3 +208,9 @@ def recorded_error_class(description: str | None) -> type[JudgekitError] | None:
 class CacheError(JudgekitError):
     """The on-disk response cache cannot be used (a corrupt or unreadable file). The message
     names the file and the way out: delete it, or run without the cache."""
+
+
+RUN_FAILURES: tuple[type[BaseException], ...] = (CacheError,)
+"""Errors that stop a whole batch the first time they occur, never recorded on an item: the item
+was not judged (nothing to record), and every other item would meet them too. A batch raises
+`RunAbortedError` naming the error, its finished items recorded."""

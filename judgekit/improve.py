@@ -20,7 +20,8 @@ The loop also ends after `rounds` rounds. The result is an `ImproveTrace` (Pydan
 round-trippable): every round's debate (critiques, fixes, reviews, mind changes), revision,
 pairwise verdicts and usage. `aimprove_many` runs the loop over a dataset with the bench
 runner's guarantees (resumable JSONL, a progress bar, an item's failure recorded, not raised),
-and `preference_pairs` turns traces into a preference dataset for TRL's DPO and reward trainers.
+and `judgekit.preferences.preference_pairs` turns traces into a preference dataset for TRL's
+DPO and reward trainers.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judgekit.aggregate import aggregate
 from judgekit.backends.base import Backend
@@ -51,10 +53,13 @@ from judgekit.errors import (
 )
 from judgekit.formats import fence_tag
 from judgekit.judge import Judge
+from judgekit.meta import NOT_GIVEN, MetaArg, NotGiven
 from judgekit.prompts import as_messages, render
+from judgekit.runstore import RunStore, latest
 from judgekit.runtime import run_sync
 from judgekit.sampler import DEFAULT_SAMPLING_TEMPERATURE
 from judgekit.schema import Judgement, Message, SampleStatus, Usage, Verdict
+from judgekit.scorer import ScorerSettings, differences
 from judgekit.voting import TieRule, VotingMethod
 
 REVISE_TEMPLATE = "improve/revise.jinja"
@@ -115,9 +120,13 @@ class ImproveRound(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
-class ImproveSettings(BaseModel):
-    """What the loop ran with; a resumed dataset run must match it."""
+class ImproveSettings(ScorerSettings):
+    """What the loop ran with (`ImproveLoop.settings()`); a resumed dataset run must match it.
+    `judge_settings` holds each judge's own settings (absent from traces written before they
+    were recorded; only the settings a trace records are compared)."""
 
+    scorer: str = "ImproveLoop"
+    model: str = Field("", description="the judges' models, joined by '+'")
     judges: list[str]
     judge_seeds: list[int] = Field(default_factory=list)
     reviser: str
@@ -126,6 +135,20 @@ class ImproveSettings(BaseModel):
     debate_rounds: int
     target: float | None = None
     voting: str = "sum"
+    judge_settings: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("model") and data.get("judges"):
+            data = {**data, "model": "+".join(re.sub(r"@.*", "", j) for j in data["judges"])}
+        return data
+
+    def changes_from(self, old: ImproveSettings) -> list[str]:
+        """What differs from `old`, over the settings `old` recorded."""
+        recorded = old.model_fields_set | {"model"}
+        return differences({k: v for k, v in old.record().items() if k in recorded},
+                           {k: v for k, v in self.record().items() if k in recorded})
 
 
 class ImproveTrace(BaseModel):
@@ -321,6 +344,8 @@ class ImproveLoop:
         self.reviser = _reviser_backend(reviser, self.judges, backend_kwargs)
         self.reviser_config = GenerationConfig(max_tokens=reviser_max_tokens,
                                                temperature=reviser_temperature, seed=seed)
+        if judge_kwargs.get("timeout") is not None:  # the judges' deadline holds for it too
+            self.reviser_config = self.reviser_config.with_(timeout=judge_kwargs["timeout"])
         self.rounds = rounds
         self.samples = samples
         self.debate_rounds = debate_rounds
@@ -328,10 +353,74 @@ class ImproveLoop:
         self.voting = VotingMethod(voting)
         self.template_dir = template_dir
         self.seed = seed
-        self.settings = ImproveSettings(
-            judges=[j.model for j in self.judges], judge_seeds=[j.seed for j in self.judges],
-            reviser=self.reviser.spec, rounds=rounds, samples=samples,
-            debate_rounds=debate_rounds, target=target, voting=self.voting.value)
+        self._settings = ImproveSettings(
+            judges=[j.backend.identity for j in self.judges],
+            judge_seeds=[j.seed for j in self.judges], reviser=self.reviser.identity,
+            rounds=rounds, samples=samples, debate_rounds=debate_rounds, target=target,
+            voting=self.voting.value, endpoint=self.judges[0].backend.endpoint,
+            judge_settings=[{k: v for k, v in j.settings().record().items() if k != "endpoint"}
+                            for j in self.judges])
+
+    # -- the Scorer protocol -----------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        return self._settings.model
+
+    def settings(self) -> ImproveSettings:
+        """Every setting that changes the loop's traces (`judgekit.scorer.Scorer`)."""
+        return self._settings
+
+    async def ascore_many(self, items: Sequence[ImproveItem | dict[str, Any]],
+                          samples: int | None = None, *, meta: MetaArg = NOT_GIVEN,
+                          k_meta: int | None = None, concurrency: int | None = None,
+                          progress: bool = True,
+                          on_result: Callable[[int, ImproveTrace], Any] | None = None
+                          ) -> list[ImproveTrace]:
+        """Run the loop over `items`, at most `concurrency` (default 1) at once; traces in
+        input order. An item whose loop raises one of `ITEM_FAILURES` becomes a trace with
+        `error` set, and the others go on. `samples` is the loop's own (another number is
+        refused), and meta-guided voting belongs to each judge (`meta`, `k_meta` refused)."""
+        if samples is not None and samples != self.samples:
+            raise ValueError(f"this loop checks with {self.samples} samples, not {samples}")
+        if not isinstance(meta, NotGiven) or k_meta is not None:
+            raise ValueError("the improve loop takes meta judges on its judges, not per call")
+        limit = asyncio.Semaphore(concurrency or 1)
+        parsed = [i if isinstance(i, ImproveItem) else ImproveItem.model_validate(i)
+                  for i in items]
+        results: list[ImproveTrace | None] = [None] * len(parsed)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(parsed), disable=not progress, desc="improving", unit="item")
+
+        async def one(index: int) -> None:
+            item = parsed[index]
+            async with limit:
+                start = time.perf_counter()
+                try:
+                    trace = await self.arun(item.query, item.response, item_id=item.key(),
+                                            reference=item.reference)
+                except ITEM_FAILURES as exc:
+                    trace = ImproveTrace(
+                        id=item.key(), query=item.query, reference=item.reference,
+                        original=item.response, final=item.response, settings=self._settings,
+                        error=describe_error(exc),
+                        wall_time_s=round(time.perf_counter() - start, 4))
+                results[index] = trace
+                bar.update(1)
+                if on_result is not None:
+                    on_result(index, trace)
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(len(parsed))))
+        finally:
+            bar.close()
+        return [r for r in results if r is not None]
+
+    async def aclose(self) -> None:
+        """Close every judge's and the reviser's backend (each once)."""
+        backends = {id(b): b for b in [*(j.backend for j in self.judges), self.reviser]}
+        for backend in backends.values():
+            await backend.aclose()
 
     async def arun(self, query: str | Sequence[Message], response: str, *,
                    item_id: str | None = None, reference: str | None = None) -> ImproveTrace:
@@ -339,7 +428,7 @@ class ImproveLoop:
         to the judges (debate and pairwise check), not to the reviser."""
         start = time.perf_counter()
         trace = ImproveTrace(id=item_id, query=_query_value(query), original=response,
-                             final=response, reference=reference, settings=self.settings)
+                             final=response, reference=reference, settings=self._settings)
         current = response
         for index in range(1, self.rounds + 1):
             rnd = await self._round(query, current, index, reference)
@@ -468,35 +557,19 @@ class ImproveRunError(JudgekitError, ValueError):
     """A dataset run that cannot start, e.g. resuming a file written with other settings."""
 
 
+def trace_store(path: str | os.PathLike[str]) -> RunStore[ImproveTrace]:
+    return RunStore(path, ImproveTrace)
+
+
 def read_traces(path: str | os.PathLike[str]) -> list[ImproveTrace]:
-    """Every readable trace of a JSONL file, in file order (an unreadable line is skipped with
-    a warning)."""
-    out: list[ImproveTrace] = []
-    p = Path(path)
-    if not p.exists():
-        return out
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(ImproveTrace.model_validate_json(line))
-            except (ValidationError, ValueError) as exc:
-                warnings.warn(f"{p}:{n}: skipping an unreadable line ({type(exc).__name__})",
-                              stacklevel=2)
-    return out
+    """Every readable trace of a JSONL file, in file order (unreadable lines are skipped with
+    a warning counting them)."""
+    return trace_store(path).load().records
 
 
 def latest_traces(traces: Iterable[ImproveTrace]) -> dict[str, ImproveTrace]:
     """The last trace per item id; a success is never replaced by a later failure."""
-    latest: dict[str, ImproveTrace] = {}
-    for t in traces:
-        key = t.id or ""
-        prev = latest.get(key)
-        if prev is not None and not prev.failed and t.failed:
-            continue
-        latest[key] = t
-    return latest
+    return latest(traces, lambda t: t.id or "", lambda t: t.failed)
 
 
 def write_trace(trace: ImproveTrace, path: str | os.PathLike[str]) -> None:
@@ -504,10 +577,7 @@ def write_trace(trace: ImproveTrace, path: str | os.PathLike[str]) -> None:
     indented JSON."""
     p = Path(path)
     if p.suffix == ".jsonl":
-        with p.open("a", encoding="utf-8") as fh:
-            fh.write(trace.model_dump_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        trace_store(p).append([trace])
     else:
         p.write_text(trace.to_json(), encoding="utf-8")
 
@@ -519,17 +589,12 @@ async def aimprove_many(
     loop: ImproveLoop | None = None, **kwargs: Any,
 ) -> list[ImproveTrace]:
     """Run the loop (`loop`, or `ImproveLoop(**kwargs)`) over `items`, at most `concurrency`
-    at once; traces in input order.
+    at once; traces in input order (`ImproveLoop.ascore_many`).
 
     With `out` (a .jsonl file) every trace is appended as it finishes, and a re-run resumes:
     items with a finished trace are skipped (failed ones run again; a torn last line is cut
-    off); a file written with other settings is refused. An item whose loop raises one of
-    `ITEM_FAILURES` becomes a trace with `error` set, and the others go on.
+    off); a file written with other settings is refused, naming them.
     """
-    from tqdm.auto import tqdm
-
-    from judgekit.bench.runner import repair_results
-
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     runner = loop if loop is not None else ImproveLoop(**kwargs)
@@ -538,50 +603,33 @@ async def aimprove_many(
     if len(set(keys)) != len(keys):
         raise ImproveRunError("item ids must be unique")
     done: dict[str, ImproveTrace] = {}
-    path = Path(out) if out is not None else None
-    if path is not None:
-        if path.suffix != ".jsonl":
-            raise ImproveRunError(f"{path}: a dataset run writes JSONL (name the file *.jsonl)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if repair_results(path):
-            warnings.warn(f"{path}: removed a truncated last line", stacklevel=2)
-        latest = latest_traces(read_traces(path))
-        other = next((t.settings for t in latest.values() if t.settings != runner.settings),
-                     None)
-        if other is not None:
-            raise ImproveRunError(f"{path} holds traces run with other settings ({other}); "
-                                  f"this run uses ({runner.settings}): write to another file")
-        done = {k: t for k, t in latest.items() if not t.failed}
+    store = trace_store(out) if out is not None else None
+    if store is not None:
+        if store.path.suffix != ".jsonl":
+            raise ImproveRunError(f"{store.path}: a dataset run writes JSONL (name the file "
+                                  "*.jsonl)")
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        if store.repair():
+            warnings.warn(f"{store.path}: removed a truncated last line", stacklevel=2)
+        found = latest_traces(store.load().records)
+        for trace in found.values():
+            changed = runner.settings().changes_from(trace.settings)
+            if changed:
+                raise ImproveRunError(f"{store.path} holds traces run with other settings "
+                                      f"({'; '.join(changed)}): write to another file")
+        done = {k: t for k, t in found.items() if not t.failed}
     results: list[ImproveTrace | None] = [done.get(k) for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]
-    limit = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(parsed), initial=len(parsed) - len(todo), disable=not progress,
-               desc="improving", unit="item")
 
-    async def one(index: int) -> None:
-        item = parsed[index]
-        async with limit:
-            start = time.perf_counter()
-            try:
-                trace = await runner.arun(item.query, item.response, item_id=keys[index],
-                                          reference=item.reference)
-            except ITEM_FAILURES as exc:
-                trace = ImproveTrace(
-                    id=keys[index], query=item.query, reference=item.reference,
-                    original=item.response,
-                    final=item.response, settings=runner.settings, error=describe_error(exc),
-                    wall_time_s=round(time.perf_counter() - start, 4))
-            if path is not None:
-                write_trace(trace, path)
-            results[index] = trace
-            bar.update(1)
-            if on_result is not None:
-                on_result(index, trace)
+    def finished(index: int, trace: ImproveTrace) -> None:
+        if store is not None:
+            store.append([trace])
+        results[todo[index]] = trace
+        if on_result is not None:
+            on_result(todo[index], trace)
 
-    try:
-        await asyncio.gather(*(one(i) for i in todo))
-    finally:
-        bar.close()
+    await runner.ascore_many([parsed[i] for i in todo], concurrency=concurrency,
+                             progress=progress, on_result=finished)
     return [r for r in results if r is not None]
 
 
@@ -589,71 +637,6 @@ def improve_many(items: Sequence[ImproveItem | dict[str, Any]], **kwargs: Any
                  ) -> list[ImproveTrace]:
     """Sync twin of `aimprove_many`; safe inside Jupyter."""
     return run_sync(aimprove_many(items, **kwargs))
-
-
-# --------------------------------------------------------------------------------------------
-# Preference data for TRL
-# --------------------------------------------------------------------------------------------
-def preference_pairs(traces: Iterable[ImproveTrace], *, conversational: bool = False,
-                     include_lost: bool = True, margin: bool = False) -> list[dict[str, Any]]:
-    """Preference rows from the loop's pairwise checks, as TRL's DPOTrainer and RewardTrainer
-    take them: `prompt`, `chosen`, `rejected` (plain text, or with `conversational` a list of
-    messages for the prompt and one assistant turn for each answer).
-
-    Every pairwise check with a single winner is one row: a kept revision is chosen over the
-    version it replaced; with `include_lost`, a revision that lost is rejected against the
-    version it tried to replace. Ties and checks without valid samples give no row. Each row
-    also carries the judges' mean pairwise scores (`score_chosen`, `score_rejected`, 1-10),
-    `item_id` and `round`; `margin` adds their difference as the `margin` column that TRL's
-    RewardTrainer adds to its loss. A plain prompt needs a single-turn query.
-    """
-    rows: list[dict[str, Any]] = []
-    for t in traces:
-        for rnd in t.rounds:
-            check, revision = rnd.pairwise, rnd.revision
-            if check is None or revision is None or revision.text is None or check.best is None:
-                continue
-            if check.best == 0 and not include_lost:
-                continue
-            previous, revised = rnd.response, revision.text
-            chosen, rejected = (revised, previous) if check.best == 1 else (previous, revised)
-            s_prev, s_rev = check.mean_scores
-            s_chosen, s_rejected = (s_rev, s_prev) if check.best == 1 else (s_prev, s_rev)
-            row: dict[str, Any] = {
-                "prompt": _prompt_value(t.query, conversational),
-                "chosen": [{"role": "assistant", "content": chosen}] if conversational
-                else chosen,
-                "rejected": [{"role": "assistant", "content": rejected}] if conversational
-                else rejected,
-                "score_chosen": s_chosen, "score_rejected": s_rejected,
-                "item_id": t.id, "round": rnd.index}
-            if margin:
-                row["margin"] = (s_chosen or 0.0) - (s_rejected or 0.0)
-            rows.append(row)
-    return rows
-
-
-def _prompt_value(query: str | list[Message], conversational: bool) -> str | list[Message]:
-    messages = as_messages(query)
-    if conversational:
-        return messages
-    if len(messages) != 1 or messages[0]["role"] != "user":
-        raise ValueError("a plain-text prompt needs a single-turn query; export this "
-                         "conversation with conversational=True")
-    return messages[0]["content"]
-
-
-def write_preferences(traces: Iterable[ImproveTrace] | str | os.PathLike[str],
-                      path: str | os.PathLike[str], **kwargs: Any) -> int:
-    """Write `preference_pairs` as JSONL (`datasets.load_dataset("json", data_files=path)`
-    reads it as is); `traces` may be a traces JSONL file. Returns the number of rows."""
-    if isinstance(traces, str | os.PathLike):
-        traces = latest_traces(read_traces(traces)).values()
-    rows = preference_pairs(traces, **kwargs)
-    with Path(path).open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return len(rows)
 
 
 __all__ = [
@@ -672,9 +655,7 @@ __all__ = [
     "build_judges",
     "improve",
     "improve_many",
-    "preference_pairs",
     "read_traces",
     "revise_messages",
-    "write_preferences",
     "write_trace",
 ]

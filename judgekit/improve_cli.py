@@ -5,7 +5,7 @@ its trace with `--json`, and writes the trace with `--out` (.json indented, .jso
 dataset (`--items`, JSONL or a JSON list of {id?, query, response, reference?}) runs resumably
 into `--out` (.jsonl) with a progress bar, and `--pairs` writes the preference pairs for TRL's
 DPO and reward trainers. The main CLI registers the subcommand with `add_improve_parser`; bad
-arguments print one line and exit 2 (`judgekit.cli.CLIError`).
+arguments print one line and exit 2 (`judgekit.cli_args.CLIError`).
 """
 
 from __future__ import annotations
@@ -21,16 +21,21 @@ from judgekit.cli_args import (
     add_common_args,
     add_reference_arg,
     backend_options,
+    check_common,
     non_negative_int,
     positive_int,
     read_text_file,
+    rubric_options,
     text_arg,
     utf8_file,
 )
 
 EXIT_FAILURE = 1
-COMMON = ("model", "base_url", "samples", "voting", "aggregate", "max_tokens", "temperature",
-          "seed", "concurrency")
+COMMON = ("model", "base_url", "server_flavour", "structured", "samples", "meta", "meta_model",
+          "k_meta", "voting", "aggregate", "rubric", "rubric_mode", "max_tokens", "temperature",
+          "seed", "concurrency", "timeout", "max_retries")
+"""The shared judging arguments `improve` takes (`judgekit.cli_args`), as `judge` and `bench
+run` do."""
 
 
 def _score(text: str) -> float:
@@ -75,7 +80,7 @@ def add_improve_parser(sub: Any) -> None:
 
 
 def _usage_error(message: str) -> NoReturn:
-    from judgekit.cli import CLIError  # raised like every `judgekit` usage error: one line, 2
+    from judgekit.cli_args import CLIError  # raised like every `judgekit` usage error: one line, 2
 
     raise CLIError(message)
 
@@ -90,14 +95,21 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "--items needs --out FILE.jsonl (the resumable traces file)"
     if args.samples % 2:
         return f"--samples must be even (both orders equally often), got {args.samples}"
-    return None
+    return check_common(args)
 
 
 def _loop_options(args: argparse.Namespace) -> dict[str, Any]:
     judge_kwargs: dict[str, Any] = {"examples": not args.no_examples,
-                                    "max_tokens": args.max_tokens}
+                                    "max_tokens": args.max_tokens, **rubric_options(args)}
     if args.aggregate is not None:
         judge_kwargs["aggregate"] = args.aggregate
+    if args.meta:
+        judge_kwargs["meta"] = args.meta_model or True
+        judge_kwargs["k_meta"] = args.k_meta
+    if args.structured is False:
+        judge_kwargs["structured"] = False
+    if args.timeout is not None:
+        judge_kwargs["timeout"] = args.timeout
     return {"judges": args.judge or [args.model], "reviser": args.reviser,
             "rounds": args.rounds, "samples": args.samples, "debate_rounds": args.debate_rounds,
             "target": args.target, "voting": args.voting, "seed": args.seed,
@@ -136,7 +148,8 @@ def cmd_improve(args: argparse.Namespace) -> int:
     problem = _problem(args)
     if problem:
         _usage_error(problem)
-    from judgekit.improve import ImproveLoop, improve_many, write_preferences, write_trace
+    from judgekit.improve import ImproveLoop, improve_many, write_trace
+    from judgekit.preferences import write_preferences
 
     try:
         items = _read_items(args.items) if args.items is not None else None

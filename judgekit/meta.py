@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +31,7 @@ from judgekit.errors import BackendError, CapabilityError, ParseError, is_record
 from judgekit.formats import fence_tag
 from judgekit.parsing import parse_rating, scores_line_grammar
 from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Judgement, Message, Usage
 from judgekit.structured import YES_NO_GRAMMAR, rating_schema, read_rating_json, yes_no_schema
 
@@ -229,44 +232,53 @@ class SequenceClassifierMetaScorer(MetaScorer):
         self.max_length = max_length
         self._model: Any = None
         self._tokenizer: Any = None
+        # Items of a batch rate in threads at once: one load for all of them (transformers'
+        # lazy imports and the model are not safe to set up twice at once), and one forward at
+        # a time (a fast tokenizer refuses a second thread: "Already borrowed").
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
 
     @property
     def spec(self) -> str:
         return f"meta-classifier:{self.model_dir}"
 
     def _load(self) -> None:
-        if self._model is not None:
-            return
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        with self._load_lock:
+            if self._model is not None:
+                return
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        # The judgement being rated ends the input: an over-long input loses its start instead
-        # (`judgekit train meta` truncates its training inputs the same way).
-        self._tokenizer.truncation_side = "left"
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir,
-                                                                   local_files_only=True)
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._model = model.to(device).eval()
-        self.device = device
+            with quiet_model_loading():
+                tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    self.model_dir, local_files_only=True)
+            # The judgement being rated ends the input: an over-long input loses its start
+            # instead (`judgekit train meta` truncates its training inputs the same way).
+            tokenizer.truncation_side = "left"
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.device = device
+            self._tokenizer = tokenizer
+            self._model = model.to(device).eval()  # last: a set model means a ready scorer
 
     def score_sync(self, query: str | Sequence[Message], responses: Sequence[str],
                    judgements: Sequence[Judgement]) -> list[float | None]:
-        import torch
-
         self._load()
-        out: list[float | None] = []
-        for jd in judgements:
-            if not jd.valid:
-                out.append(None)
-                continue
-            enc = self._tokenizer(meta_rm_input(self._tokenizer, query, responses, jd),
-                                  return_tensors="pt", truncation=True,
-                                  max_length=self.max_length).to(self.device)
-            with torch.inference_mode():
-                logits = self._model(**enc).logits
-            out.append(float(logits[0, -1] if logits.shape[-1] > 1 else logits[0, 0]))
-        return out
+        with self._run_lock:
+            import torch
+
+            out: list[float | None] = []
+            for jd in judgements:
+                if not jd.valid:
+                    out.append(None)
+                    continue
+                enc = self._tokenizer(meta_rm_input(self._tokenizer, query, responses, jd),
+                                      return_tensors="pt", truncation=True,
+                                      max_length=self.max_length).to(self.device)
+                with torch.inference_mode():
+                    logits = self._model(**enc).logits
+                out.append(float(logits[0, -1] if logits.shape[-1] > 1 else logits[0, 0]))
+            return out
 
     async def ascore_samples(self, query: str | Sequence[Message], responses: Sequence[str],
                              judgements: Sequence[Judgement], *,
@@ -293,6 +305,21 @@ async def rate_samples(scorer: MetaScorer, query: str | Sequence[Message],
 MetaSpec = MetaScorer | str | bool | None
 """`None`/`False`: no meta judge; `True`: the judge's own model; a spec string (a chat model, or
 `classifier:<dir>`); or a MetaScorer."""
+
+
+class NotGiven(Enum):
+    """A per-call `meta` that was not given (httpx's USE_CLIENT_DEFAULT style): the judge's own
+    meta judge is used. `meta=None` always means no meta judge."""
+
+    VALUE = "not given"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = NotGiven.VALUE
+MetaArg = MetaSpec | NotGiven
+"""A per-call `meta`: `NOT_GIVEN` (the default: the judge's own), or a `MetaSpec`."""
 
 
 class MetaResolver:

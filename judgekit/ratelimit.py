@@ -42,26 +42,36 @@ def estimate_tokens(messages: list[Message], max_tokens: int, n: int = 1) -> int
 
 
 class TokenBucket:
-    """`capacity` units per `period` seconds, refilled continuously; a full bucket is the burst.
+    """`budget` units per `period` seconds, refilled continuously, holding at most `burst` units
+    (default: one second's worth, and at least one unit). In any window of t seconds at most
+    `budget * t / period + burst` units are granted: a per-minute budget never goes out as a
+    burst at the start of the minute, which providers that count per second or over a sliding
+    window answer with 429s. (The bucket used to hold a whole period's budget: 60 requests per
+    minute went out in under 2 s.)
 
     `acquire(amount)` reserves at once (the level may go below zero) and then sleeps for as long
     as the reservation takes to be covered, so waiters are served in arrival order, from any
     thread or event loop, without polling. A cancelled waiter gives its reservation back.
     """
 
-    def __init__(self, capacity: float, period: float = 60.0) -> None:
-        if capacity <= 0 or period <= 0:
-            raise ValueError("capacity and period must be > 0")
-        self.capacity = float(capacity)
+    def __init__(self, budget: float, period: float = 60.0, *,
+                 burst: float | None = None) -> None:
+        if budget <= 0 or period <= 0:
+            raise ValueError("budget and period must be > 0")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.budget = float(budget)
         self.period = float(period)
-        self._rate = self.capacity / self.period
+        self._rate = self.budget / self.period
+        self.capacity = float(burst) if burst is not None else max(1.0, self._rate)
         self._level = self.capacity
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 
     def reserve(self, amount: float) -> float:
-        """Take `amount` (at most a full bucket) now; returns the seconds to wait before using it."""
-        amount = min(float(amount), self.capacity)
+        """Take `amount` (at most a whole period's budget) now; returns the seconds to wait
+        before using it."""
+        amount = min(float(amount), self.budget)
         with self._lock:
             now = time.monotonic()
             self._level = min(self.capacity, self._level + (now - self._stamp) * self._rate)
@@ -72,7 +82,7 @@ class TokenBucket:
     def refund(self, amount: float) -> None:
         """Give back a reservation that was not used."""
         with self._lock:
-            self._level = min(self.capacity, self._level + min(float(amount), self.capacity))
+            self._level = min(self.capacity, self._level + min(float(amount), self.budget))
 
     async def acquire(self, amount: float = 1.0) -> None:
         wait = self.reserve(amount)
@@ -151,7 +161,8 @@ class Throttle:
 
     `max_concurrency=None` (the default) sets no cap on requests in flight: the caller's own
     concurrency (a Judge's item semaphore, `score_many(concurrency=N)`, `bench run --concurrency`)
-    is the cap. `requests_per_minute` / `tokens_per_minute` are token buckets over `period`.
+    is the cap. `requests_per_minute` / `tokens_per_minute` are token buckets over `period`
+    holding one second's worth; `burst` sets how many requests may go out at once instead.
     """
 
     def __init__(
@@ -161,6 +172,7 @@ class Throttle:
         tokens_per_minute: float | None = None,
         *,
         period: float = 60.0,
+        burst: int | None = None,
     ) -> None:
         """`period` is the budget window in seconds (60: per minute; tests use shorter ones)."""
         for name, value in (("requests_per_minute", requests_per_minute),
@@ -171,8 +183,10 @@ class Throttle:
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.period = period
+        self.burst = burst
         self._slots = ConcurrencyLimit(max_concurrency) if max_concurrency is not None else None
-        self._rpm = TokenBucket(requests_per_minute, period) if requests_per_minute else None
+        self._rpm = (TokenBucket(requests_per_minute, period, burst=burst)
+                     if requests_per_minute else None)
         self._tpm = TokenBucket(tokens_per_minute, period) if tokens_per_minute else None
         self.unlimited = self._slots is None and self._rpm is None and self._tpm is None
 
@@ -185,7 +199,7 @@ class Throttle:
             if self._rpm is not None:
                 await self._rpm.acquire(1)
             if self._tpm is not None and tokens > 0:
-                # A request larger than the whole budget waits for a full bucket, not forever.
+                # A request larger than the whole budget takes a period's worth, not forever.
                 await self._tpm.acquire(tokens)
             yield
         finally:

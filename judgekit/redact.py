@@ -55,6 +55,16 @@ def url_secrets(url: str | None) -> list[str]:
     return [p for p in (parts.password, parts.username) if p]
 
 
+def is_http_url(url: str) -> bool:
+    """True for an absolute http:// or https:// URL with a host (and a valid port, if any)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def safe_url(url: str | None) -> str | None:
     """A base URL without user:password, query or fragment (fit for specs, logs and cache keys)."""
     if not url:
@@ -63,6 +73,11 @@ def safe_url(url: str | None) -> str | None:
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: kept as written, credentials dropped
+        host = parts.netloc.rpartition("@")[2]
+    else:
+        if port is not None:
+            host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))

@@ -10,9 +10,12 @@ nothing here.
   (tenacity's `wait_exponential_jitter`);
 * a server's Retry-After (carried on the error as `retry_after`) replaces the backoff for that
   wait, capped at `max_retry_after`;
-* budgets: `max_retries` for transient errors (429, 5xx, timeouts, dropped connections), and the
+* budgets: `max_retries` for transient errors (429, 5xx, timeouts, dropped connections), the
   short `connect_retries` with `connect_delay` for a server that cannot be reached at all
-  (`ServerUnreachableError`), so a dead server fails in about a second.
+  (`ServerUnreachableError`), so a dead server fails in about a second, and `timeout_retries`
+  for attempts that ran out of time (`APITimeoutError`): a server that accepts connections and
+  never answers costs (timeout_retries + 1) timeouts per call, not (max_retries + 1). A
+  timed-out attempt is retried at once: it has already waited its whole timeout.
 
 Re-asking after an unparsable judgement is a different policy and lives in the judge, not here.
 """
@@ -27,7 +30,7 @@ from typing import TypeVar
 
 import tenacity
 
-from judgekit.errors import BackendError, ServerUnreachableError
+from judgekit.errors import APITimeoutError, BackendError, ServerUnreachableError
 
 log = logging.getLogger("judgekit.retry")
 
@@ -54,7 +57,13 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     connect_retries: int = 2
     connect_delay: float = 0.25
+    timeout_retries: int = 1
     sleep: SleepFn | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("max_retries", "connect_retries", "timeout_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
 
     def budget(self, error: BaseException | None) -> int:
         """How many retries a call that fails with `error` may spend in all."""
@@ -62,12 +71,22 @@ class RetryPolicy:
             return min(self.connect_retries, self.max_retries)
         return self.max_retries
 
+    def gives_up(self, error: BaseException, attempt: int, timeouts: int) -> bool:
+        """True when failed attempt number `attempt` (1-based) ends the call: the error's budget
+        is spent, or this was timed-out attempt number `timeouts` and `timeout_retries` are
+        spent (timed-out attempts of a call are counted apart: each one costs a whole timeout)."""
+        if attempt > self.budget(error):
+            return True
+        return isinstance(error, APITimeoutError) and timeouts > self.timeout_retries
+
     def wait_for(self, exc: BaseException | None, attempt_number: int) -> float:
         """Seconds to sleep after failed attempt number `attempt_number` (1-based)."""
         if isinstance(exc, BackendError) and exc.retry_after is not None:
             return min(max(0.0, exc.retry_after), self.max_retry_after)
         if isinstance(exc, ServerUnreachableError):
             return min(self.connect_delay * 2 ** (attempt_number - 1), self.max_delay)
+        if isinstance(exc, APITimeoutError):
+            return 0.0  # the attempt has just waited out its whole timeout
         backoff = tenacity.wait_exponential_jitter(
             initial=self.initial_delay, max=self.max_delay, jitter=self.jitter)
         return float(backoff(_FakeState(attempt_number)))  # type: ignore[arg-type]
@@ -86,13 +105,14 @@ class RetryPolicy:
         failure raises the error of the last attempt, with `.retries` set.
         """
         sleep = self.sleep or asyncio.sleep
-        attempt = 0
+        attempt = timeouts = 0
         while True:  # a plain loop: the common first-attempt success costs nothing extra
             attempt += 1
             try:
                 return await fn(), attempt - 1
             except BackendError as err:
-                if not should_retry(err) or attempt > self.budget(err):
+                timeouts += isinstance(err, APITimeoutError)
+                if not should_retry(err) or self.gives_up(err, attempt, timeouts):
                     err.retries = attempt - 1
                     raise
                 wait = self.wait_for(err, attempt)

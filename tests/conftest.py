@@ -9,6 +9,7 @@ import pytest
 from support.batch_fake import BatchFake
 from support.fault_server import FaultServer
 from support.llamacpp_server import LlamaServer, llamacpp_server_missing, start_llamacpp_server
+from support.loopback import SilentServer
 from support.scripted_judges import scripted_reply
 from support.transformers_server import ServedModel, start_transformers_serve
 
@@ -39,6 +40,13 @@ def fault_server() -> Iterator[FaultServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A port that accepts connections and never answers (a hung server)."""
+    with SilentServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import ipaddress
 import json
@@ -32,15 +33,17 @@ from judgekit.errors import (
     BackendError,
     CapabilityError,
     CircuitOpenError,
+    ConfigurationError,
     ContextLengthError,
     FatalBackendError,
+    MissingAPIKeyError,
     RateLimitError,
     ServerUnreachableError,
     TransientBackendError,
 )
 from judgekit.looplocal import LoopLocal
 from judgekit.ratelimit import Throttle, estimate_tokens
-from judgekit.redact import Secret, safe_url, scrub, url_secrets
+from judgekit.redact import Secret, is_http_url, safe_url, scrub, url_secrets
 from judgekit.retry import RetryPolicy
 from judgekit.schema import Message, Usage
 
@@ -318,8 +321,9 @@ class RemoteBackend(Backend, Generic[ClientT]):
     without a key gets a placeholder key, for local servers); `max_concurrency` requests in
     flight (default None: no cap of its own, the caller's concurrency is the cap) and optional
     `requests_per_minute` / `tokens_per_minute` budgets, per instance and across every thread and
-    event loop that uses it; `max_retries` for the default retry policy, or a whole
-    `retry=RetryPolicy(...)` (which wins); `prices` overriding `judgekit.cost.PRICES`;
+    event loop that uses it, sent evenly (at most one second's worth at once, or `burst`
+    requests); a whole `retry=RetryPolicy(...)`, and `max_retries` (which
+    overrides that policy's, default 6); `prices` overriding `judgekit.cost.PRICES`;
     `extra_body` merged into every request body.
 
     Subclasses map their SDK's exceptions in `map_error` and may refine `should_retry`.
@@ -338,7 +342,8 @@ class RemoteBackend(Backend, Generic[ClientT]):
         max_concurrency: int | None = None,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        max_retries: int = 6,
+        burst: int | None = None,
+        max_retries: int | None = None,
         prices: Mapping[str, Price] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
@@ -348,6 +353,11 @@ class RemoteBackend(Backend, Generic[ClientT]):
         self._import_sdk()  # fail at construction, not at the first request
         self.model = model
         raw_url = base_url or os.environ.get(self.base_url_env) or None
+        if raw_url is not None and not is_http_url(raw_url):
+            where = "base_url" if base_url else self.base_url_env
+            raise ConfigurationError(
+                f"{where} {safe_url(raw_url)!r} is not an http(s) URL; give the server's "
+                "address, e.g. http://localhost:8000/v1")
         # The URL as given may carry credentials or a key in its query: the SDK gets it from a
         # Secret, everything else sees the cleaned `base_url`.
         self._raw_base_url = Secret(raw_url or "")
@@ -355,17 +365,20 @@ class RemoteBackend(Backend, Generic[ClientT]):
         key = api_key or os.environ.get(self.key_env) or None
         if key is None:
             if self.base_url is None:
-                raise AuthenticationError(
-                    f"no {self.provider} API key: pass api_key= or set {self.key_env} "
-                    f"(for a local server set base_url=, which needs no key)")
+                raise MissingAPIKeyError(
+                    f"no {self.provider} API key: set {self.key_env} (or pass api_key=); a "
+                    "local server needs none: give its --base-url / base_url=")
             key = PLACEHOLDER_KEY
         self._key = Secret(key)
         self._secrets = [self._key, *(Secret(s) for s in url_secrets(raw_url))]
         self.local = is_loopback_url(self.base_url)
         self.prices = dict(prices) if prices else None
         self.extra_body = dict(extra_body) if extra_body else None
-        self.retry_policy = retry if retry is not None else RetryPolicy(max_retries=max_retries)
-        self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute)
+        policy = retry if retry is not None else RetryPolicy()
+        self.retry_policy = policy if max_retries is None else \
+            dataclasses.replace(policy, max_retries=max_retries)
+        self.throttle = Throttle(max_concurrency, requests_per_minute, tokens_per_minute,
+                                 burst=burst)
         self.breaker = CircuitBreaker()
         self._clients: LoopLocal[_LoopClient[ClientT]] = LoopLocal(
             lambda: _LoopClient(self._new_client()))
@@ -376,6 +389,14 @@ class RemoteBackend(Backend, Generic[ClientT]):
     def spec(self) -> str:
         """`provider:model`, plus `@base_url` (without credentials) when a base URL is set."""
         return f"{self.provider}:{self.model}" + (f"@{self.base_url}" if self.base_url else "")
+
+    @property
+    def identity(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.base_url
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(spec={self.spec!r}, "

@@ -89,7 +89,7 @@ class AnthropicBackend(RemoteBackend[Any]):
 
         return map_sdk_error(anthropic, exc)
 
-    def _params(self, messages: list[Message], config: GenerationConfig,
+    def request_params(self, messages: list[Message], config: GenerationConfig,
                 structured: bool = True) -> dict[str, Any]:
         system, turns = split_system(messages)
         params: dict[str, Any] = {
@@ -123,7 +123,7 @@ class AnthropicBackend(RemoteBackend[Any]):
 
     async def _request(self, messages: list[Message], config: GenerationConfig
                        ) -> tuple[Completion, Usage]:
-        params = self._params(messages, config)
+        params = self.request_params(messages, config)
         spent = Usage()
         try:
             response, retries = await self._send(params, messages, config)
@@ -131,7 +131,7 @@ class AnthropicBackend(RemoteBackend[Any]):
             # Once, and never as a server fault: the same request without the tool.
             self._refused = str(err)
             spent = Usage(calls=1, retries=err.retries)
-            params = self._params(messages, config, structured=False)
+            params = self.request_params(messages, config, structured=False)
             response, retries = await self._send(params, messages, config)
         blocks = getattr(response, "content", None)
         if blocks is None:

@@ -113,6 +113,22 @@ class Backend(ABC):
     def spec(self) -> str:
         """The model spec string, without secrets (used in cache keys and results)."""
 
+    @property
+    def identity(self) -> str:
+        """The model without where it is served (`spec` less any base URL): what results are
+        compared by, so a server restarted on another port is the same model."""
+        return self.spec
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where the model is served, when `spec` names a base URL; recorded, never compared."""
+        return None
+
+    def settings(self) -> dict[str, str | None]:
+        """Backend settings that change results beyond the model (an OpenAI-compatible
+        server's flavour decides which constraint its requests carry); none by default."""
+        return {}
+
     @abstractmethod
     async def generate(self, messages: list[Message], config: GenerationConfig,
                        n: int = 1) -> GenerationResult:

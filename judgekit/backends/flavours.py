@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 from typing import Any, Literal
 
@@ -147,21 +148,45 @@ def fallback_note(reason: str) -> str:
     return f"written as free text: {reason}"
 
 
+class NoAnswer(Exception):
+    """The server did not answer a probe at all (refused, or silent past the timeout)."""
+
+
 def _get_json(url: str, api_key: str | None, timeout: float) -> Any:
+    """The JSON a GET answers, None for any answer that is not JSON (an HTTP error included);
+    NoAnswer when no answer came."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                     timeout=timeout) as response:
             return json.loads(response.read(1_000_000))
-    except (OSError, ValueError):  # URLError, HTTPError, timeouts, bodies that are not JSON
+    except urllib.error.HTTPError:  # an answer, just not the one we hoped for
+        return None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, OSError):  # refused, unreachable, timed out
+            raise NoAnswer(str(exc.reason)) from None
+        return None
+    except TimeoutError as exc:  # the headers came, the body never did
+        raise NoAnswer(str(exc)) from None
+    except (OSError, ValueError):  # a dropped connection, a body that is not JSON
         return None
 
 
-def detect_flavour(base_url: str, api_key: str | None, timeout: float = 5.0) -> tuple[str, str]:
+def detect_flavour(base_url: str, api_key: str | None, timeout: float = 2.0
+                   ) -> tuple[str, str] | None:
     """(flavour, evidence) of the server at `base_url` (ending in /v1 or not), from what it says
-    about itself; (`generic`, why) when it says nothing recognisable or cannot be asked. A few
-    small blocking GETs (stdlib HTTP: the SDKs' HTTP client differs by version); the backend
-    runs them once, in a thread."""
+    about itself; (`generic`, why) when it says nothing recognisable; None when it does not
+    answer at all (then nothing is learnt, and the request that follows meets the same server
+    under its own deadline). A few small blocking GETs (stdlib HTTP: the SDKs' HTTP client
+    differs by version); the backend runs them once, in a thread. `timeout` is short: a server
+    answers what it is at once, and a silent one must not cost a whole request timeout more."""
+    try:
+        return _detect(base_url, api_key, timeout)
+    except NoAnswer:
+        return None
+
+
+def _detect(base_url: str, api_key: str | None, timeout: float) -> tuple[str, str]:
     v1 = base_url.rstrip("/")
     v1 = v1 if v1.endswith("/v1") else v1 + "/v1"
     root = v1.removesuffix("/v1")

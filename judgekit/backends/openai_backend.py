@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from typing import Any
 
 from judgekit.backends import flavours
@@ -35,6 +36,8 @@ from judgekit.errors import (
 from judgekit.schema import Message, Usage
 
 _OFFICIAL_HOSTS = ("api.openai.com",)
+REPROBE_S = 30.0
+"""Seconds before a server that did not answer the flavour probe is asked again."""
 
 
 class OpenAIBackend(RemoteBackend[Any]):
@@ -60,6 +63,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         self.server_flavour = flavours.check_flavour(server_flavour, official=self._official)
         self._detected: tuple[str, str] | None = None  # (flavour, evidence) once `auto` asked
         self._detect_lock = threading.Lock()  # one detection, whatever the concurrency
+        self._probe_after = 0.0  # monotonic time before which a silent server is not asked
         self._refused: str | None = None  # why the server refused the schema, once it did
 
     @property
@@ -68,6 +72,9 @@ class OpenAIBackend(RemoteBackend[Any]):
         detected = self._detected[0] if self._detected else None
         return flavours.capabilities(self.server_flavour, detected)
 
+    def settings(self) -> dict[str, str | None]:
+        return {"server_flavour": self.server_flavour}
+
     @property
     def flavour(self) -> str:
         """The flavour requests are written for (`generic` while `auto` has not asked yet)."""
@@ -75,23 +82,33 @@ class OpenAIBackend(RemoteBackend[Any]):
             return self.server_flavour
         return self._detected[0] if self._detected else "generic"
 
-    async def _ensure_flavour(self, config: GenerationConfig) -> None:
-        """Ask an `auto` server what it is, once, before its first structured request."""
+    async def resolve_flavour(self, config: GenerationConfig) -> None:
+        """Ask an `auto` server what it is, once, before its first structured request (online
+        and batch requests alike: one flavour resolution for both). A server that does not
+        answer is asked again at most every `REPROBE_S` seconds (its requests go out as
+        `generic` meanwhile, under their own deadline)."""
         if self.server_flavour != "auto" or self._detected is not None:
             return
         if config.json_schema is None and config.grammar is None:
             return
+        if time.monotonic() < self._probe_after:
+            return
 
         def detect_once() -> None:
             with self._detect_lock:
-                if self._detected is None:
-                    self._detected = flavours.detect_flavour(self._sdk_base_url or "",
-                                                             self._key.get())
+                if self._detected is None and time.monotonic() >= self._probe_after:
+                    found = flavours.detect_flavour(self._sdk_base_url or "", self._key.get(),
+                                                    timeout=min(2.0, config.timeout))
+                    if found is None:
+                        self._probe_after = time.monotonic() + REPROBE_S
+                    self._detected = found
 
         await asyncio.to_thread(detect_once)
 
-    def _structured(self, config: GenerationConfig) -> tuple[dict[str, Any], str | None]:
-        """(body fields carrying the schema / grammar, why they are not sent when asked)."""
+    def structured_request(self, config: GenerationConfig) -> tuple[dict[str, Any], str | None]:
+        """(body fields carrying the schema / grammar, why they are not sent when asked): the
+        one rule for what a request of `config` carries to this server, online or in a batch
+        (after `resolve_flavour`)."""
         if config.json_schema is None and config.grammar is None:
             return {}, None
         if self._refused is not None:
@@ -127,7 +144,7 @@ class OpenAIBackend(RemoteBackend[Any]):
     def _official(self) -> bool:
         return self.base_url is None or any(h in self.base_url for h in _OFFICIAL_HOSTS)
 
-    def _params(self, messages: list[Message], config: GenerationConfig, n: int,
+    def request_params(self, messages: list[Message], config: GenerationConfig, n: int,
                 seed_offset: int, structured: dict[str, Any] | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model,
@@ -158,11 +175,11 @@ class OpenAIBackend(RemoteBackend[Any]):
 
     async def _request(self, messages: list[Message], config: GenerationConfig, n: int,
                        seed_offset: int = 0) -> tuple[list[Completion], Usage]:
-        structured, note = self._structured(config)
+        structured, note = self.structured_request(config)
         spent = Usage()
         try:
             response, retries = await self._send(
-                self._params(messages, config, n, seed_offset, structured), messages, config, n,
+                self.request_params(messages, config, n, seed_offset, structured), messages, config, n,
                 bool(structured))
         except StructuredOutputRejected as err:
             # Once, and never as a server fault: the same request without the parameter.
@@ -170,7 +187,7 @@ class OpenAIBackend(RemoteBackend[Any]):
             note = flavours.fallback_note(self._refused)
             spent = Usage(calls=1, retries=err.retries)
             response, retries = await self._send(
-                self._params(messages, config, n, seed_offset), messages, config, n, False)
+                self.request_params(messages, config, n, seed_offset), messages, config, n, False)
         completions = [_completion(choice, note) for choice in response.choices]
         u = getattr(response, "usage", None)
         prompt = int(getattr(u, "prompt_tokens", 0) or 0)
@@ -205,7 +222,7 @@ class OpenAIBackend(RemoteBackend[Any]):
     ) -> GenerationResult:
         """`n` completions: one request for all, topped up in parallel if the server gives fewer."""
         self.check_config(config, n)
-        await self._ensure_flavour(config)
+        await self.resolve_flavour(config)
         completions: list[Completion] = []
         usage = Usage()
         per_request = n if self._choices_cap is None else min(n, self._choices_cap)

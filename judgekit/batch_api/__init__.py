@@ -1,7 +1,7 @@
 """Provider batch APIs (OpenAI Batch, Anthropic Message Batches): half the price of online calls
 and no rate limits to fight, for runs of 10^4 items and more.
 
-    handle = await judge.asubmit_batch(items, samples=4, run_dir="runs/b1")
+    handle = await asubmit_batch(judge, items, samples=4, run_dir="runs/b1")
     verdicts = await handle.acollect()              # polls until the provider is done
     verdicts = collect_batch("runs/b1", judge)      # later, from another process
 
@@ -19,6 +19,7 @@ from judgekit.batch_api.run import (
     asubmit_batch,
     collect_batch,
     open_batch,
+    submit_batch,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "asubmit_batch",
     "collect_batch",
     "open_batch",
+    "submit_batch",
 ]

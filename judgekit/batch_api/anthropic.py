@@ -3,7 +3,7 @@ within 24 h (`in_progress` -> `canceling` -> `ended`), and its results stream ba
 line per request: `succeeded`, `errored`, `canceled` or `expired`.
 
 The Messages API has no `n`, so each sample is its own request (as online, where n samples are
-n parallel calls); each request's `params` are the online backend's own (`AnthropicBackend._params`).
+n parallel calls); each request's `params` are the online backend's own (`AnthropicBackend.request_params`).
 The API keeps no metadata on a job, so `find` cannot recover a job whose id a crash lost (see
 `judgekit.batch_api.run`).
 """
@@ -38,7 +38,7 @@ class AnthropicBatchProvider(BatchProvider):
         """The request's params: the online backend's, minus the client-side timeout, with
         `extra_body` (temperature, top_p, user extras) merged in as the SDK would online."""
         backend = cast(AnthropicBackend, self.backend)
-        params = backend._params(request.messages, request.config)
+        params = backend.request_params(request.messages, request.config)
         params.pop("timeout", None)
         extra = params.pop("extra_body", None) or {}
         return {**params, **extra}

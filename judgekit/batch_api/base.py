@@ -116,6 +116,16 @@ class BatchProvider(ABC):
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, calls=1,
                      cost_usd=cost)
 
+    async def prepare(self, config: GenerationConfig) -> None:
+        """Resolve, once, what requests of `config` carry to this server, as the online backend
+        does before its first call (an OpenAI-compatible server's flavour)."""
+        return None
+
+    def fallback_note(self, config: GenerationConfig) -> str | None:
+        """Why a request of `config` goes without its JSON schema (recorded on each completion,
+        as online: `Completion.structured_fallback`), or None when it carries it."""
+        return None
+
     @abstractmethod
     async def submit(self, requests: Sequence[BatchRequest], tag: str) -> str:
         """Create one provider job for `requests`; returns its id. `tag` names the job where the

@@ -3,9 +3,11 @@
 and error file (per-request errors, and requests the job never ran: `batch_expired`,
 `batch_cancelled`).
 
-Each request's body is the online backend's own request body (`OpenAIBackend._params`), so a batch
-request and an online call ask the model the same thing: `n` samples in one request, the same
-seed, token limit and `extra_body`.
+Each request's body is the online backend's own request body (`OpenAIBackend.request_params`,
+with the constraint `OpenAIBackend.structured_request` resolves for the server's flavour), so a
+batch request and an online call ask the model the same thing: `n` samples in one request, the
+same seed, token limit, `extra_body` and JSON schema or none (a server that says nothing about
+itself gets free text either way, recorded on each completion).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
-from judgekit.backends import flavours
 from judgekit.backends.base import GenerationOutcome, GenerationResult
 from judgekit.backends.openai_backend import OpenAIBackend, _completion
 from judgekit.batch_api.base import (
@@ -24,6 +25,7 @@ from judgekit.batch_api.base import (
     JobStatus,
     request_error,
 )
+from judgekit.config import GenerationConfig
 from judgekit.errors import TransientBackendError
 
 ENDPOINT = "/v1/chat/completions"
@@ -37,14 +39,23 @@ class OpenAIBatchProvider(BatchProvider):
     name = "openai"
     max_requests: ClassVar[int] = 50_000
 
+    @property
+    def openai(self) -> OpenAIBackend:
+        return cast(OpenAIBackend, self.backend)
+
+    async def prepare(self, config: GenerationConfig) -> None:
+        await self.openai.resolve_flavour(config)
+
+    def fallback_note(self, config: GenerationConfig) -> str | None:
+        return self.openai.structured_request(config)[1]
+
     def body(self, request: BatchRequest) -> dict[str, Any]:
         """The request body: the online backend's parameters, minus the client-side timeout,
-        with `extra_body` merged in (the SDK would merge it into the body online)."""
-        backend = cast(OpenAIBackend, self.backend)
-        # The Batch API is OpenAI's own: a JSON schema goes as OpenAI's strict `json_schema`,
-        # whatever flavour the online backend detected for its base URL.
-        structured = flavours.structured_fields("openai", request.config)
-        params = backend._params(request.messages, request.config, request.n, 0, structured)
+        with `extra_body` merged in (the SDK would merge it into the body online). `prepare`
+        has resolved the server's flavour."""
+        structured, _ = self.openai.structured_request(request.config)
+        params = self.openai.request_params(request.messages, request.config, request.n, 0,
+                                            structured)
         params.pop("timeout", None)
         extra = params.pop("extra_body", None) or {}
         return {**params, **extra}

@@ -12,7 +12,7 @@ Files in the run directory:
                           Appended before any of the item's requests is submitted.
 * ``batch_results/<tag>.jsonl``  the raw result lines of a finished job, downloaded once.
 
-**Requests.** An item's prompts are `judge.sampler.prompts(...)`: one per distinct permutation,
+**Requests.** An item's prompts are `judge.pipeline.plan(...)`'s: one per distinct permutation,
 serving the samples shown in that order. OpenAI gets one request per prompt with `n` = its
 samples; Anthropic, which has no `n`, one request per sample. A custom id names the item (its
 index in the run), the permutation and the samples: ``i12-p10-s0n2`` is item 12, order (1, 0),
@@ -26,9 +26,10 @@ keeps none, so such a job is submitted again (the window is the single create ca
 
 **Results.** Each request's outcome is what an online call gives (a `GenerationResult`, or the
 `BackendError` of a request that errored, expired or was cancelled), so
-`judge.sampler.collect` reads them exactly as online and `Judge._verdict_from_samples` votes: a
-batch run and an online run over the same model outputs give the same Verdicts (cost aside:
-batch requests are priced at batch prices).
+the item's sampler reads them exactly as online and `Pipeline.verdict` votes: a batch run and an
+online run over the same model outputs give the same Verdicts (cost aside: batch requests are
+priced at batch prices). Requests carry the constraint the online backend resolves for its
+server (`BatchProvider.prepare`), and a completion written without it records why, as online.
 
 **Re-asks are online.** A sample whose text does not parse is re-asked (or completed under the
 grammar) at once through the judge's online backend, at the standard price, by the same code as
@@ -46,6 +47,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -63,14 +65,17 @@ from judgekit.config import GenerationConfig
 from judgekit.cost import Price
 from judgekit.errors import BackendError, CapabilityError, JudgekitError
 from judgekit.judge_spec import JudgeSpec
+from judgekit.meta import NOT_GIVEN, MetaArg, MetaScorer, NotGiven
 from judgekit.rubric import PrinciplesMode
+from judgekit.runstore import RunStore
 from judgekit.runtime import run_sync
-from judgekit.sampler import SamplePrompt, Sampler
+from judgekit.sampler import SamplePrompt
 from judgekit.schema import Message, Principle, Verdict
 from judgekit.structured import StructuredMode
 
 if TYPE_CHECKING:
-    from judgekit.judge import Judge, MetaSpec
+    from judgekit.judge import Judge
+    from judgekit.pipeline import JudgeSettings
 
 STATE_FILE = "batch.json"
 ITEMS_FILE = "batch_items.jsonl"
@@ -132,7 +137,8 @@ class BatchState(BaseModel):
     model: str
     format: str
     samples: int
-    meta: bool | str | None = None
+    meta: bool | str | None = Field(None, description="the meta judge asked at submission: None "
+                                     "when not given (the judge's own), False for none")
     k_meta: int | None = None
     judge_spec: JudgeSpec | None = None
     created_at: str = ""
@@ -150,15 +156,6 @@ def _write_atomic(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _append_lines(path: Path, lines: Sequence[str]) -> None:
-    if not lines:
-        return
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _content(item: JudgeItem | ItemRecord) -> list[Any]:
@@ -233,13 +230,9 @@ class BatchRun:
         except (OSError, ValueError) as exc:
             raise BatchRunError(f"{path}: not a batch run ({exc.__class__.__name__}: {exc})") \
                 from exc
-        items: list[ItemRecord] = []
-        items_path = path / ITEMS_FILE
-        if items_path.exists():
-            with items_path.open(encoding="utf-8") as fh:
-                for line in fh:
-                    if line.endswith("\n"):  # a torn last line was never submitted
-                        items.append(ItemRecord.model_validate_json(line))
+        # A torn last line was never submitted; a corrupt line is skipped and counted (its item
+        # is added again, under a new index, when it is given again).
+        items = RunStore(path / ITEMS_FILE, ItemRecord).load().records
         return cls(path, state, items)
 
     def save(self) -> None:
@@ -255,6 +248,7 @@ class BatchRun:
         appended to the items file before anything of theirs is submitted."""
         out: list[ItemRecord] = []
         fresh: list[ItemRecord] = []
+        first = max((it.index for it in self.items), default=-1) + 1
         for item in items:
             key = item_key(item)
             known = self.by_key.get(key)
@@ -264,17 +258,19 @@ class BatchRun:
                                         "item given now: use another run directory")
                 out.append(known)
                 continue
-            rec = self._new_record(judge, item, key, len(self.items) + len(fresh), provider)
+            rec = self._new_record(judge, item, key, first + len(fresh), provider)
             self.by_key[key] = rec
             fresh.append(rec)
             out.append(rec)
-        _append_lines(self.dir / ITEMS_FILE, [r.model_dump_json() for r in fresh])
+        store = RunStore(self.dir / ITEMS_FILE, ItemRecord)
+        store.repair()  # never glue a new line onto a torn one
+        store.append(fresh)
         self.items.extend(fresh)
         return out
 
     def _new_record(self, judge: Judge, item: JudgeItem, key: str, index: int,
                     provider: BatchProvider) -> ItemRecord:
-        seed = judge.item_seed(item.query, item.responses)
+        seed = judge.pipeline.item_seed(item.query, item.responses)
         prompts, _config, digest = item_prompts(judge, item, self.state.samples, seed)
         requests: list[RequestRecord] = []
         for pi, p in enumerate(prompts):
@@ -308,6 +304,8 @@ class BatchRun:
     async def _create(self, judge: Judge, provider: BatchProvider, job: JobRecord,
                       chunk: Sequence[tuple[ItemRecord, RequestRecord]]) -> None:
         requests = [batch_request(judge, it, req, self.state.samples) for it, req in chunk]
+        if requests:  # one run, one structured mode: the first request resolves the flavour
+            await provider.prepare(requests[0].config)
         job.job_id = await provider.submit(requests, job.tag)
         job.state = "submitted"
         self.save()
@@ -367,6 +365,12 @@ class BatchRun:
                 out[cid] = seen.get(cid) or BatchRequestNotRun(why)
         return out
 
+    def poll_line(self) -> str:
+        """One line for a human watching a poll: each job's state and its request counts."""
+        jobs = [f"{job.job_id or '(submitting)'} {job.state}"
+                + "".join(f", {k} {v}" for k, v in job.counts.items()) for job in self.state.jobs]
+        return f"batch {self.dir}: " + "; ".join(jobs)
+
     def progress(self) -> dict[str, Any]:
         """Jobs by state and requests by outcome so far (for humans and logs)."""
         states: dict[str, int] = {}
@@ -383,20 +387,13 @@ def _digest(prompts: Sequence[SamplePrompt], config: GenerationConfig) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def item_sampler(judge: Judge, item: JudgeItem | ItemRecord) -> Sampler:
-    """The judge's sampler, in the format of the item's own rubric when it has one."""
-    return judge.sampler.with_format(judge.format.for_call(item.principles,
-                                                           item.principles_mode))
-
-
 def item_prompts(judge: Judge, item: JudgeItem | ItemRecord, samples: int,
                  seed: int) -> tuple[list[SamplePrompt], GenerationConfig, str]:
     """The prompts, request config and digest of an item, exactly as an online run builds them."""
-    sampler = item_sampler(judge, item)
-    prompts = sampler.prompts(item.query, item.responses, samples, seed,
-                              reference=item.reference)
-    config = sampler.request_config(judge.sample_config(samples, seed), len(item.responses))
-    return prompts, config, _digest(prompts, config)
+    plan = judge.pipeline.plan(item.query, item.responses, samples, seed,
+                               reference=item.reference, principles=item.principles,
+                               principles_mode=item.principles_mode)
+    return plan.prompts, plan.config, _digest(plan.prompts, plan.config)
 
 
 def batch_request(judge: Judge, item: ItemRecord, req: RequestRecord,
@@ -407,12 +404,15 @@ def batch_request(judge: Judge, item: ItemRecord, req: RequestRecord,
 
 
 def prompt_outcomes(prompts: Sequence[SamplePrompt], item: ItemRecord,
-                    outcomes: dict[str, GenerationOutcome]
+                    outcomes: dict[str, GenerationOutcome], fallback: str | None = None
                     ) -> tuple[list[SamplePrompt], list[GenerationOutcome]]:
     """One outcome per prompt, as `Sampler.collect` takes them. A prompt whose requests all
     succeeded gets their results merged (as an online call of n samples returns them); a prompt
     split over several requests of which some failed becomes one prompt per sample, so each
-    sample keeps its own result or error."""
+    sample keeps its own result or error. `fallback` is why the requests went without their
+    schema (`BatchProvider.fallback_note`), recorded on every completion as online."""
+    if fallback is not None:
+        outcomes = {cid: _with_fallback(o, fallback) for cid, o in outcomes.items()}
     by_prompt: dict[int, list[RequestRecord]] = {}
     for req in item.requests:
         by_prompt.setdefault(req.prompt, []).append(req)
@@ -438,6 +438,13 @@ def prompt_outcomes(prompts: Sequence[SamplePrompt], item: ItemRecord,
     return out_prompts, out
 
 
+def _with_fallback(outcome: GenerationOutcome, note: str) -> GenerationOutcome:
+    if not isinstance(outcome, GenerationResult):
+        return outcome
+    return outcome.model_copy(update={"completions": [
+        c.model_copy(update={"structured_fallback": note}) for c in outcome.completions]})
+
+
 # --------------------------------------------------------------------------------------------
 # The handle
 # --------------------------------------------------------------------------------------------
@@ -449,7 +456,7 @@ class BatchHandle:
     """
 
     def __init__(self, run: BatchRun, judge: Judge, provider: BatchProvider, keys: list[str],
-                 meta: MetaSpec = None) -> None:
+                 meta: MetaArg = NOT_GIVEN) -> None:
         self.run = run
         self.judge = judge
         self.provider = provider
@@ -466,13 +473,16 @@ class BatchHandle:
         return self.run.progress()
 
     async def await_done(self, *, wait: bool = True, poll_interval: float = 30.0,
-                         timeout: float | None = None) -> None:
+                         timeout: float | None = None, progress: bool = False) -> None:
         """Poll until every job has ended and its results are local (BatchNotReady when
-        `wait=False` or `timeout` seconds pass first)."""
+        `wait=False` or `timeout` seconds pass first). With `progress`, every poll prints one
+        line to stderr: each job's state and request counts (real jobs take hours)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         await self.run.recover(self.judge, self.provider)
         while True:
             await self.run.refresh(self.provider)
+            if progress:
+                print(self.run.poll_line(), file=sys.stderr, flush=True)
             if self.run.finished():
                 return
             if not wait or (deadline is not None and time.monotonic() >= deadline):
@@ -506,16 +516,16 @@ class BatchHandle:
 
     async def acollect(self, *, wait: bool = True, poll_interval: float = 30.0,
                        timeout: float | None = None, concurrency: int | None = None,
-                       progress: bool = False, meta: MetaSpec = None,
+                       progress: bool = False, meta: MetaArg = NOT_GIVEN,
                        k_meta: int | None = None,
                        on_result: Callable[[int, Verdict], Any] | None = None) -> list[Verdict]:
         """The Verdicts of this handle's items, in order, once every job has ended. Unreadable
         samples are re-asked online; the meta judge (if any) runs online."""
-        await self.await_done(wait=wait, poll_interval=poll_interval, timeout=timeout)
+        await self.await_done(wait=wait, poll_interval=poll_interval, timeout=timeout,
+                              progress=progress)
         outcomes = self.run.outcomes(self.provider)
         state = self.run.state
-        chosen_meta = meta if meta is not None else (self.meta if self.meta is not None
-                                                     else state.meta)
+        chosen_meta = self.chosen_meta(meta)
         used_k_meta = k_meta if k_meta is not None else state.k_meta
         records = [self.run.by_key[k] for k in self.keys]
         judge = self.judge
@@ -527,19 +537,22 @@ class BatchHandle:
                                     "the ones submitted (another template, examples, "
                                     "max_tokens or seed): collect with the submitting judge")
             built[rec.key] = (prompts, config)
+        if built:  # the flavour the requests were written for, resolved as online
+            await self.provider.prepare(next(iter(built.values()))[1])
 
         async def one(item: JudgeItem) -> Verdict:
             rec = self.run.by_key[str(item.id)]
             start = time.perf_counter()
             prompts, config = built[rec.key]
-            shown, got = prompt_outcomes(prompts, rec, outcomes)
-            sampler = item_sampler(judge, rec)
+            shown, got = prompt_outcomes(prompts, rec, outcomes,
+                                         self.provider.fallback_note(config))
+            sampler = judge.pipeline.sampler_for(rec.principles, rec.principles_mode)
             judgements = await sampler.collect(shown, got, n_responses=len(rec.responses),
                                                config=config)
-            return await judge._verdict_from_samples(
-                rec.query, rec.responses, judgements, state.samples, meta=chosen_meta,
-                k_meta=used_k_meta, item_id=rec.id, item_seed=rec.seed, start=start,
-                reference=rec.reference, fmt=sampler.format)
+            return await judge.pipeline.verdict(
+                rec.query, rec.responses, judgements, state.samples, fmt=sampler.format,
+                meta=chosen_meta, k_meta=used_k_meta, item_id=rec.id, item_seed=rec.seed,
+                start=start, reference=rec.reference)
 
         # score_batch keys items by position; the record key travels as the id
         keyed = [JudgeItem(id=r.key, query=r.query, responses=r.responses) for r in records]
@@ -549,6 +562,15 @@ class BatchHandle:
         for rec, v in zip(records, verdicts, strict=True):
             v.item_id = rec.id  # an item failure carries the key; the Verdict the item's id
         return verdicts
+
+    def chosen_meta(self, meta: MetaArg) -> MetaArg:
+        """The meta judge of a collect: the call's, else the one given at submission, else the
+        one stored with the run (not given there: the judge's own)."""
+        if not isinstance(meta, NotGiven):
+            return meta
+        if not isinstance(self.meta, NotGiven):
+            return self.meta
+        return NOT_GIVEN if self.run.state.meta is None else self.run.state.meta
 
     def collect(self, **kwargs: Any) -> list[Verdict]:
         """Sync twin of `acollect`."""
@@ -569,7 +591,7 @@ class BatchHandle:
 # --------------------------------------------------------------------------------------------
 async def asubmit_batch(judge: Judge | JudgeSpec, items: Sequence[JudgeItem | dict[str, Any]],
                         samples: int = 1, *, run_dir: str | os.PathLike[str],
-                        meta: MetaSpec = None, k_meta: int | None = None,
+                        meta: MetaArg = NOT_GIVEN, k_meta: int | None = None,
                         batch_prices: dict[str, Price] | None = None,
                         max_requests_per_job: int | None = None) -> BatchHandle:
     """Submit `items` (k = `samples` judgements each) to the batch API of the judge's provider,
@@ -587,7 +609,7 @@ async def asubmit_batch(judge: Judge | JudgeSpec, items: Sequence[JudgeItem | di
     parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
-    stored_meta = meta if meta is None or isinstance(meta, bool | str) else None
+    stored_meta = _stored_meta(meta)
     if (path / STATE_FILE).exists():
         run = BatchRun.load(path)
         _check_same(run.state, live, provider, samples)
@@ -605,6 +627,20 @@ async def asubmit_batch(judge: Judge | JudgeSpec, items: Sequence[JudgeItem | di
         await run.submit_requests(live, provider, todo, round_=0,
                                   max_requests=max_requests_per_job)
     return BatchHandle(run, live, provider, [r.key for r in records], meta=meta)
+
+
+def submit_batch(judge: Judge | JudgeSpec, items: Sequence[JudgeItem | dict[str, Any]],
+                 samples: int = 1, **kwargs: Any) -> BatchHandle:
+    """Sync twin of `asubmit_batch`; safe inside Jupyter."""
+    return run_sync(asubmit_batch(judge, items, samples, **kwargs))
+
+
+def _stored_meta(meta: MetaArg) -> bool | str | None:
+    """What batch.json keeps of a meta argument: None when not given (or a MetaScorer object,
+    which cannot be stored: the handle holds it), False for none, else the spec."""
+    if isinstance(meta, NotGiven | MetaScorer):
+        return None
+    return False if meta is None else meta
 
 
 def _check_same(state: BatchState, judge: Judge, provider: BatchProvider, samples: int) -> None:
@@ -666,12 +702,12 @@ class BatchScorer:
     def model(self) -> str:
         return self.judge.model
 
-    @property
-    def meta(self) -> Any:
-        return self.judge.meta
+    def settings(self) -> JudgeSettings:
+        """The judge's settings, run through a batch API."""
+        return self.judge.pipeline.settings(execution="batch")
 
     async def ascore_many(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
-                          *, meta: MetaSpec = None, k_meta: int | None = None,
+                          *, meta: MetaArg = NOT_GIVEN, k_meta: int | None = None,
                           concurrency: int | None = None, progress: bool = False,
                           on_result: Callable[[int, Verdict], Any] | None = None
                           ) -> list[Verdict]:

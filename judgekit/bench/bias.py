@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from judgekit.bench.datasets import load_dataset
 from judgekit.bench.items import BenchItem
 from judgekit.bench.metrics import LENGTHS_KEY
-from judgekit.bench.runner import BatchJudge, RunResult, arun
+from judgekit.bench.runner import BenchScorer, RunResult, RunSpec, arun
 
 PARTS = ("forward", "reverse")
 
@@ -34,19 +35,26 @@ def bias_dirs(out_dir: str | os.PathLike[str]) -> list[Path]:
     return [Path(out_dir) / part for part in PARTS]
 
 
-async def arun_bias(items: Sequence[BenchItem], judge: BatchJudge, *,
-                    out_dir: str | os.PathLike[str], **run_kwargs: Any) -> list[RunResult]:
-    """Run `items` (all of a dataset; `subset`/`limit` in `run_kwargs` select as `arun` does)
-    forward and reversed; resumable like any run. Returns both runs' results."""
+async def arun_bias(spec: RunSpec, scorer: BenchScorer) -> list[RunResult]:
+    """Run `spec`'s items (all of a dataset; its `subset`/`limit` select as `arun` does)
+    forward into `<out_dir>/forward` and reversed into `<out_dir>/reverse`; resumable like any
+    run. Returns both runs' results."""
+    items = spec.items if spec.items is not None else load_dataset(
+        spec.dataset, subset=spec.subset, limit=spec.limit, data_dir=spec.data_dir,
+        stratify=spec.stratify)
     results = []
-    for path in bias_dirs(out_dir):
-        results.append(await arun(with_lengths(items), judge, out_dir=path,
-                                  reverse=path.name == "reverse", **run_kwargs))
+    for path in bias_dirs(spec.out_dir):
+        part = spec.model_copy(update={"items": with_lengths(items), "out_dir": path,
+                                       "reverse": path.name == "reverse"})
+        results.append(await arun(part, scorer))
     return results
 
 
-def run_bias(items: Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) -> list[RunResult]:
-    """Sync twin of `arun_bias` (also inside Jupyter)."""
+def run_bias(items: Sequence[BenchItem] | RunSpec, scorer: BenchScorer,
+             **fields: Any) -> list[RunResult]:
+    """Sync twin of `arun_bias` (also inside Jupyter): a RunSpec, or items with the RunSpec's
+    fields as keywords."""
     from judgekit.runtime import run_sync
 
-    return run_sync(arun_bias(items, judge, **kwargs))
+    spec = items if isinstance(items, RunSpec) else RunSpec.of(items, **fields)
+    return run_sync(arun_bias(spec, scorer))

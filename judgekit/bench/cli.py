@@ -149,21 +149,23 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _dataset(args: argparse.Namespace, *, load_registered: bool = False) -> tuple[Any, str]:
-    """(what `arun` takes, the dataset's name): a registered name (its data is found and read
-    before a judge is built; loads are cached), or the items of an own file. With
-    `load_registered`, a registered dataset comes back as its selected items (`arun` selects
-    them again, which keeps them). Raises DatasetError or ValueError with a one-line message."""
+def _dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunSpec fields of the dataset: a registered name (its data is found and read
+    before a judge is built; loads are cached), or the items of an own file with its data
+    mapping. Raises DatasetError or ValueError with a one-line message."""
     from judgekit.bench.generic import read_file
+    from judgekit.bench.runner import data_mapping
 
     is_file = Path(args.dataset).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
     if is_file:
         if not Path(args.dataset).is_file():
             raise DatasetError(f"no such file: {args.dataset}")
-        loaded = read_file(args.dataset, _field_map(args), skip_bad_rows=args.skip_bad_rows)
+        mapping = _field_map(args)
+        loaded = read_file(args.dataset, mapping, skip_bad_rows=args.skip_bad_rows)
         if loaded.skipped:
             print(f"{args.dataset}: {loaded.skipped_summary()}", file=sys.stderr)
-        return loaded.items, Path(args.dataset).stem
+        return {"dataset": Path(args.dataset).stem, "items": loaded.items,
+                "data": data_mapping(args.dataset, mapping)}
     own = [f"--{a.replace('_', '-')}" for a in OWN_FILE_FLAGS if getattr(args, a, None)]
     if own:
         raise DatasetError(f"{', '.join(own)} appl{'ies' if len(own) == 1 else 'y'} to own "
@@ -171,11 +173,8 @@ def _dataset(args: argparse.Namespace, *, load_registered: bool = False) -> tupl
     if args.dataset not in dataset_names():
         raise DatasetError(f"unknown dataset {args.dataset!r} "
                            f"(known: {', '.join(dataset_names())}; or a .jsonl/.csv file)")
-    if not load_registered:
-        load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
-        return args.dataset, args.dataset
-    return load_dataset(args.dataset, subset=args.subset, limit=args.limit,
-                        data_dir=args.data_dir, stratify=args.stratify), args.dataset
+    load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
+    return {"dataset": args.dataset}
 
 
 def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
@@ -183,6 +182,8 @@ def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
     from judgekit.bench.runner import make_judge
 
     backend_kwargs: dict[str, Any] = backend_options(args)
+    if args.timeout is not None:  # a Judge keyword, for the GRM and the baseline judge alike
+        backend_kwargs["timeout"] = args.timeout
     if not args.baseline:  # GRM-only Judge keywords (aggregate only when given)
         backend_kwargs["voting"] = args.voting
         if args.aggregate is not None:
@@ -209,46 +210,53 @@ def _judge(args: argparse.Namespace, prog: str, out: Path | None = None) -> Any:
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
 
 
-def _run_kwargs(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """`arun` keywords shared by `run` and `bias`."""
-    return dict(subset=args.subset, samples=args.samples, meta=getattr(args, "meta", False),
-                k_meta=args.k_meta, limit=args.limit, stratify=args.stratify,
-                concurrency=args.concurrency, seed=args.seed, data_dir=args.data_dir,
-                progress=not args.no_progress, model=args.model or None,
-                baseline=args.baseline, dataset_name=name,
-                extra={"max_tokens": args.max_tokens, "temperature": args.temperature,
-                       "meta_model": args.meta_model, "k_meta": args.k_meta,
-                       "examples": not args.no_examples, "voting": args.voting,
-                       "aggregate": args.aggregate or "overall",
-                       "mode": ("batch" if getattr(args, "batch", False) else "ray"
-                                if getattr(args, "ray", None) is not None else "online"),
-                       **_rubric_extra(args)})
+def _run_spec(args: argparse.Namespace, dataset: dict[str, Any], out: Path, **fields: Any
+              ) -> Any:
+    """The RunSpec of `run` and `bias`."""
+    from judgekit.bench.runner import RunSpec
+
+    return RunSpec(**dataset, out_dir=out, subset=args.subset, samples=args.samples,
+                   meta=getattr(args, "meta", False), k_meta=args.k_meta, limit=args.limit,
+                   stratify=args.stratify, concurrency=args.concurrency, seed=args.seed,
+                   data_dir=args.data_dir, progress=not args.no_progress,
+                   baseline=args.baseline, extra=_run_extra(args), **fields)
+
+
+def _run_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """What run.json records of the command beyond its settings (for humans)."""
+    return {"max_tokens": args.max_tokens, "temperature": args.temperature,
+            "meta_model": args.meta_model, "k_meta": args.k_meta,
+            "examples": not args.no_examples, "voting": args.voting,
+            "aggregate": args.aggregate or "overall",
+            "mode": ("batch" if getattr(args, "batch", False) else "ray"
+                     if getattr(args, "ray", None) is not None else "online"),
+            **_rubric_extra(args)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from judgekit.bench.runner import BenchRunError, aclose_judge, arun
+    from judgekit.bench.runner import BenchRunError, arun
 
     prog = "judgekit bench run"
     problem = _check_run_args(args) or _scaleout_problem(args)
     if problem:
         return _usage_error(prog, problem)
     try:
-        dataset, name = _dataset(args, load_registered=args.dry_run)
+        dataset = _dataset(args)
     except (DatasetError, ValueError) as exc:
         return _usage_error(prog, str(exc))
     if args.dry_run:
-        return _dry_run(args, dataset)
+        return _dry_run(args, _dataset_items(args, dataset))
     out = Path(args.out) if args.out else _default_out(args, args.dataset)
     judge = _judge(args, prog, out)
     if isinstance(judge, int):
         return judge
+    spec = _run_spec(args, dataset, out, reverse=args.reverse, overwrite=args.overwrite)
 
     async def go() -> Any:
         try:
-            return await arun(dataset, judge, out_dir=out, reverse=args.reverse,
-                              overwrite=args.overwrite, **_run_kwargs(args, name))
+            return await arun(spec, judge)
         finally:
-            await aclose_judge(judge)
+            await judge.aclose()
 
     try:
         result = asyncio.run(go())
@@ -279,6 +287,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.failed else 0  # kept and resumable, but not a success
 
 
+def _dataset_items(args: argparse.Namespace, dataset: dict[str, Any]) -> Any:
+    """The items of `_dataset`'s fields (a registered dataset loaded, with --subset)."""
+    if "items" in dataset:
+        return dataset["items"]
+    return load_dataset(args.dataset, subset=args.subset, data_dir=args.data_dir)
+
+
 def _dry_run(args: argparse.Namespace, items: Any) -> int:
     """`--dry-run`: what would be judged (after --subset, --limit), and no model."""
     from judgekit.bench.datasets import select
@@ -302,6 +317,8 @@ def _scaleout_problem(args: argparse.Namespace) -> str | None:
         return "--resubmit-failed and --no-wait need --batch"
     if args.ray is None and args.ray_workers is not None:
         return "--ray-workers needs --ray"
+    if args.ray is None and args.ray_logs:
+        return "--ray-logs needs --ray"
     return None
 
 
@@ -320,6 +337,7 @@ def _ray_scorer(args: argparse.Namespace, cache: Any, backend_kwargs: dict[str, 
     remote = (args.model or "").startswith(("openai:", "anthropic:"))
     return RayScorer(JudgeSpec(model=args.model or None, options=options),
                      address=args.ray or None, workers=args.ray_workers or 2,
+                     ray_logs=args.ray_logs,
                      num_cpus=0.25 if remote else 1.0)
 
 
@@ -336,28 +354,29 @@ def cmd_bias(args: argparse.Namespace) -> int:
     reverse (OUT/reverse, the runner's --reverse), then the bias table and plot."""
     from judgekit.bench.bias import arun_bias, bias_dirs
     from judgekit.bench.report import bias_frame, load_runs
-    from judgekit.bench.runner import BenchRunError, aclose_judge
+    from judgekit.bench.runner import BenchRunError
 
     prog = "judgekit bench bias"
     problem = _check_run_args(args)
     if problem:
         return _usage_error(prog, problem)
     try:
-        items, name = _dataset(args, load_registered=True)
+        dataset = _dataset(args)
     except (DatasetError, ValueError) as exc:
         return _usage_error(prog, str(exc))
     if args.dry_run:
-        return _dry_run(args, items)
+        return _dry_run(args, _dataset_items(args, dataset))
     out = Path(args.out) if args.out else Path(f"{_default_out(args, args.dataset)}-bias")
     judge = _judge(args, prog)
     if isinstance(judge, int):
         return judge
+    spec = _run_spec(args, dataset, out)
 
     async def go() -> list[Any]:
         try:
-            return await arun_bias(items, judge, out_dir=out, **_run_kwargs(args, name))
+            return await arun_bias(spec, judge)
         finally:
-            await aclose_judge(judge)
+            await judge.aclose()
 
     try:
         results = asyncio.run(go())
@@ -526,6 +545,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="judge on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto; "
                         "none: a local one), one Judge per actor")
+    s.add_argument("--ray-logs", action="store_true",
+                   help="with --ray: show Ray's own logs and progress bars (off by default: "
+                        "judgekit's bar counts the items)")
     s.add_argument("--ray-workers", type=positive_int,
                    help="with --ray: actors in the pool (default 2)")
     p_run.set_defaults(func=cmd_run)

@@ -1,44 +1,47 @@
-"""Run a judge over a benchmark, one results line per item, resumable.
+"""Run a scorer over a benchmark, one results line per item, resumable.
 
 Files in the output directory:
 
 * ``run.json``      what was run: dataset, subset, model, samples, meta, limit, seed, start time
-                    (and every resume time), and `settings`: every setting of the judge that
-                    changes results (`judge_settings`);
+                    (and every resume time), where the model was served (`endpoint`), and
+                    `settings`: every setting that changes results (the scorer's own,
+                    `Scorer.settings()`, with the run's data mapping and run settings), whose
+                    hash is the run's `fingerprint`;
 * ``results.jsonl`` one `ResultRecord` per line, appended (flush + fsync) as each item finishes:
                     item id, subset, gold label, the item's metadata, the full Verdict, and
                     what the judge saw (query, responses, reference, rubric) so that
-                    `judgekit view` can show an item without the source file.
+                    `judgekit view` can show an item without the source file
+                    (`judgekit.runstore` keeps the file).
 
 Re-running the same command resumes: items that already have a result are skipped. A resume
 with different settings is refused (naming the differences), since one results file must hold one
-run; `overwrite=True` discards the old run instead. An item without a valid sample is *failed*
+run; `overwrite=True` discards the old run instead. The endpoint is not a setting: a local server
+restarted on another port resumes. An item without a valid sample is *failed*
 (`ResultRecord.failed`): so the run's summary line, the report and the exit code (1) say. It is
 judged again on the next run when it is *unanswered*, no sample having reached the model's text
 (the judge raised, or every sample was an API error); two kinds of failure are final even so:
 parse failures (judging again would read the same answers), and an item whose prompt does not
-fit the model's context (judging it again cannot help; reported apart). When an item appears more than once (a
-failure, then a success), the last line wins. A truncated last line (a killed run) is cut off
-before appending, and a line that does not decode is skipped with a warning (its item is judged
-again). When the backend fails for everyone (a rejected key, a dead server), the run stops early
-with `BenchRunAborted`, its finished items kept for the resume.
+fit the model's context (judging it again cannot help; reported apart). When an item appears
+more than once (a failure, then a success), the last line wins. A torn last line (a killed run)
+is cut off before appending, and a line that does not decode is skipped and counted (its item is
+judged again). When the backend fails for everyone (a rejected key, a dead server), the run
+stops early with `BenchRunAborted`, its finished items kept for the resume.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from judgekit.batch import JudgeItem
 from judgekit.bench.datasets import DatasetError, load_dataset, select
 from judgekit.bench.items import BenchItem, Label
 from judgekit.errors import (
@@ -47,15 +50,21 @@ from judgekit.errors import (
     RunAbortedError,
     recorded_error_class,
 )
+from judgekit.meta import NOT_GIVEN, MetaArg
 from judgekit.rubric import Rubric
+from judgekit.runstore import RunStore, latest
 from judgekit.schema import Message, SampleStatus, Verdict
+from judgekit.scorer import Scorer, differences, fingerprint
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
-# run.json fields that must agree for a resume to append to the same results file (with
-# `settings`, the judge's own)
-RESUME_KEYS = ("dataset", "subset", "model", "baseline", "samples", "meta", "k_meta", "seed",
-               "reverse")
+SETTINGS_VERSION = 2
+"""run.json `settings` since the Scorer protocol: the scorer's settings, `data` and `run`."""
+LEGACY_RESUME_KEYS = ("dataset", "subset", "samples", "meta", "k_meta", "seed", "reverse")
+"""What older run.json files compare outside `settings`."""
+
+BenchScorer = Scorer[JudgeItem, Verdict]
+"""What the runner drives: Judge, the baseline, BatchScorer, RayScorer, or a caller's own."""
 
 
 class BenchRunError(JudgekitError, ValueError):
@@ -65,12 +74,6 @@ class BenchRunError(JudgekitError, ValueError):
 class BenchRunAborted(BenchRunError, RunAbortedError):
     """The run stopped early because the backend failed for everyone; finished items are kept
     and re-running the same command resumes."""
-
-
-class BatchJudge(Protocol):
-    """What the runner needs from a judge (`judgekit.judge.Judge`, `PairwiseBaselineJudge`)."""
-
-    async def ascore_many(self, items: Any, samples: int = 1, **kwargs: Any) -> list[Verdict]: ...
 
 
 def _now() -> str:
@@ -151,10 +154,72 @@ class RunInfo(BaseModel):
     started_at: str = ""
     resumed_at: list[str] = Field(default_factory=list)
     finished_at: str | None = None
+    endpoint: str | None = Field(None, description="where the model was served (a base URL); "
+                                 "recorded, never compared: a resume may use another port")
     settings: dict[str, Any] | None = Field(
-        None, description="every judge setting that changes results (`judge_settings`); None in "
-        "runs made before it was recorded")
+        None, description="every setting that changes results: the scorer's "
+        "(`Scorer.settings()`), `data` (the data mapping) and `run`; None in runs made before "
+        "it was recorded")
+    fingerprint: str | None = Field(None, description="a hash of `settings`")
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunSpec(BaseModel):
+    """One run of the runner: what to judge, where the results go, and how (`arun`'s input,
+    built by `judgekit bench run` from its arguments).
+
+    `dataset` is a registered name, or the name of the own `items`. `data` is the data mapping
+    of own items (`data_mapping`: the file's content hash, field mapping, label format, tie
+    labels, ...), part of the run's settings. `reverse=True` shows every item's responses in
+    reverse order (pair it with a normal run for position consistency). `stratify=True` spreads
+    `limit` evenly over subsets instead of taking the first items. `seed` is recorded (a Judge
+    draws its own item seeds; the report breaks ties as each Verdict did). `overwrite=True`
+    deletes an old run's files first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str = "custom"
+    items: list[BenchItem] | None = None
+    out_dir: Path
+    subset: str | None = None
+    samples: int = 1
+    meta: bool = False
+    k_meta: int | None = None
+    limit: int | None = None
+    stratify: bool = False
+    concurrency: int = 4
+    seed: int = 0
+    reverse: bool = False
+    data_dir: Path | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    baseline: str | None = None
+    progress: bool = False
+    overwrite: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, dataset: str | Sequence[BenchItem], *, dataset_name: str | None = None,
+           **fields: Any) -> RunSpec:
+        """A spec for a registered dataset name, or for a list of items (named `dataset_name`,
+        default "custom")."""
+        if isinstance(dataset, str):
+            return cls(dataset=dataset, **fields)
+        return cls(dataset=dataset_name or "custom", items=list(dataset), **fields)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The run's own settings that change results."""
+        return {"dataset": self.dataset, "subset": self.subset, "samples": self.samples,
+                "meta": self.meta, "k_meta": self.k_meta, "seed": self.seed,
+                "reverse": self.reverse}
+
+
+def data_mapping(path: str | os.PathLike[str], mapping: BaseModel | None = None
+                 ) -> dict[str, Any]:
+    """The data mapping of an own file, as a run records it: a hash of the file's content and
+    the mapping's every field (columns, label format, tie labels, ...)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return {"file_sha256": digest,
+            "mapping": mapping.model_dump(mode="json") if mapping is not None else None}
 
 
 @dataclass
@@ -207,56 +272,27 @@ def run_counts(records: Sequence[ResultRecord], ids: Sequence[str]) -> dict[str,
 # --------------------------------------------------------------------------------------------
 # results.jsonl
 # --------------------------------------------------------------------------------------------
+def results_store(out_dir: str | os.PathLike[str]) -> RunStore[ResultRecord]:
+    return RunStore(Path(out_dir) / RESULTS_FILE, ResultRecord)
+
+
 def repair_results(path: Path) -> int:
-    """Cut a truncated last line (no trailing newline) off the file; returns bytes removed."""
-    if not path.exists():
-        return 0
-    with path.open("rb+") as fh:
-        data = fh.read()
-        if not data or data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1
-        fh.truncate(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
-        return len(data) - keep
-
-
-def iter_records(path: Path) -> list[ResultRecord]:
-    """Every parseable line, in file order (a torn or corrupt line is skipped with a warning)."""
-    out: list[ResultRecord] = []
-    if not path.exists():
-        return out
-    with path.open("rb") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(ResultRecord.model_validate_json(line))
-            except (ValidationError, ValueError) as exc:  # incl. bytes that are not UTF-8
-                warnings.warn(f"{path}:{n}: skipping an unreadable line "
-                              f"({exc.__class__.__name__}); its item is judged again unless "
-                              "another line holds its result", stacklevel=2)
-    return out
+    """Cut a torn last line (no trailing newline) off the file; returns bytes removed."""
+    return RunStore(path, ResultRecord).repair()
 
 
 def read_results(out_dir: str | os.PathLike[str]) -> list[ResultRecord]:
     """The latest record per item, in first-seen order; a success is never replaced by a later
-    failure of the same item."""
-    latest: dict[str, ResultRecord] = {}
-    for rec in iter_records(Path(out_dir) / RESULTS_FILE):
-        prev = latest.get(rec.item_id)
-        if prev is not None and not prev.unanswered and rec.unanswered:
-            continue
-        latest[rec.item_id] = rec
-    return list(latest.values())
+    failure of the same item (unreadable lines skipped, with a warning counting them)."""
+    records = results_store(out_dir).load().records
+    return list(latest(records, lambda r: r.item_id, lambda r: r.unanswered).values())
 
 
 def read_run_info(out_dir: str | os.PathLike[str]) -> RunInfo:
     path = Path(out_dir) / RUN_FILE
     try:
         return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValidationError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise BenchRunError(f"{path}: not a judgekit bench run ({exc.__class__.__name__})") from exc
 
 
@@ -264,19 +300,6 @@ def _write_json_atomic(path: Path, data: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(data, encoding="utf-8")
     os.replace(tmp, path)
-
-
-class _Appender:
-    def __init__(self, path: Path) -> None:
-        self.fh = path.open("a", encoding="utf-8")
-
-    def write(self, record: ResultRecord) -> None:
-        self.fh.write(record.model_dump_json() + "\n")
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,86 +315,18 @@ def _record(item: BenchItem, verdict: Verdict | None, order: list[int] | None,
                         reference=item.reference, rubric=item.rubric)
 
 
-def _digest(value: Any) -> str | None:
-    """A short sha256 of a JSON-able value or of bytes (None stays None)."""
-    if value is None:
-        return None
-    data = value if isinstance(value, bytes) else json.dumps(
-        value, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _template_digest(template: str, template_dir: str | os.PathLike[str] | None) -> str | None:
-    """The hash of a template's source and of the partials it may include: the file in
-    `template_dir` if there, else the shipped one."""
-    from judgekit.prompts import builtin_prompt_dir
-
-    roots = ([Path(template_dir)] if template_dir else []) + [builtin_prompt_dir()]
-    main = next((root / template for root in roots if (root / template).is_file()), None)
-    if main is None:
-        return None
-    parts = [main.read_bytes()]
-    for root in roots:
-        parts.extend(p.read_bytes() for p in sorted((root / "_partials").glob("*.jinja")))
-    return _digest(b"\0".join(parts))
-
-
-def _plain(value: Any) -> Any:
-    """Enums, paths and the like as plain JSON values."""
-    return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
-
-
-def _meta_name(meta: Any) -> str | None:
-    """A MetaSpec as recorded: None, "same-as-judge", a spec string, or the scorer's spec."""
-    if meta is None or meta is False:
-        return None
-    if meta is True:
-        return "same-as-judge"
-    return meta if isinstance(meta, str) else str(getattr(meta, "spec", type(meta).__name__))
-
-
-def judge_settings(judge: Any) -> dict[str, Any]:
-    """Every setting of `judge` that changes its results, as plain JSON values: recorded in
-    run.json and compared on resume. The one place to adjust when the judge gains a setting."""
-    from judgekit.formats import GRMFormat
-    from judgekit.judge import Judge
-
-    if not isinstance(judge, Judge):  # a stand-in or a judge of the caller's own
-        return {"judge": type(judge).__name__, "model": _model_name(judge, None)}
-    fmt = judge.format
-    return _plain({
-        "judge": type(judge).__name__,
-        "model": judge.backend.spec,
-        "format": fmt.name,
-        "aggregate": judge.aggregate,
-        "generation": judge.config.model_dump(exclude={"timeout"}),
-        "temperature": judge.sampling_temperature,
-        "seed": judge.seed,
-        "voting": judge.voting,
-        "tie_rule": judge.tie_rule,
-        "k_meta": judge.k_meta,
-        "meta_model": _meta_name(judge.meta),
-        "template": fmt.template,
-        "template_hash": _template_digest(fmt.template, fmt.template_dir),
-        "system": _digest(fmt.system),
-        "examples": _digest([e.model_dump(mode="json") for e in fmt.examples])
-        if isinstance(fmt, GRMFormat) else None,
-        "max_criteria": fmt.max_criteria if isinstance(fmt, GRMFormat) else None,
-        "structured": judge.structured,
-        "max_reasks": judge.sampler.max_reasks,
-        # Everything else the format is configured with (rubrics, output modes, ...).
-        "format_fingerprint": fmt.fingerprint(),
-    })
-
-
 def _differences(old: RunInfo, new: RunInfo) -> list[str]:
-    diff = [f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in RESUME_KEYS
-            if getattr(old, k) != getattr(new, k)]
-    if old.settings is not None and new.settings is not None:
-        for key in sorted(set(old.settings) | set(new.settings)):
-            before, after = old.settings.get(key), new.settings.get(key)
-            if before != after:
-                diff.append(f"{key}: {before!r} -> {after!r}")
+    assert new.settings is not None
+    if old.settings is not None and old.settings.get("version") == SETTINGS_VERSION:
+        return differences(old.settings, new.settings)
+    # A run recorded before the Scorer protocol: its top-level keys, and the judge settings
+    # both record (its model named the endpoint too, so it is not compared).
+    before, after = old.model_dump(), new.model_dump()
+    diff = [f"{k}: {before[k]!r} -> {after[k]!r}" for k in LEGACY_RESUME_KEYS
+            if before[k] != after[k]]
+    if old.settings is not None:
+        common = {k: v for k, v in new.settings.items() if k in old.settings and k != "model"}
+        diff += differences({k: old.settings[k] for k in common}, common)
     return diff
 
 
@@ -385,92 +340,85 @@ def _check_resume(old: RunInfo, new: RunInfo, out: Path) -> None:
     if old.settings is None:
         warnings.warn(f"{out}: this run predates recorded settings; resuming it assumes the "
                       "judge settings are unchanged", stacklevel=3)
+    elif old.settings.get("version") != SETTINGS_VERSION:
+        warnings.warn(f"{out}: this run predates the full settings record (data mapping, "
+                      "batch and Ray settings); resuming it assumes those are unchanged",
+                      stacklevel=3)
 
 
-def _model_name(judge: Any, model: str | None) -> str | None:
-    if model is not None:
-        return model
-    name = getattr(judge, "model", None)
-    return name if isinstance(name, str) else None
-
-
-async def arun(
-    dataset: str | Sequence[BenchItem],
-    judge: BatchJudge,
-    *,
-    out_dir: str | os.PathLike[str],
-    subset: str | None = None,
-    samples: int = 1,
-    meta: bool = False,
-    k_meta: int | None = None,
-    limit: int | None = None,
-    stratify: bool = False,
-    concurrency: int = 4,
-    seed: int = 0,
-    reverse: bool = False,
-    data_dir: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-    model: str | None = None,
-    baseline: str | None = None,
-    dataset_name: str | None = None,
-    extra: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> RunResult:
-    """Judge every selected item not yet done in `out_dir`, appending results as they finish.
-
-    `dataset` is a registered name or a list of BenchItems (then name it with `dataset_name`).
-    `reverse=True` shows every item's responses in reverse order (pair it with a normal run for
-    position consistency). `stratify=True` spreads `limit` evenly over subsets instead of taking
-    the first items. `seed` is recorded and used by the report's random tie-break.
-    Resuming with settings that differ from the recorded ones raises BenchRunError;
-    `overwrite=True` deletes the old run's files and starts afresh. A stop because the backend
-    fails for everyone raises BenchRunAborted after recording the finished items.
-    """
-    if samples < 1:
-        raise BenchRunError("samples must be at least 1")
-    if limit is not None and limit < 1:
-        raise BenchRunError("limit must be at least 1")
-    if isinstance(dataset, str):
-        name = dataset
-        items = load_dataset(dataset, subset=subset, limit=limit, data_dir=data_dir,
-                             stratify=stratify)
+def _items(spec: RunSpec) -> list[BenchItem]:
+    if spec.items is None:
+        items = load_dataset(spec.dataset, subset=spec.subset, limit=spec.limit,
+                             data_dir=spec.data_dir, stratify=spec.stratify)
     else:
-        name = dataset_name or "custom"
-        items = select(list(dataset), subset, limit, stratify)
+        items = select(list(spec.items), spec.subset, spec.limit, spec.stratify)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise DatasetError("item ids must be unique")
+    return items
 
-    out = Path(out_dir)
+
+def _open_run(spec: RunSpec, scorer: BenchScorer, n_items: int) -> RunInfo:
+    """Write run.json, or check it against an existing run and record the resume."""
+    if spec.samples < 1:
+        raise BenchRunError("samples must be at least 1")
+    if spec.limit is not None and spec.limit < 1:
+        raise BenchRunError("limit must be at least 1")
+    out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    info = RunInfo(dataset=name, subset=subset, model=_model_name(judge, model),
-                   baseline=baseline, samples=samples, meta=meta, k_meta=k_meta, limit=limit,
-                   stratify=stratify, seed=seed,
-                   reverse=reverse, concurrency=concurrency, n_items=len(items),
-                   started_at=_now(), settings=judge_settings(judge), extra=extra or {})
     run_path = out / RUN_FILE
-    results_path = out / RESULTS_FILE
-    if overwrite:
-        for path in (run_path, results_path):
+    scored = scorer.settings()
+    settings = {"version": SETTINGS_VERSION, **scored.record(), "data": spec.data,
+                "run": spec.run_settings()}
+    info = RunInfo(dataset=spec.dataset, subset=spec.subset, model=scored.model,
+                   baseline=spec.baseline, samples=spec.samples, meta=spec.meta,
+                   k_meta=spec.k_meta, limit=spec.limit, stratify=spec.stratify,
+                   seed=spec.seed, reverse=spec.reverse, concurrency=spec.concurrency,
+                   n_items=n_items, started_at=_now(), endpoint=scored.endpoint,
+                   settings=settings, fingerprint=fingerprint(settings), extra=spec.extra)
+    if spec.overwrite:
+        for path in (run_path, out / RESULTS_FILE):
             path.unlink(missing_ok=True)
     if run_path.exists():
         old = read_run_info(out)
         _check_resume(old, info, out)
-        info = old.model_copy(update={"limit": limit, "stratify": stratify,
-                                      "n_items": len(items),
-                                      "resumed_at": [*old.resumed_at, _now()],
-                                      "concurrency": concurrency, "finished_at": None,
-                                      "settings": old.settings or info.settings})
+        info = old.model_copy(update={
+            "limit": spec.limit, "stratify": spec.stratify, "n_items": n_items,
+            "resumed_at": [*old.resumed_at, _now()], "concurrency": spec.concurrency,
+            "finished_at": None, "endpoint": scored.endpoint, "settings": settings,
+            "fingerprint": info.fingerprint})
     _write_json_atomic(run_path, info.model_dump_json(indent=2))
+    return info
 
-    if repair_results(results_path):
-        warnings.warn(f"{results_path}: removed a truncated last line", stacklevel=2)
-    done = {rec.item_id for rec in read_results(out) if rec.final}
+
+def _meta_arg(spec: RunSpec, scorer: BenchScorer) -> MetaArg:
+    """A run with meta-guided voting uses the scorer's own meta judge when it has one, else
+    the judge's own model; without, none."""
+    if not spec.meta:
+        return None
+    return NOT_GIVEN if scorer.settings().meta_model is not None else True
+
+
+async def arun(spec: RunSpec, scorer: BenchScorer) -> RunResult:
+    """Judge every selected item of `spec` not yet done in `spec.out_dir` with `scorer`,
+    appending results as they finish.
+
+    Resuming with settings that differ from the recorded ones raises BenchRunError naming
+    them. A stop because the backend fails for everyone raises BenchRunAborted after recording
+    the finished items.
+    """
+    items = _items(spec)
+    info = _open_run(spec, scorer, len(items))
+    store = results_store(spec.out_dir)
+    if store.repair():
+        warnings.warn(f"{store.path}: removed a truncated last line", stacklevel=2)
+    records = latest(store.load().records, lambda r: r.item_id, lambda r: r.unanswered)
+    done = {key for key, rec in records.items() if rec.final}
     todo = [it for it in items if it.id not in done]
     orders: list[list[int] | None] = []
     shown: list[BenchItem] = []
     for it in todo:
-        if reverse and len(it.responses) > 1:
+        if spec.reverse and len(it.responses) > 1:
             order = list(range(len(it.responses)))[::-1]
             shown.append(it.reordered(order))
             orders.append(order)
@@ -479,63 +427,54 @@ async def arun(
             orders.append(None)
 
     written: set[int] = set()
-    appender = _Appender(results_path)
+    with store.appending() as out:
 
-    def on_result(index: int, verdict: Verdict) -> None:
-        if index in written or not 0 <= index < len(shown):
-            return
-        appender.write(_record(shown[index], verdict, orders[index]))
-        written.add(index)
+        def on_result(index: int, verdict: Verdict) -> None:
+            if index in written or not 0 <= index < len(shown):
+                return
+            out.write(_record(shown[index], verdict, orders[index]))
+            written.add(index)
 
-    # meta=True asks Judge for meta-guided voting with its own model as meta judge; a judge
-    # built with a meta model of its own gets meta=None ("use yours").
-    meta_arg: bool | None = meta
-    if meta and getattr(judge, "meta", None) is not None:
-        meta_arg = None
-    kwargs: dict[str, Any] = {"meta": meta_arg, "concurrency": concurrency,
-                              "progress": progress, "on_result": on_result}
-    if k_meta is not None:
-        kwargs["k_meta"] = k_meta
-    try:
-        if shown:
-            verdicts = await judge.ascore_many([it.judge_input() for it in shown], samples,
-                                               **kwargs)
-            for index, verdict in enumerate(verdicts):  # a judge that skipped on_result
-                on_result(index, verdict)
-    except RunAbortedError as exc:
-        for index, finished in exc.verdicts.items():  # a judge that skipped on_result
-            if isinstance(finished, Verdict):
-                on_result(index, finished)
-        raise BenchRunAborted(
-            f"{exc} Results so far: {results_path}",
-            cause=exc.cause, finished=exc.finished, total=exc.total) from None
-    finally:
-        appender.close()
-    missing = [i for i in range(len(shown)) if i not in written]
-    if missing:  # the judge returned fewer verdicts than items: record them as failed
-        appender = _Appender(results_path)
         try:
-            for i in missing:
-                appender.write(_record(shown[i], None, orders[i], error="no verdict returned"))
-        finally:
-            appender.close()
+            if shown:
+                verdicts = await scorer.ascore_many(
+                    [JudgeItem.model_validate(it.judge_input()) for it in shown], spec.samples,
+                    meta=_meta_arg(spec, scorer), k_meta=spec.k_meta,
+                    concurrency=spec.concurrency, progress=spec.progress, on_result=on_result)
+                for index, verdict in enumerate(verdicts):  # a scorer that skipped on_result
+                    on_result(index, verdict)
+        except RunAbortedError as exc:
+            for index, finished in exc.verdicts.items():  # a scorer that skipped on_result
+                if isinstance(finished, Verdict):
+                    on_result(index, finished)
+            raise BenchRunAborted(
+                f"{exc} Results so far: {store.path}",
+                cause=exc.cause, finished=exc.finished, total=exc.total) from None
+        # the scorer returned fewer verdicts than items: record the rest as failed
+        for i in range(len(shown)):
+            if i not in written:
+                out.write(_record(shown[i], None, orders[i], error="no verdict returned"))
     info = info.model_copy(update={"finished_at": _now()})
-    _write_json_atomic(run_path, info.model_dump_json(indent=2))
-    return RunResult(out_dir=out, n_items=len(items), already_done=len(items) - len(todo),
-                     judged=len(todo), **run_counts(read_results(out), ids))
+    _write_json_atomic(spec.out_dir / RUN_FILE, info.model_dump_json(indent=2))
+    return RunResult(out_dir=spec.out_dir, n_items=len(items),
+                     already_done=len(items) - len(todo), judged=len(todo),
+                     **run_counts(read_results(spec.out_dir), [it.id for it in items]))
 
 
-def run(dataset: str | Sequence[BenchItem], judge: BatchJudge, **kwargs: Any) -> RunResult:
-    """Sync twin of `arun` (also inside Jupyter)."""
+def run(dataset: str | Sequence[BenchItem] | RunSpec, scorer: BenchScorer,
+        **fields: Any) -> RunResult:
+    """Sync twin of `arun` (also inside Jupyter). `dataset` is a RunSpec, or a registered name
+    or list of items with the RunSpec's fields as keywords (`RunSpec.of`)."""
     from judgekit.runtime import run_sync
 
-    return run_sync(arun(dataset, judge, **kwargs))
+    spec = dataset if isinstance(dataset, RunSpec) else RunSpec.of(dataset, **fields)
+    return run_sync(arun(spec, scorer))
 
 
 def make_judge(model: str | None = None, *, baseline: str | None = None, seed: int = 0,
                max_tokens: int | None = None, temperature: float | None = None,
                concurrency: int = 4, meta_model: str | None = None, examples: bool = True,
-               cache: Any = True, **backend_kwargs: Any) -> Any:
+               cache: Any = True, **backend_kwargs: Any) -> BenchScorer:
     """The judge `bench run` uses: `Judge` (GRM), or `PairwiseBaselineJudge` for
     `baseline="pairwise"`. `model=None` is the embedded local model. `examples=False` drops the
     GRM prompt's few-shot examples (shorter prompts). The response cache is on by default
@@ -546,14 +485,9 @@ def make_judge(model: str | None = None, *, baseline: str | None = None, seed: i
     if baseline == "pairwise":
         from judgekit.bench.baseline import PairwiseBaselineJudge
 
-        baseline_judge = PairwiseBaselineJudge(model, seed=seed, max_tokens=max_tokens,
-                                               temperature=temperature, concurrency=concurrency,
-                                               **backend_kwargs)
-        if cache:
-            from judgekit.cache import wrap_with_cache
-
-            baseline_judge.backend = wrap_with_cache(baseline_judge.backend, cache)
-        return baseline_judge
+        return PairwiseBaselineJudge(model, seed=seed, max_tokens=max_tokens,
+                                     temperature=temperature, concurrency=concurrency,
+                                     cache=cache, **backend_kwargs)
     from judgekit.judge import Judge
 
     kwargs: dict[str, Any] = dict(backend_kwargs)
@@ -561,12 +495,3 @@ def make_judge(model: str | None = None, *, baseline: str | None = None, seed: i
         kwargs["meta"] = meta_model
     return Judge(model, seed=seed, max_tokens=max_tokens, temperature=temperature,
                  concurrency=concurrency, examples=examples, cache=cache, **kwargs)
-
-
-async def aclose_judge(judge: Any) -> None:
-    close = getattr(judge, "aclose", None)
-    if close is not None:
-        result = close()
-        if asyncio.iscoroutine(result):
-            await result
-

@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from judgekit.aggregate import aggregate, k_meta_for
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Judgement, Message, SampleStatus
 from judgekit.train.data import TrainDataError, read_items_file
 from judgekit.train.rewards import BinaryRule, judgement_correct
@@ -322,9 +323,10 @@ def _load_classifier(cfg: Any, placement: Any) -> tuple[Path, Any, Any]:
     # The judgement (with its scores) ends the input: an over-long input loses its start, as
     # in `SequenceClassifierMetaScorer`.
     tokenizer.truncation_side = "left"
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(base_dir), num_labels=1, problem_type="multi_label_classification",
-        dtype=placement.torch_dtype(), local_files_only=True)
+    with quiet_model_loading():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), num_labels=1, problem_type="multi_label_classification",
+            dtype=placement.torch_dtype(), local_files_only=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     return base_dir, model, tokenizer
 
@@ -349,8 +351,9 @@ def _save(trainer: Any, tokenizer: Any, out_dir: Path) -> None:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    with quiet_model_loading():  # transformers' "Writing model shards" bar
+        model.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
 
 
 def score_items(items: Sequence[MetaItem], model_dir: Path, *, device: str | None = None,

@@ -140,9 +140,9 @@ async def process_item(judge: Any, item: TrainItem, *, samples: int = 3, hint: b
             st.hint_skipped_binary += 1
         elif hint and item.best is not None:
             st.items_hinted += 1
-            hinted = await judge._averdict(item.query, item.responses, samples=hint_samples,
-                                           seed=seed + HINT_SEED_OFFSET, item_id=item.id,
-                                           hint_best=item.best)
+            hinted = await judge.pipeline.judge(item.query, item.responses, hint_samples,
+                                                seed=seed + HINT_SEED_OFFSET, item_id=item.id,
+                                                hint_best=item.best)
             for sample in hinted.samples:
                 sample.hinted = True
                 ok, reason = _decide(sample, item, rule)

@@ -11,6 +11,7 @@ copy of those rules.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ MISSING_TEXT_NOTE = (
 
 
 class ViewTable(BaseModel):
+    section: str
     title: str
     header: list[str]
     rows: list[list[str]]
@@ -85,6 +87,8 @@ class ViewItem(BaseModel):
     disagree: bool = Field(False, description="two runs that judged it prefer different "
                            "responses (or one ties)")
     results: list[ViewResult | None]
+    mismatch: str | None = Field(None, description="the runs hold different items under this "
+                                 "id (labels or responses differ): what differs")
 
 
 class ViewData(BaseModel):
@@ -187,6 +191,20 @@ def _stored_text(rec: ResultRecord) -> bool:
     return rec.responses is not None
 
 
+def _mismatch(records: Sequence[ResultRecord]) -> str | None:
+    """What differs between the runs' records of one item id, if anything: comparing runs
+    side by side only means something on the same items."""
+    labels = {dataset_label(r).model_dump_json() for r in records}
+    texts = {json.dumps(_to_dataset(r.responses, r.order)) for r in records
+             if r.responses is not None}
+    queries = {json.dumps(r.query) for r in records if r.query is not None}
+    parts = [name for name, seen in (("gold label", labels), ("responses", texts),
+                                     ("query", queries)) if len(seen) > 1]
+    if not parts:
+        return None
+    return f"The runs hold different items under this id: the {' and '.join(parts)} differ."
+
+
 def _item(first: ResultRecord, results: list[ViewResult | None],
           texts: ResultRecord | None) -> ViewItem:
     label = dataset_label(first)
@@ -219,7 +237,9 @@ def view_items(runs: Sequence[BenchRun]) -> list[ViewItem]:
         present = [r for r in recs if r is not None]
         results = [None if rec is None else view_result(rec) for rec in recs]
         texts = next((r for r in present if _stored_text(r)), None)
-        items.append(_item(present[0], results, texts))
+        item = _item(present[0], results, texts)
+        item.mismatch = _mismatch(present)
+        items.append(item)
     rows = [it.metadata.get("source_row") for it in items]
     if all(isinstance(r, int) for r in rows):  # a file of the user's: its own row order
         items.sort(key=lambda it: int(it.metadata["source_row"]))
@@ -234,7 +254,7 @@ def view_runs(runs: Sequence[BenchRun]) -> list[ViewRun]:
             model=r.model, judge=f"baseline:{r.info.baseline}" if r.info.baseline else "grm",
             k=r.k, reverse=r.info.reverse, meta=r.info.meta, seed=r.info.seed,
             n_items=r.info.n_items,
-            stored_text=bool(r.records) and all(_stored_text(x) for x in r.records)))
+            stored_text=all(_stored_text(x) for x in r.records)))
     return out
 
 
@@ -246,9 +266,10 @@ def view_data(runs: Sequence[BenchRun], *, plots: Sequence[ViewPlot] = (),
 
     vruns = view_runs(runs)
     all_notes = list(notes)
-    all_notes += [f"Run {r.label}: {MISSING_TEXT_NOTE}" for r in vruns
-                  if not r.stored_text and r.n_items]
-    tables = [ViewTable(title=t.title, header=t.header, rows=t.rows)
+    all_notes += [f"Run {r.label}: {MISSING_TEXT_NOTE}" for r in vruns if not r.stored_text]
+    all_notes += [f"Run {r.label} holds no result yet." for r, run in zip(vruns, runs, strict=True)
+                  if not run.records]
+    tables = [ViewTable(section=t.section, title=t.title, header=t.header, rows=t.rows)
               for t in report_tables(list(runs))]
     return ViewData(judgekit_version=__version__,
                     generated_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -65,13 +65,13 @@ def test_request_parameters() -> None:
     official = OpenAIBackend("gpt-4o", api_key="sk-x-123456")
     cfg = GenerationConfig(temperature=0.5, max_tokens=7, top_p=0.9, stop=("END",), seed=11,
                            logprobs=True, top_logprobs=3, timeout=9.0)
-    p = official._params([{"role": "user", "content": "hi"}], cfg, 4, seed_offset=2)
+    p = official.request_params([{"role": "user", "content": "hi"}], cfg, 4, seed_offset=2)
     assert p["max_completion_tokens"] == 7 and "max_tokens" not in p
     assert p["n"] == 4 and p["top_p"] == 0.9 and p["stop"] == ["END"]
     assert p["seed"] == 13 and p["logprobs"] is True and p["top_logprobs"] == 3
     assert p["timeout"] == 9.0
     compat = OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", extra_body={"top_k": 5})
-    q = compat._params([], GenerationConfig(), 1, seed_offset=0)
+    q = compat.request_params([], GenerationConfig(), 1, seed_offset=0)
     assert q["max_tokens"] == 512 and "n" not in q and "top_p" not in q and "seed" not in q
     assert q["extra_body"] == {"top_k": 5}
 
@@ -203,7 +203,8 @@ async def test_tokens_per_window_limit() -> None:
 async def test_timeout_applies_per_attempt(fault_server: FaultServer) -> None:
     fault_server.schedule = {"slow": ["hang", "hang"]}
     fault_server.hang_seconds = 10
-    b = backend(fault_server)
+    # two timed-out attempts retried: one more than the default `timeout_retries`
+    b = backend(fault_server, retry=RetryPolicy(sleep=no_sleep, timeout_retries=2))
     start = time.monotonic()
     result = await b.generate(msgs("slow"), CFG.with_(timeout=1.0))
     await b.aclose()

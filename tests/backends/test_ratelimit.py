@@ -168,3 +168,58 @@ def test_judge_concurrency_is_the_only_cap(fault_server: FaultServer) -> None:
              for i in range(48)]
     assert all(v.ok for v in judge.score_many(batch, progress=False))
     assert fault_server.peak_in_flight == 24
+
+
+def most_in_a_window(stamps: list[float], window: float) -> int:
+    """The most stamps that fall within any window of `window` seconds."""
+    stamps = sorted(stamps)
+    return max(sum(1 for t in stamps[i:] if t - s <= window) for i, s in enumerate(stamps))
+
+
+def send_from_threads(backend: OpenAIBackend, threads: int, per_loop: int) -> None:
+    """`threads` threads, each its own event loop: one warm-up request (its SDK client and first
+    connection made), then, once every thread is warm, `per_loop` requests at once."""
+    ready = threading.Barrier(threads)
+
+    def worker(t: int) -> None:
+        async def go() -> None:
+            await backend.generate([{"role": "user", "content": f"jk-item-w{t} x"}], CFG)
+            await asyncio.to_thread(ready.wait)
+            await asyncio.gather(*(backend.generate(
+                [{"role": "user", "content": f"jk-item-b{t}-{i} x"}], CFG)
+                for i in range(per_loop)))
+        asyncio.run(go())
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join(timeout=60)
+
+
+@pytest.mark.parametrize(("burst", "allowed"), [(None, 4), (1, 1)])
+def test_a_per_minute_budget_never_bursts(fault_server: FaultServer, burst: int | None,
+                                          allowed: int) -> None:
+    """240 requests per minute (4 a second): in any window of t seconds at most 4 t + burst
+    requests reach the server, burst being one second's worth (4) or what the user set, across
+    3 threads with 4 requests at once each (after a warm-up request each). The old bucket held
+    the whole minute: all 15 went out at once."""
+    backend = OpenAIBackend("m", base_url=fault_server.openai_url, requests_per_minute=240,
+                            burst=burst, retry=RetryPolicy(sleep=no_sleep))
+    send_from_threads(backend, threads=3, per_loop=4)
+    stamps = [r.at for r in fault_server.records]
+    assert len(stamps) == 15
+    for window in (0.05, 0.5, 1.0, 2.0):
+        # arrival times carry connection set-up: SLACK more window than the sender had
+        bound = 4 * (window + SLACK) + allowed
+        assert most_in_a_window(stamps, window) <= bound, (window, sorted(stamps))
+    sent_at_once = [r.at for r in fault_server.records if r.key.startswith("b")]
+    spread = max(sent_at_once) - min(sent_at_once)
+    assert spread >= (12 - allowed) / 4 - SLACK, spread  # spaced out, not sent together
+
+
+def test_burst_is_validated() -> None:
+    with pytest.raises(ValueError, match="burst must be at least 1"):
+        Throttle(requests_per_minute=60, burst=0)
+    assert TokenBucket(60).capacity == 1.0 and TokenBucket(600).capacity == 10.0
+    assert TokenBucket(6).capacity == 1.0  # one request at least, even under 1 a second

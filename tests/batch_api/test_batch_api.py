@@ -27,6 +27,7 @@ from judgekit.batch_api import (
     BatchRunError,
     collect_batch,
     open_batch,
+    submit_batch,
 )
 from judgekit.batch_api.openai import OpenAIBatchProvider
 from judgekit.batch_api.run import BatchRun
@@ -91,7 +92,7 @@ def test_batch_and_online_runs_over_the_same_outputs_give_identical_verdicts(
     batch_items = items("a", "b", "c3")
     j = judge(batch_fake, api)
     online = j.score_many(batch_items, samples=4, meta=OrderMeta(), k_meta=2, progress=False)
-    handle = j.submit_batch(batch_items, samples=4, run_dir=tmp_path, meta=OrderMeta(), k_meta=2)
+    handle = submit_batch(j, batch_items, samples=4, run_dir=tmp_path, meta=OrderMeta(), k_meta=2)
     batched = collect(handle)
     assert [comparable(v) for v in batched] == [comparable(v) for v in online]
     assert all(v.ok and v.best == 0 and v.meta_model == "order-meta" for v in batched)
@@ -105,7 +106,7 @@ def test_batch_and_online_runs_over_the_same_outputs_give_identical_verdicts(
 def test_custom_ids_are_stable_and_name_item_permutation_and_samples(
         batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
     j = judge(batch_fake, api)
-    j.submit_batch(items("a", "b3"), samples=3, run_dir=tmp_path)
+    submit_batch(j, items("a", "b3"), samples=3, run_dir=tmp_path)
     first = batch_fake.submitted_custom_ids()
     if api == "openai":  # one request per distinct order, n = its samples
         assert first == ["i0-p01-s0n2", "i0-p10-s1", "i1-p012-s0", "i1-p120-s1", "i1-p201-s2"]
@@ -114,20 +115,20 @@ def test_custom_ids_are_stable_and_name_item_permutation_and_samples(
                          "i1-p012-s0", "i1-p120-s1", "i1-p201-s2"]
     assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cid) for cid in first)
     # the same call again resumes: nothing new is submitted; a new item is, after the others
-    j.submit_batch(items("a", "b3"), samples=3, run_dir=tmp_path)
+    submit_batch(j, items("a", "b3"), samples=3, run_dir=tmp_path)
     assert batch_fake.submitted_custom_ids() == first
-    j.submit_batch(items("a", "b3", "c"), samples=3, run_dir=tmp_path)
+    submit_batch(j, items("a", "b3", "c"), samples=3, run_dir=tmp_path)
     assert batch_fake.submitted_custom_ids()[:len(first)] == first
     assert all(cid.startswith("i2-") for cid in batch_fake.submitted_custom_ids()[len(first):])
 
 
 def test_a_directory_of_another_run_is_refused(batch_fake: BatchFake, tmp_path: Path) -> None:
-    judge(batch_fake).submit_batch(items("a"), samples=2, run_dir=tmp_path)
+    submit_batch(judge(batch_fake), items("a"), samples=2, run_dir=tmp_path)
     with pytest.raises(BatchRunError, match="samples: 2 -> 3"):
-        judge(batch_fake).submit_batch(items("a"), samples=3, run_dir=tmp_path)
+        submit_batch(judge(batch_fake), items("a"), samples=3, run_dir=tmp_path)
     changed = [{**items("a")[0], "responses": ["other", "texts"]}]
     with pytest.raises(BatchRunError, match="other content"):
-        judge(batch_fake).submit_batch(changed, samples=2, run_dir=tmp_path)
+        submit_batch(judge(batch_fake), changed, samples=2, run_dir=tmp_path)
     with pytest.raises(BatchRunError, match="other prompts"):  # other template options
         collect(open_batch(tmp_path, judge(batch_fake, max_tokens=64)))
 
@@ -145,7 +146,7 @@ def test_a_local_model_has_no_batch_api(tmp_path: Path) -> None:
             raise AssertionError("never called")
 
     with pytest.raises(BatchRunError, match="no batch API"):
-        Judge(Local(), examples=False).submit_batch(items("a"), run_dir=tmp_path)
+        submit_batch(Judge(Local(), examples=False), items("a"), run_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_a_local_model_has_no_batch_api(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("api", APIS)
 def test_job_states_are_followed_until_the_end(batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
-    handle = judge(batch_fake, api).submit_batch(items("a"), samples=2, run_dir=tmp_path)
+    handle = submit_batch(judge(batch_fake, api), items("a"), samples=2, run_dir=tmp_path)
     with pytest.raises(BatchNotReady, match="still running"):  # one poll, then it returns
         handle.collect(wait=False)
     seen = [handle.run.state.jobs[0].state]
@@ -170,7 +171,7 @@ def test_job_states_are_followed_until_the_end(batch_fake: BatchFake, api: str, 
 def test_errors_inside_a_completed_batch_are_recorded_per_sample(
         batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
     batch_fake.request_faults = {"bad": ["400", "400"], "busy": ["500", "500"]}
-    a, bad, busy = collect(judge(batch_fake, api).submit_batch(items("a", "bad", "busy"), samples=2,
+    a, bad, busy = collect(submit_batch(judge(batch_fake, api), items("a", "bad", "busy"), samples=2,
                                                          run_dir=tmp_path))
     assert a.ok and a.valid_samples == 2
     for v, kind in ((bad, "FatalBackendError"), (busy, "TransientBackendError")):
@@ -184,7 +185,7 @@ def test_errors_inside_a_completed_batch_are_recorded_per_sample(
 def test_expired_requests_fail_per_sample_and_are_resubmitted(
         batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
     batch_fake.end, batch_fake.unfinished = "expired", {"late"}
-    handle = judge(batch_fake, api).submit_batch(items("a", "late"), samples=2, run_dir=tmp_path)
+    handle = submit_batch(judge(batch_fake, api), items("a", "late"), samples=2, run_dir=tmp_path)
     a, late = collect(handle)
     assert handle.run.state.jobs[0].state == ("expired" if api == "openai" else "ended")
     assert a.ok and not late.ok
@@ -204,7 +205,7 @@ def test_expired_requests_fail_per_sample_and_are_resubmitted(
 def test_cancel_keeps_finished_requests_and_fails_the_rest(
         batch_fake: BatchFake, api: str, tmp_path: Path) -> None:
     batch_fake.steps, batch_fake.unfinished = ("in_progress",) * 50, {"slow"}
-    handle = judge(batch_fake, api).submit_batch(items("a", "slow"), samples=2, run_dir=tmp_path)
+    handle = submit_batch(judge(batch_fake, api), items("a", "slow"), samples=2, run_dir=tmp_path)
     handle.status()
     assert handle.cancel()["jobs"] == {"cancelling" if api == "openai" else "canceling": 1}
     a, slow = collect(handle)
@@ -238,7 +239,7 @@ def test_an_unreadable_batch_answer_is_reasked_online(batch_fake: BatchFake, tmp
         return GARBLE if len(served) == 1 else judge_text(responses)
 
     batch_fake.text = garble_first
-    (v,) = collect(judge(batch_fake).submit_batch(items("a"), run_dir=tmp_path))
+    (v,) = collect(submit_batch(judge(batch_fake), items("a"), run_dir=tmp_path))
     assert v.ok and v.samples[0].status is SampleStatus.OK and v.samples[0].attempts == 2
     assert batch_fake.http["openai online"] == 1  # the re-ask, and nothing else, went online
     assert "could not be read" in str(batch_fake.online_bodies[0]["messages"][-1]["content"])
@@ -269,7 +270,7 @@ def test_a_create_call_in_flight_when_the_process_died(batch_fake: BatchFake, ap
     """The job was recorded, the provider created it, the process died before writing its id.
     OpenAI finds it by its metadata tag; Anthropic keeps none, so it is created again."""
     j = judge(batch_fake, api)
-    j.submit_batch(items("a"), samples=2, run_dir=tmp_path)
+    submit_batch(j, items("a"), samples=2, run_dir=tmp_path)
     run = BatchRun.load(tmp_path)
     run.state.jobs[0].job_id, run.state.jobs[0].state = None, "submitting"
     run.save()
@@ -285,9 +286,10 @@ def test_a_killed_process_resumes_polling_without_resubmitting(batch_fake: Batch
     batch_fake.steps = ("in_progress",) * 40
     script = (
         "import sys; from judgekit import Judge; from judgekit.config import GenerationConfig\n"
+        "from judgekit.batch_api import submit_batch\n"
         f"j = Judge('openai:judge-test', base_url={batch_fake.openai_url!r}, api_key='sk-x', "
         "examples=False, config=GenerationConfig(max_tokens=128))\n"
-        f"h = j.submit_batch({items('a', 'b')!r}, samples=2, run_dir={str(tmp_path)!r})\n"
+        f"h = submit_batch(j, {items('a', 'b')!r}, samples=2, run_dir={str(tmp_path)!r})\n"
         "print('submitted', flush=True)\n"
         "h.collect(poll_interval=0.05)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -325,7 +327,7 @@ def test_batch_requests_are_counted_at_batch_prices(batch_fake: BatchFake, api: 
     j = Judge(f"{api}:{model}", **options(batch_fake, api))
     j.backend.local = False  # type: ignore[attr-defined]  # priced as the hosted model
     (online,) = j.score_many(items("a"), samples=2, progress=False)
-    (batched,) = collect(j.submit_batch(items("a"), samples=2, run_dir=tmp_path))
+    (batched,) = collect(submit_batch(j, items("a"), samples=2, run_dir=tmp_path))
     u = batched.usage
     assert u.total_tokens == online.usage.total_tokens > 0
     assert u.cost_usd == pytest.approx(call_cost(model, u.prompt_tokens, u.completion_tokens,

@@ -13,7 +13,7 @@ from support.batch_fake import BatchFake
 from support.fault_server import rubric_text
 
 from judgekit import Judge, Verdict
-from judgekit.batch_api import BatchRunError
+from judgekit.batch_api import BatchRunError, submit_batch
 from judgekit.config import GenerationConfig
 
 RUBRIC = [("Accuracy", "the number is right", 3), ("Clarity", "easy to follow", 1)]
@@ -43,7 +43,7 @@ def test_batch_carries_references_and_item_rubrics_as_online(batch_fake: BatchFa
     batch_fake.text = rubric_text
     judge = _judge(batch_fake)
     online = judge.score_many(_items(), samples=2, progress=False)
-    batched = judge.submit_batch(_items(), samples=2, run_dir=tmp_path).collect(
+    batched = submit_batch(judge, _items(), samples=2, run_dir=tmp_path).collect(
         poll_interval=0.0)
     assert [_comparable(v) for v in batched] == [_comparable(v) for v in online]
     ref, rub, plain = batched
@@ -64,7 +64,7 @@ def test_batch_carries_references_and_item_rubrics_as_online(batch_fake: BatchFa
 
 def test_an_item_with_another_reference_is_another_item(batch_fake: BatchFake, tmp_path: Path) -> None:
     judge = _judge(batch_fake)
-    judge.submit_batch(_items()[:1], run_dir=tmp_path)
+    submit_batch(judge, _items()[:1], run_dir=tmp_path)
     changed = [{**_items()[0], "reference": "6 * 7 = 43"}]
     with pytest.raises(BatchRunError, match="other content"):
-        judge.submit_batch(changed, run_dir=tmp_path)
+        submit_batch(judge, changed, run_dir=tmp_path)

@@ -26,7 +26,8 @@ class MetaStandIn(ScriptedJudgeStandIn):
 
     async def ascore_many(self, items: Any, samples: int = 1, **kw: Any) -> list[Verdict]:
         out = []
-        for idx, item in enumerate(items):
+        for idx, given in enumerate(items):
+            item = given.model_dump()
             rng = random.Random(item["id"])
             gold = int(item["id"].split("-g")[1])
             specs: list[SampleSpec] = []

@@ -208,9 +208,11 @@ class Reference:
             out[("benchmark", "toy: tie_labelled_items", L)] = len(ties)
             out[("benchmark", "toy: agreement_incl_ties", L)] = agree[0]
             out[("benchmark", "toy: tie_agreement", L)] = agree[1]
-        if k >= 2:
+        k_gold = max((r.verdict.k for r in self.recs
+                      if r.verdict is not None and self.gold(r) is not None), default=0)
+        if k >= 2 and k_gold:
             for suffix, meta in [("", False)] + ([(" meta", True)] if meta_run else []):
-                for j in range(1, k + 1):
+                for j in range(1, k_gold + 1):
                     n = right = 0
                     for r in self.recs:
                         if r.verdict is None or self.gold(r) is None:

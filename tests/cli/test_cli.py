@@ -71,24 +71,3 @@ def test_judge_json_on_the_embedded_model_in_a_subprocess() -> None:
     assert verdict["samples"][0]["status"] in ("ok", "forced")
     assert all(1 <= s <= 10 for s in verdict["samples"][0]["scores"])
 
-
-def test_judge_output_marks_kept_samples_and_counts_unrated_ones() -> None:
-    """Issue 22 item 9: under meta-guided voting every valid sample says whether it was kept,
-    an unrated one included, and the scores line counts the kept, the valid and the unrated."""
-    from judgekit.aggregate import build_verdict
-    from judgekit.cli import format_verdict
-    from judgekit.schema import Judgement, SampleStatus
-
-    samples = [Judgement(sample_index=j, status=SampleStatus.OK, permutation=[0, 1],
-                         scores=[8.0, 3.0], meta_score=meta)
-               for j, meta in enumerate([0.9, None, 0.1])]
-    samples.append(Judgement(sample_index=3, status=SampleStatus.PARSE_FAILURE,
-                             permutation=[1, 0], error="unreadable"))
-    text = format_verdict(build_verdict(samples, 2, k=4, k_meta=2), ["a", "b"])
-    heads = [line for line in text.splitlines() if line.startswith("Sample")]
-    # rated samples come first (the keep rule), so the unrated one is left out here
-    assert "meta 0.900 kept" in heads[0] and "meta unrated discarded" in heads[1]
-    assert "meta 0.100 kept" in heads[2] and "meta" not in heads[3]
-    assert "sum over 2 kept of 3 valid of 4 samples; the meta judge could not rate 1" in text
-    plain = format_verdict(build_verdict(samples, 2, k=4), ["a", "b"])
-    assert "sum over 3 valid of 4 samples" in plain and "kept" not in plain

@@ -24,12 +24,11 @@ from judgekit.improve import (
     build_judges,
     improve,
     improve_many,
-    preference_pairs,
     read_traces,
     revise_messages,
-    write_preferences,
     write_trace,
 )
+from judgekit.preferences import preference_pairs, write_preferences
 
 QUERY = "Why is the sky blue?"
 RESPONSE = "The sky is blue because of Rayleigh scattering."
@@ -219,11 +218,11 @@ def test_judges_of_one_spec_share_a_backend_and_sample_with_their_own_seeds(
     a, b, c = build_judges(["openai:judge-a", "openai:judge-a", "openai:judge-b"], seed=7, **kw)
     assert a.backend is b.backend and a.backend is not c.backend
     assert (a.seed, b.seed, c.seed) == (7, 8, 9)
-    assert a.sampling_temperature == b.sampling_temperature == 0.5
+    assert a.pipeline.temperature == b.pipeline.temperature == 0.5
     kept = Judge("openai:judge-a", fixes=True, base_url=scripted_server.openai_url, api_key="k")
     assert build_judges([kept])[0] is kept
     (alone,) = build_judges(["openai:judge-a"], **kw)
-    assert alone.sampling_temperature is None and getattr(alone.format, "fixes", False)
+    assert alone.pipeline.temperature is None and getattr(alone.format, "fixes", False)
 
 
 def test_revise_prompt_fences_with_a_tag_absent_from_its_texts() -> None:

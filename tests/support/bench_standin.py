@@ -10,7 +10,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from judgekit.batch import JudgeItem
 from judgekit.schema import Judgement, SampleStatus, Usage, Verdict
+from judgekit.scorer import ScorerSettings
 
 SampleSpec = list[float] | str  # scores in caller order, or "parse_failure" / "api_error"
 
@@ -66,11 +68,19 @@ def make_verdict(item_id: str | None, n: int, specs: Sequence[SampleSpec],
 
 
 class ScriptedJudgeStandIn:
-    """Stand-in with `Judge.ascore_many`'s shape. `script(item, k)` gives the per-sample specs;
-    `crash_after=N` raises RuntimeError once N items have finished (a simulated kill);
-    `delay` sleeps per item (seconds)."""
+    """A `judgekit.scorer.Scorer` of scripted Verdicts. `script(item, k)` gives the per-sample
+    specs (the item as a dict); `crash_after=N` raises RuntimeError once N items have finished
+    (a simulated kill); `delay` sleeps per item (seconds); `settings` replaces its settings
+    (a resume test changes them)."""
 
     model = "standin"
+    own_settings: ScorerSettings | None = None
+
+    def settings(self) -> ScorerSettings:
+        return self.own_settings or ScorerSettings(scorer=type(self).__name__, model=self.model)
+
+    async def aclose(self) -> None:
+        return None
 
     def __init__(self, script: Callable[[dict[str, Any], int], list[SampleSpec]] = default_script,
                  *, crash_after: int | None = None, delay: float = 0.0,
@@ -81,13 +91,14 @@ class ScriptedJudgeStandIn:
         self.raise_for = raise_for or set()
         self.calls: list[str] = []
 
-    async def ascore_many(self, items: Sequence[dict[str, Any]], samples: int = 1, *,
-                          meta: Any = None, concurrency: int | None = None,
-                          progress: bool = False,
-                          on_result: Callable[[int, Verdict], Any] | None = None,
-                          **_: Any) -> list[Verdict]:
+    async def ascore_many(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1, *,
+                          meta: Any = None, k_meta: int | None = None,
+                          concurrency: int | None = None, progress: bool = False,
+                          on_result: Callable[[int, Verdict], Any] | None = None
+                          ) -> list[Verdict]:
         out: list[Verdict] = []
-        for idx, item in enumerate(items):
+        for idx, given in enumerate(items):
+            item = given.model_dump() if isinstance(given, JudgeItem) else given
             if self.crash_after is not None and len(self.calls) >= self.crash_after:
                 raise RuntimeError("simulated crash")
             if self.delay:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+_KEY_CODES = {"Enter": 13, "ArrowUp": 38, "ArrowDown": 40}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -71,6 +72,7 @@ class Browser:
         self.messages: list[str] = []
         self.events: list[dict[str, Any]] = []
         self._next_id = 0
+        self._opens = 0
         self._stack = contextlib.ExitStack()
         try:
             port, path = self._devtools_address()
@@ -157,10 +159,16 @@ class Browser:
                 self._record(msg)
 
     # -- what the tests use --------------------------------------------------------------------
-    def open(self, path: str | os.PathLike[str], *, ready: str | None = None) -> float:
-        """Load a file and wait for its load event (and for the expression `ready` to be true);
-        returns the wall seconds from the navigation request to then."""
-        url = Path(path).resolve().as_uri()
+    def open(self, path: str | os.PathLike[str], *, ready: str | None = None,
+             fragment: str = "") -> float:
+        """Load a file (at `#fragment`, if given) and wait for its load event (and for the
+        expression `ready` to be true); returns the wall seconds from the navigation request to
+        then."""
+        # a query string of its own makes every open a new document: a URL that differs from
+        # the current one only in its #fragment would scroll, not load
+        self._opens += 1
+        url = (Path(path).resolve().as_uri() + f"?open={self._opens}"
+               + (f"#{fragment}" if fragment else ""))
         self.events = []
         start = time.perf_counter()
         self.call("Page.navigate", {"url": url})
@@ -206,6 +214,12 @@ class Browser:
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1],
                                                    "button": "left", "clickCount": 1})
+
+    def press(self, key: str) -> None:
+        """Press and release a named key (ArrowDown, Enter...) in the focused element."""
+        for kind in ("rawKeyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
+                                                 "windowsVirtualKeyCode": _KEY_CODES[key]})
 
     def type_text(self, selector: str, text: str) -> None:
         """Focus a field and type into it (real input events)."""

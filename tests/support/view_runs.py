@@ -81,9 +81,10 @@ def first_wins_text(responses: list[str] | None) -> str:
 # --------------------------------------------------------------------------------------------
 # A big run of realistic size
 # --------------------------------------------------------------------------------------------
-_WORDS = ("the response covers the main point but misses an edge case where the input is empty "
-          "and it cites no source for its claim about complexity while the other answer gives "
-          "a worked example that checks out step by step and explains why").split()
+_VOCABULARY = ("the response covers the main point but misses an edge case where the input is "
+               "empty and it cites no source for its claim about complexity while the other "
+               "answer gives a worked example that checks out step by step and explains why")
+_WORDS = _VOCABULARY.split(" ")
 
 
 def _prose(rng: random.Random, n_words: int) -> str:
@@ -139,7 +140,8 @@ def synthetic_items(n_items: int, seed: int = 0) -> list[BenchItem]:
             for i in range(n_items)]
 
 
-def synthetic_run(out_dir: Path, n_items: int = 1000, k: int = 8, seed: int = 0) -> Path:
-    run(synthetic_items(n_items, seed), SyntheticJudge(seed), out_dir=out_dir, samples=k,
+def synthetic_run(out_dir: Path, n_items: int = 1000, k: int = 8, judge_seed: int = 0) -> Path:
+    """The same items whatever `judge_seed`, so that two runs compare item by item."""
+    run(synthetic_items(n_items), SyntheticJudge(judge_seed), out_dir=out_dir, samples=k,
         dataset_name="synthetic", overwrite=True)
     return out_dir

@@ -15,7 +15,8 @@ from support.scripted_judges import scripted_reply
 
 from judgekit import Judge
 from judgekit.backends.openai_backend import OpenAIBackend
-from judgekit.improve import ImproveLoop, improve_many, write_preferences
+from judgekit.improve import ImproveLoop, improve_many
+from judgekit.preferences import write_preferences
 
 pytestmark = [pytest.mark.train, pytest.mark.model]
 

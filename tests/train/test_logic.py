@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -155,7 +156,10 @@ class ScriptedJudge:
                                  hinted=hint_best is not None, usage=Usage(completion_tokens=5)))
         return Verdict(item_id=item_id, n_responses=n, scores=[None] * n, k=samples, samples=out)
 
-    _averdict = ascore  # the Judge's hinted-sampling entry point for RFT
+    @property
+    def pipeline(self) -> Any:
+        """RFT's hinted sampling goes through the judge's pipeline (`Pipeline.judge`)."""
+        return SimpleNamespace(judge=self.ascore)
 
 
 def _items() -> list[TrainItem]:

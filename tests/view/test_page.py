@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.bench_standin import ScriptedJudgeStandIn
 from support.view_runs import CRITIQUE_MARK, HOSTILE, hostile_rows
 
+from judgekit.bench import run
+from judgekit.bench.items import BenchItem, Label
 from judgekit.bench.report import load_runs, render_report, report_tables
 from judgekit.cli import main
+from judgekit.view.data import view_data
 from judgekit.view.page import build_page, script_safe_json
 
 
@@ -137,7 +141,7 @@ def test_summary_is_the_report_and_items_match_the_runs(
     for it in data["items"]:
         fwd, rev = it["results"]
         assert fwd["scores"] == rev["scores"] and fwd["pick"] == rev["pick"]
-        assert not it["disagree"]
+        assert not it["disagree"] and it["mismatch"] is None
     x1 = next(it for it in data["items"] if it["id"] == "x1")
     rev_sample = x1["results"][1]["verdict"]["samples"][0]
     assert [c["overall"] for c in rev_sample["critiques"]] == [2, 9]  # GOOD is response 2
@@ -197,3 +201,17 @@ def test_bad_arguments_exit_2_with_one_line(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "v.html").exists()
+
+
+def test_runs_holding_different_items_under_one_id_are_flagged(tmp_path: Path) -> None:
+    def items(second: str, best: int) -> list[BenchItem]:
+        return [BenchItem(id="1", query="q", responses=["x", second], label=Label.best_of(best)),
+                BenchItem(id="2", query="p", responses=["u", "v"], label=Label.best_of(0))]
+
+    run(items("y", 0), ScriptedJudgeStandIn(), out_dir=tmp_path / "a")
+    run(items("z", 1), ScriptedJudgeStandIn(), out_dir=tmp_path / "b")
+    data = view_data(load_runs([tmp_path / "a", tmp_path / "b"]))
+    by_id = {it.id: it for it in data.items}
+    assert by_id["1"].mismatch == ("The runs hold different items under this id: the gold "
+                                   "label and responses differ.")
+    assert by_id["2"].mismatch is None

@@ -127,8 +127,28 @@
     t.appendChild(body);
     return t;
   }
+  // the headline figures of each run: cells of the report's own summary table, not recomputed
+  var HEADLINE = [["accuracy", "accuracy (the run's own rules)", "%"], ["accuracy_items", "items scored", ""],
+                  ["tie_rate", "judge ties", "%"], ["failed", "failed items", ""], ["tokens_per_item", "tokens per item", ""]];
+  function headline() {
+    var summary = DATA.tables.filter(function (t) { return t.section === "summary"; })[0];
+    if (!summary) return null;
+    var rows = {};
+    summary.rows.forEach(function (r) { rows[r[0]] = r.slice(1); });
+    var cards = el("div", "headline");
+    summary.header.slice(1).forEach(function (label, i) {
+      var run = RUNS.map(function (r) { return r.label; }).indexOf(label);
+      var figures = HEADLINE.filter(function (h) { return rows[h[0]] && rows[h[0]][i] !== ""; }).map(function (h) {
+        return el("div", "figure", [el("div", "value", rows[h[0]][i] + h[2]), el("div", "what", h[1])]);
+      });
+      cards.appendChild(el("div", "card", [run >= 0 ? runChip(run) : el("strong", null, label),
+                                           el("div", "figures", figures)]));
+    });
+    return cards;
+  }
   function buildSummary() {
     var root = document.getElementById("view-summary");
+    add(root, headline());
     root.appendChild(el("h2", null, "Runs"));
     root.appendChild(table(
       ["", "run", "dataset", "model", "judge", "k", "order", "items", "text stored"],
@@ -196,6 +216,7 @@
       case "tie": if (!res || !res.tie) return false; break;
       case "failed": if (!res || !res.failed) return false; break;
       case "disagree": if (!it.disagree) return false; break;
+      case "gold-tie": if (it.gold.length < 2) return false; break;
       default: break;
     }
     return !state.q || haystack(i).indexOf(state.q) >= 0;
@@ -252,6 +273,7 @@
     var outcomes = [["all", "all items"], ["right", "right"], ["wrong", "wrong"], ["tie", "judge tied"],
                     ["failed", "failed"]];
     if (RUNS.length > 1) outcomes.push(["disagree", "runs disagree"]);
+    if (ITEMS.some(function (it) { return it.gold.length > 1; })) outcomes.push(["gold-tie", "gold is a tie"]);
     var parts = [
       search,
       label("subset", select(subsetOpts, "", function (v) { state.subset = v; refreshList(); }, "subset")),
@@ -394,7 +416,7 @@
     if (s.truncated) flags.push("hit the token limit");
     if (s.hinted) flags.push("re-asked with a hint");
     if (s.structured) flags.push("structured output");
-    if (s.structured_fallback) flags.push("free text: " + s.structured_fallback);
+    if (s.structured_fallback) flags.push(s.structured_fallback);
     body.push(kv([["usage", usageText(s.usage)], ["attempts", String(s.attempts)],
                   ["notes", flags.join("; ")], ["error", s.error]]));
     var raw = el("details", "raw", [el("summary", null, "raw text (" + s.raw_text.length + " chars)"),
@@ -440,6 +462,7 @@
       root.appendChild(el("details", "metadata", [el("summary", null, "metadata (" + meta.length + ")"),
         kv(meta.map(function (k) { var v = it.metadata[k]; return [k, typeof v === "string" ? v : JSON.stringify(v)]; }))]));
     }
+    if (it.mismatch) root.appendChild(el("p", "note", it.mismatch));
     if (!it.responses) {
       root.appendChild(el("p", "note", "These runs did not store the query and responses (made before " +
         "judgekit kept them); the judgements are shown below."));
