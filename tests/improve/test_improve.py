@@ -285,7 +285,8 @@ def test_a_dataset_run_refuses_other_settings_and_non_jsonl(scripted_server: Fau
     out = tmp_path / "traces.jsonl"
     improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=1), out=out, progress=False)
     with pytest.raises(ImproveRunError, match="other settings .*rounds: 1 -> 2"):
-        improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=2), out=out, progress=False)
+        improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=2), out=out,
+                     progress=False)
     warmer = make_loop(scripted_server, rounds=1)
     warmer.judges[1] = Judge("openai:judge-b", fixes=True, examples=False, temperature=0.7,
                              base_url=scripted_server.openai_url, api_key="test-key")
