@@ -284,7 +284,7 @@ def test_a_dataset_run_refuses_other_settings_and_non_jsonl(scripted_server: Fau
                                                             tmp_path: Path) -> None:
     out = tmp_path / "traces.jsonl"
     improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=1), out=out, progress=False)
-    with pytest.raises(ImproveRunError, match="other settings .*rounds: 1 -> 2"):
+    with pytest.raises(ImproveRunError, match=r"other settings .*rounds: 1 -> 2"):
         improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=2), out=out,
                      progress=False)
     warmer = make_loop(scripted_server, rounds=1)
