@@ -283,8 +283,16 @@ def repair_results(path: Path) -> int:
 
 def read_results(out_dir: str | os.PathLike[str]) -> list[ResultRecord]:
     """The latest record per item, in first-seen order; a success is never replaced by a later
-    failure of the same item (unreadable lines skipped, with a warning counting them)."""
-    records = results_store(out_dir).load().records
+    failure of the same item. A torn or corrupt line is healed first (`RunStore.heal`: reported
+    in one line, once); where the file cannot be written, it is skipped with a warning."""
+    store = results_store(out_dir)
+    try:
+        healed = store.heal()
+    except OSError:  # a read-only copy of a run: read around the damage
+        healed = None
+    if healed:
+        warnings.warn(healed, stacklevel=2)
+    records = store.load().records
     return list(latest(records, lambda r: r.item_id, lambda r: r.unanswered).values())
 
 
@@ -410,8 +418,9 @@ async def arun(spec: RunSpec, scorer: BenchScorer) -> RunResult:
     items = _items(spec)
     info = _open_run(spec, scorer, len(items))
     store = results_store(spec.out_dir)
-    if store.repair():
-        warnings.warn(f"{store.path}: removed a truncated last line", stacklevel=2)
+    healed = store.heal()
+    if healed:  # once: the file is sound from now on
+        warnings.warn(healed, stacklevel=2)
     records = latest(store.load().records, lambda r: r.item_id, lambda r: r.unanswered)
     done = {key for key, rec in records.items() if rec.final}
     todo = [it for it in items if it.id not in done]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,11 @@ def test_truncated_last_line_is_repaired(tmp_path: Path) -> None:
     whole = path.read_bytes()
     lines = whole.splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # torn 3rd line
-    assert len(read_results(tmp_path)) == 2  # reading leaves the torn line out (not corrupt)
+    with pytest.warns(UserWarning, match="truncated"):  # reading repairs it, and says so once
+        assert len(read_results(tmp_path)) == 2
     judge = ScriptedJudgeStandIn()
-    with pytest.warns(UserWarning, match="truncated"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         run(items, judge, out_dir=tmp_path, dataset_name="toy")
     assert judge.calls == ["it2", "it3", "it4"]
     counts = Counter(x["item_id"] for x in _lines(tmp_path))
@@ -284,10 +287,12 @@ def test_an_undecodable_line_is_skipped_and_its_item_judged_again(tmp_path: Path
     lines[1] = b"\xff\xfe not json, not even UTF-8 \x80\n"
     path.write_bytes(b"".join(lines))
     judge = ScriptedJudgeStandIn()
-    with pytest.warns(UserWarning, match=r"results.jsonl: skipped 1 unreadable line\(s\) \(line 2\)"):
+    with pytest.warns(UserWarning, match=r"results.jsonl: moved 1 unreadable line\(s\) \(line 2\) "
+                                         r"to results.jsonl.corrupt"):
         res = run(items, judge, out_dir=tmp_path, dataset_name="toy")
     assert judge.calls == ["it1"] and res.judged == 1
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once: the line was moved aside
         assert {r.item_id for r in read_results(tmp_path)} == {f"it{i}" for i in range(4)}
 
 
