@@ -1,6 +1,7 @@
-"""The batch loop every judge shares: bounded concurrency, a progress bar, input order kept, an
-item's failure recorded on its Verdict instead of aborting the batch, and an early stop with one
-clear error when the backend fails for everyone (`RunAbortedError`)."""
+"""The batch loop every judge shares: bounded concurrency, a progress bar that counts failed
+items and retries, input order kept, an item's failure recorded on its Verdict instead of
+aborting the batch, and an early stop with one clear error when the backend fails for everyone
+(`RunAbortedError`)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,30 @@ class SystemicFailureWatch:
         return None
 
 
+class ItemsBar:
+    """A progress bar over items that shows trouble: once an item fails or a call is retried,
+    the bar carries `failed=N, retries=M` (a run that meets faults must not look like a clean
+    one). Shared by every loop that judges items (`score_batch`, Ray runs)."""
+
+    def __init__(self, total: int, *, desc: str, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, disable=not enabled, desc=desc, unit="item")
+        self.failed = 0
+        self.retries = 0
+
+    def done(self, verdict: Verdict) -> None:
+        """Count one finished item."""
+        self.failed += verdict.error is not None
+        self.retries += verdict.usage.retries
+        if self.failed or self.retries:
+            self.bar.set_postfix(failed=self.failed, retries=self.retries, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 async def score_batch(
     items: Sequence[JudgeItem], score_one: Callable[[JudgeItem], Awaitable[Verdict]], *,
     model: str, samples: int, concurrency: int, progress: bool,
@@ -121,12 +146,10 @@ async def score_batch(
     are recorded (`on_result`), and `RunAbortedError` is raised with one message that says why;
     a re-run of the same batch then resumes.
     """
-    from tqdm.auto import tqdm
-
     watch = watch if watch is not None else SystemicFailureWatch()
     limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
-    bar = tqdm(total=len(items), disable=not progress, desc=desc, unit="item")
+    bar = ItemsBar(len(items), desc=desc, enabled=progress)
     stop: list[tuple[str, str | None]] = []  # (why the batch stops, the error behind it)
 
     async def one(idx: int, item: JudgeItem) -> None:
@@ -145,7 +168,7 @@ async def score_batch(
                                   error=describe_error(exc),
                                   wall_time_s=round(time.perf_counter() - start, 4))
             out[idx] = verdict
-            bar.update(1)
+            bar.done(verdict)
             if on_result is not None:
                 on_result(idx, verdict)
             reason = watch.check(verdict)

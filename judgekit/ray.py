@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from judgekit.batch import JudgeItem
+from judgekit.batch import ItemsBar, JudgeItem
 from judgekit.errors import MissingDependencyError
 from judgekit.judge_spec import JudgeSpec
 from judgekit.meta import NOT_GIVEN, MetaArg
@@ -47,6 +49,17 @@ from judgekit.schema import Verdict
 VERDICT_COLUMNS = ("scores", "best", "tie", "valid_samples", "invalid_samples", "prompt_tokens",
                    "completion_tokens", "cost_usd", "error", "verdict")
 INDEX_COLUMN = "_judgekit_index"
+
+
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
+
+
+def quiet_ray() -> None:
+    """Ray's log noise off in this process (its Python loggers at ERROR, so no start-up, token
+    and Ray Data execution lines): judgekit's own bar counts the items, and what fails reaches
+    the user as judgekit's own errors. `--ray-logs` keeps it all."""
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _ray() -> Any:
@@ -149,16 +162,22 @@ def judge_dataset(dataset: Any, spec: JudgeSpec, samples: int = 1, *, workers: i
     Lazy, as Ray Data is: nothing runs until the result is consumed or written.
 
     Give a remote backend's actors a fraction of a CPU (`num_cpus=0.25`): they wait on the
-    network, and `concurrency` (default: the spec's, else 4) items are in flight in each."""
+    network, and `concurrency` (default: the spec's, else 4) items are in flight in each.
+
+    An actor that dies is not restarted (`max_restarts=0`): the run fails with Ray's error, and
+    a bench run resumes from what it recorded. (Restarts also made Ray's core worker print an
+    error-level warning on every run, its constructor arguments being in the object store.)"""
     ray = _ray()
     if workers < 1 or batch_size < 1:
         raise ValueError("workers and batch_size must be at least 1")
-    return dataset.map_batches(
-        JudgeActor, batch_format="pandas", batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=num_cpus,
-        num_gpus=num_gpus or None,
-        fn_constructor_kwargs={"spec": spec.model_dump(mode="json"), "samples": samples,
-                               "meta": meta, "k_meta": k_meta, "concurrency": concurrency})
+    with warnings.catch_warnings():  # Ray 2.60 names max_restarts a deprecated remote arg
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return dataset.map_batches(
+            JudgeActor, batch_format="pandas", batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=num_cpus,
+            num_gpus=num_gpus or None, max_restarts=0,
+            fn_constructor_kwargs={"spec": spec.model_dump(mode="json"), "samples": samples,
+                                   "meta": meta, "k_meta": k_meta, "concurrency": concurrency})
 
 
 class RayScorer:
@@ -167,13 +186,16 @@ class RayScorer:
     its block comes back, so results.jsonl grows (and resumes) as online."""
 
     def __init__(self, spec: JudgeSpec, *, address: str | None = None, workers: int = 2,
-                 batch_size: int = 8, num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+                 batch_size: int = 8, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 ray_logs: bool = False) -> None:
         self.spec = spec
         self.address = address
         self.workers = workers
         self.batch_size = batch_size
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
+        self.ray_logs = ray_logs
+        """Ray's own logs and Ray Data's progress bars (off: judgekit's bar counts the items)."""
         self._settings: JudgeSettings | None = None
 
     @property
@@ -189,9 +211,13 @@ class RayScorer:
 
     def _init(self) -> Any:
         ray = _ray()
+        if not self.ray_logs:
+            quiet_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False,
-                     include_dashboard=False)
+                     include_dashboard=False,
+                     logging_level=logging.INFO if self.ray_logs else logging.ERROR)
+        ray.data.DataContext.get_current().enable_progress_bars = self.ray_logs
         return ray
 
     async def ascore_many(self, items: Sequence[JudgeItem | dict[str, Any]], samples: int = 1,
@@ -230,11 +256,16 @@ class RayScorer:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         worker = asyncio.ensure_future(asyncio.to_thread(stream))
-        while (got := await queue.get()) is not None:
-            index, verdict = got
-            out[index] = verdict
-            if on_result is not None:
-                on_result(index, verdict)
+        bar = ItemsBar(len(parsed), desc="judging on ray", enabled=progress)
+        try:
+            while (got := await queue.get()) is not None:
+                index, verdict = got
+                out[index] = verdict
+                bar.done(verdict)
+                if on_result is not None:
+                    on_result(index, verdict)
+        finally:
+            bar.close()
         await worker  # re-raises what the stream raised
         return [v for v in out if v is not None]
 

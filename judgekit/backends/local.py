@@ -102,9 +102,9 @@ class TransformersBackend(Backend):
     `int4` None re-packs weights that are exactly 4-bit (GGUF Q4) or 8-bit (Q8_0) for the int4
     kernel, lossless, in bf16 only (in fp32 that kernel is slower than dense, see `int4_pays`);
     `threads` None measures 1 thread against torch's default while decoding and keeps the
-    faster, an int fixes the count. `co_batch=False` runs calls one after another: slower with
-    several in flight, but a call's output at temperature 0 is then bitwise independent of what
-    else runs at the same time (bf16 kernels round differently for different batch shapes).
+    faster, an int fixes the count. `co_batch=False` runs calls one after another, slower with
+    several in flight; either way a call's tokens do not depend on what else runs at the same
+    time (the engine's decoding is batch-invariant, see `linear_rows`).
     """
 
     CAPABILITIES = BackendCapabilities(batched=True, grammar=True, complete_under_grammar=True,

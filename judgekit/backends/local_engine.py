@@ -16,7 +16,7 @@ is driven directly:
    into each call's own buffers; they are never written to. Prefill runs in chunks at fixed
    positions so that the cached path is bitwise the uncached one (`DecodeEngine._prefill`).
 2. One prefill per prompt; its k sample rows share it. While decoding, the prefix all rows of a
-   call share stays one batch-1 tensor that every row reads once per step (`cascade_attention`);
+   call share stays one batch-1 tensor that every row reads once per step (`row_attention`);
    each row's own part (its prompt's suffix, then its tokens) lives in preallocated buffers
    written in place (DynamicLayer concatenates the whole cache at every step, which at k=8 and
    1,200 tokens copies ~200 MB per token).
@@ -24,8 +24,8 @@ is driven directly:
    time here, so not overlapped with the forward pass), samples by inverse CDF, and records
    log-probabilities of the raw logits (as `generate`'s `output_logits`) only when asked.
 4. The torch thread count is measured, for decode steps and prefill chunks apart
-   (`ThreadTuner`); dense matmuls run at most 128 rows at a time so that no result depends
-   on it (`linear_in_row_blocks`).
+   (`ThreadTuner`); matmuls run in fixed row blocks so that no result depends on it, nor on
+   the other rows of a decode step (`linear_rows` names the rule: batch invariance).
 5. Calls share the decode loop (`DecodeEngine`, `RunningBatch`): the judge keeps several items
    in flight, and between two steps a waiting call is prefilled and its rows join the running
    batch, each call's rows reading their own prefix (`PrefixRuns`). A step of a 135M model
@@ -111,7 +111,9 @@ def int4_kernel_works(dtype: torch.dtype) -> bool:
     product correctly in `dtype`. The ops are private (`torch._weight_int4pack_mm_for_cpu`, from
     torch 2.5), so they are checked by running them, once per dtype, not assumed: without them
     (an older torch, a build without the kernel) the engine keeps dense weights, which is
-    slower but exact. The kernel has AVX512, AVX2 and scalar paths, so no CPU flag is needed."""
+    slower but exact. The kernel has AVX512, AVX2 and scalar paths, so no CPU flag is needed.
+    It must also compute each row on its own: a row alone gives the bits it gives among others
+    (`linear_rows` says why)."""
     if dtype not in _INT4_KERNEL_OK:
         ok = False
         try:
@@ -120,10 +122,13 @@ def int4_kernel_works(dtype: torch.dtype) -> bool:
             step = torch.rand((16, 2), generator=g) * 0.1 + 0.01
             mn = torch.randn((16, 2), generator=g) * 0.1
             layer = Int4Linear(q, step, mn, None, dtype)
-            x = torch.randn((2, 64), generator=g)
+            x = torch.randn((5, 64), generator=g)
             ref = x @ layer.dense.float().t()
             out = layer(x.to(dtype)).float()
             ok = bool((out - ref).norm() <= 2e-2 * ref.norm())
+            # each row on its own, whatever the rows beside it (batch invariance, `linear_rows`)
+            ok = ok and all(torch.equal(layer(x[r:r + 1].to(dtype)).float(), out[r:r + 1])
+                            for r in range(5))
         except (AttributeError, RuntimeError, NotImplementedError):
             ok = False
         _INT4_KERNEL_OK[dtype] = ok
@@ -221,9 +226,9 @@ _PHASE = threading.local()
 
 @contextmanager
 def prefill_phase() -> Iterator[None]:
-    """Inside, Int4Linear layers use their bf16 copy (this thread only). In prefill the phase,
-    not the row count, picks the kernel, so a prompt token gets the same arithmetic whether it
-    was prefilled with the whole prompt or alone after a cached prefix."""
+    """Inside, Int4Linear layers use their dense copy and dense matmuls run in prefill's row
+    blocks (this thread only). The phase, never the row count, picks the kernel (see
+    `linear_rows`)."""
     _PHASE.prefill = True
     try:
         yield
@@ -231,47 +236,80 @@ def prefill_phase() -> Iterator[None]:
         _PHASE.prefill = False
 
 
-DENSE_ROWS = 16
-"""A decode step with more rows than this runs Int4Linear's bf16 copy instead of the int4 kernel."""
-
-
-def runs_dense(x: torch.Tensor, max_rows: int) -> bool:
-    """Whether a layer with an int4-kernel form should use its dense weight for `x`: always in
-    prefill (`prefill_phase`), and for decode steps of more than `max_rows` rows, where the
-    int4 kernel's time, which grows with the rows, passes the dense matmul's."""
-    return bool(getattr(_PHASE, "prefill", False)) or x.numel() > max_rows * x.shape[-1]
+def in_prefill() -> bool:
+    return bool(getattr(_PHASE, "prefill", False))
 
 
 MATMUL_ROW_BLOCK = 128
-"""Dense matmuls run at most this many rows at a time (see `linear_in_row_blocks`)."""
+"""Prefill's dense matmuls run at most this many rows at a time (see `linear_rows`)."""
+
+DECODE_ROW_BLOCK = 4
+"""A decode step's dense matmuls run in blocks of exactly this many rows, the last one padded
+with zero rows (see `linear_rows`). 4: the judge's usual call (2 orders x 2 samples) fills one
+block; a lone row pays for 4 (measured in benchmarks/bench_local_speed.py's decode task)."""
+
+DECODE_COLUMN_BLOCK = 4096
+"""A decode step's dense matmuls run over at most this many output features at a time (the
+weight's own split, the same for every step), each column block for every row block in turn:
+so several row blocks read a large weight (a 49k-token lm_head) from memory once, not once a
+block."""
 
 
-def linear_in_row_blocks(x: torch.Tensor, weight: torch.Tensor,
-                         bias: torch.Tensor | None) -> torch.Tensor:
-    """`nn.functional.linear` over at most `MATMUL_ROW_BLOCK` rows at a time.
+def linear_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`nn.functional.linear` as the engine runs every dense matmul: the rule that makes decoding
+    batch-invariant.
 
-    With more rows, oneDNN may split a bf16 matmul differently by thread count: here, 256 rows
-    of the 1536 -> 576 down projection gave other bits on 2 threads than on 1, where every
-    projection of up to 128 rows gave the same (measured). Prefill threads are tuned while a
-    run goes on (`DecodeEngine.prefill_threads`), and a prompt must give the same bits whether
-    its prefix came from the cache or not, so no matmul may depend on the thread count. The
-    second block reads the weight from cache, so a 256-token prefill chunk still reads the
-    weights from memory once."""
+    Batch invariance: a row's logits, and so its tokens, never depend on which other rows share
+    its decode step (other calls' rows joining or leaving the batch). BLAS kernels do not give
+    that by themselves: a matmul over M rows picks its kernel and blocking by M (MKL's fp32
+    sgemm rounds a row differently for M = 1, 2-3 and 4+ on this AVX2 CPU, and on an AVX-512
+    CPU for other splits), so the same row comes out with other last bits in a step of 4 rows
+    than of 7, and sampled tokens drift apart within a few dozen steps. So:
+    - decode (outside `prefill_phase`): every dense matmul runs on blocks of exactly
+      `DECODE_ROW_BLOCK` rows, the last padded with zeros, and over the weight's fixed column
+      blocks (`DECODE_COLUMN_BLOCK`): one kernel shape per weight, whatever the row count, and
+      within one shape a row's result does not depend on its neighbours or its place
+      (checked: tests/backends/test_local.py::test_a_rows_matmul_is_the_same_in_any_batch);
+    - the int4 kernel (`Int4Linear`, `Int8GridLinear`) runs every decode step whatever its rows:
+      it computes each row on its own (torch's kernel works in blocks of 4 rows, each row the
+      same fused multiply-add chain), which the engine checks at load rather than assumes;
+    - attention reads each row's own keys unpadded, one kernel call per row (`row_attention`),
+      and a call's shared prefix once per call: neither depends on other calls (nor, with
+      at least `ATTENTION_MIN_QUERIES` queries a call, on the thread count: `_attend`);
+    - norms, RoPE, activations and sampling are row-wise (one seeded generator per row,
+      `row_seed`).
+    A result must not depend on the thread count either, which is tuned while a run goes on
+    (`ThreadTuner`): oneDNN split a 256-row bf16 matmul differently on 2 threads than on 1, and
+    MKL's fp32 sgemm a matmul of 5-7 or 9-11 rows (measured on this AVX2 CPU; multiples of 4 up
+    to 128 rows, and 1-4 rows, gave the same bits). So prefill (inside `prefill_phase`) runs at
+    most `MATMUL_ROW_BLOCK` rows at a time, the last block padded to a multiple of
+    `DECODE_ROW_BLOCK`. Prefill needs no fixed block shape: chunks start at fixed positions
+    (`PREFILL_CHUNK`) and only whole chunks are reused from the prefix cache, so a prompt's
+    tokens are always computed in the same pieces, cached or not (`DecodeEngine._prefill`)."""
     rows = x.numel() // x.shape[-1]
-    if rows <= MATMUL_ROW_BLOCK:
-        return nn.functional.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
-    out = torch.cat([nn.functional.linear(flat[i:i + MATMUL_ROW_BLOCK], weight, bias)
-                     for i in range(0, rows, MATMUL_ROW_BLOCK)])
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    pad = -rows % DECODE_ROW_BLOCK
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros((pad, flat.shape[1]))])
+    if in_prefill():
+        out = torch.cat([nn.functional.linear(flat[i:i + MATMUL_ROW_BLOCK], weight, bias)
+                         for i in range(0, rows + pad, MATMUL_ROW_BLOCK)])
+        return out[:rows].reshape(*x.shape[:-1], weight.shape[0])
+    columns = weight.split(DECODE_COLUMN_BLOCK)
+    biases = (None,) * len(columns) if bias is None else bias.split(DECODE_COLUMN_BLOCK)
+    blocks = range(0, rows + pad, DECODE_ROW_BLOCK)
+    parts = [torch.cat([nn.functional.linear(flat[i:i + DECODE_ROW_BLOCK], w, b) for i in blocks])
+             if len(blocks) > 1 else nn.functional.linear(flat, w, b)
+             for w, b in zip(columns, biases, strict=True)]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return out[:rows].reshape(*x.shape[:-1], weight.shape[0])
 
 
 class RowBlockedLinear(nn.Linear):
-    """The engine's dense linear layers: their matmuls run `MATMUL_ROW_BLOCK` rows at a time,
-    so prefill's bits never depend on the thread count (`linear_in_row_blocks`)."""
+    """The engine's dense linear layers: every matmul runs as `linear_rows` says."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear_in_row_blocks(x, self.weight, self.bias)
+        return linear_rows(x, self.weight, self.bias)
 
 
 class Int4Linear(nn.Module):
@@ -281,10 +319,11 @@ class Int4Linear(nn.Module):
     (one thread, per Llama layer of the embedded model, weights in cache: 0.21 ms for 1 row,
     1.39 ms for 16, 2.75 ms for 32), while a bf16 matmul costs about the same for 1 to 32 rows
     (0.68-0.81 ms) but reads 4x the bytes, which bounds it once the weights come from memory.
-    Measured in whole decode steps here (1,400-token prompts): 12 rows 76 ms int4 against
-    91 ms bf16, 16 rows even, 24 rows 127 against 121. So prefill (`prefill_phase`, hundreds
-    of rows) and decode steps of more than `DENSE_ROWS` rows (several calls sharing the batch)
-    use a bf16 copy of the same weight, and smaller steps the int4 kernel."""
+    Measured in whole decode steps (1,400-token prompts, an AVX512-BF16 CPU): 12 rows 76 ms
+    int4 against 91 ms bf16, 16 rows even, 24 rows 127 against 121. Prefill (`prefill_phase`,
+    hundreds of rows) uses a bf16 copy of the same weight; every decode step uses the int4
+    kernel, whatever its rows, since switching by row count would make a row's bits depend on
+    the batch (`linear_rows`): steps of more than ~16 rows pay a few percent for that."""
 
     packed: torch.Tensor
     scales_zeros: torch.Tensor
@@ -308,20 +347,13 @@ class Int4Linear(nn.Module):
                                                            requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if runs_dense(x, DENSE_ROWS):
-            return linear_in_row_blocks(x, self.dense, self.bias)
+        if in_prefill():
+            return linear_rows(x, self.dense, self.bias)
         shape = x.shape
         out = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.packed,
                                                 INT4_GROUP, self.scales_zeros)
         out = out.reshape(*shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
-
-
-INT8_GRID_ROWS = 4
-"""Int8GridLinear runs its int4-pair kernel for at most this many rows; beyond, the dense
-weight. For the embedded model's lm_head (bf16, weights in cache), 1 row: 3.2 ms against 6.7 ms
-dense on 1 thread, 1.9 against 2.4 ms on 2; 4 rows: even; 16 rows: 23 ms against 7 (the
-kernel's time grows with the rows, the dense matmul's does not)."""
 
 
 class Int8GridLinear(nn.Module):
@@ -335,9 +367,12 @@ class Int8GridLinear(nn.Module):
     16 d and zero 8 d, lo groups with scale d and zero 0, which sums to d * q exactly (the
     kernel computes (nibble - 8) * scale + zero). That reads half the bytes of bf16, with the
     same order of rounding (d in bf16, per group, instead of every weight in bf16). A README
-    decode step took 5-13% less time with it (old and new code alternating). Prefill and steps of
-    more than `INT8_GRID_ROWS` rows use `weight`, the dense one (for a tied head it is the
-    embedding's own Parameter, not a copy, and stays tied)."""
+    decode step took 5-13% less time with it (old and new code alternating). Prefill uses
+    `weight`, the dense one (for a tied head it is the embedding's own Parameter, not a copy,
+    and stays tied); every decode step the int4 kernel (`linear_rows` says why). Measured for
+    the embedded model's lm_head (bf16, weights in cache, one thread): 1 row 3.2 ms against
+    6.7 ms dense, 4 rows even, 16 rows 23 ms against 7, so a step of many rows pays for the
+    kernel's time growing with the rows."""
 
     packed: torch.Tensor
     scales_zeros: torch.Tensor
@@ -359,8 +394,8 @@ class Int8GridLinear(nn.Module):
                              .transpose(0, 1).contiguous().to(dtype), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if runs_dense(x, INT8_GRID_ROWS):
-            return linear_in_row_blocks(x, self.weight, self.bias)
+        if in_prefill():
+            return linear_rows(x, self.weight, self.bias)
         flat = x.reshape(-1, self.in_features)
         out = torch._weight_int4pack_mm_for_cpu(torch.cat((flat, flat), dim=-1), self.packed,
                                                 INT4_GROUP, self.scales_zeros)
@@ -752,31 +787,49 @@ class PrefixRuns:
 def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, dropout: float = 0.0,
                       scaling: float | None = None, jk_prefix: KV | PrefixRuns | None = None,
+                      jk_starts: Sequence[int] | None = None,
                       **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Attention for decode steps whose rows share a prompt prefix (registered with
-    transformers' AttentionInterface; without `jk_prefix` it is plain sdpa).
-
-    The rows' queries read the shared prefix's keys/values once, as one batch-1 attention
-    (k rows of a ~1,000-token prompt would otherwise read the same ~20 MB k times per step),
-    then their own keys/values; the two partial results are merged by their log-sum-exp, the
-    split-softmax identity flash-decoding uses. Query length 1 per row (decode). With
-    `PrefixRuns` every call's rows read their own call's prefix."""
+    """The engine's attention inside transformers' forward (registered with its
+    AttentionInterface): one query a row (a decode step, or a prompt's last token) goes to
+    `row_attention`, row r's own keys from jk_starts[r] on (0 when not given); more queries
+    (prefill) to plain sdpa."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if jk_prefix is None or query.shape[2] != 1:
+    if query.shape[2] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    starts = jk_starts if jk_starts is not None else [0] * query.shape[0]
+    return row_attention(query, key, value, starts, jk_prefix, module.layer_idx, scaling), None
+
+
+def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  starts: Sequence[int], prefix: KV | PrefixRuns | None, layer: int,
+                  scaling: float | None) -> torch.Tensor:
+    """Attention of a decode step (query [rows, heads, 1, dim]; key/value [rows, kv_heads,
+    positions, dim], row r's own part from `starts[r]` on): [rows, 1, heads, dim].
+
+    Each row reads its own keys/values unpadded, one kernel call per row: with one call over
+    the left-padded batch, a row's result changed with the padding the other rows imposed
+    (measured; see `linear_rows` on batch invariance). Rows that share a prompt prefix read it
+    once per call, as one batch-1 attention per call (k rows of a ~1,000-token prompt would
+    otherwise read the same ~20 MB k times per step); the two partial results are merged by
+    their log-sum-exp, the split-softmax identity flash-decoding uses. With `PrefixRuns` every
+    call's rows read their own call's prefix."""
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
     q = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # a kv head's queries, as a query run
-    runs = jk_prefix.runs if isinstance(jk_prefix, PrefixRuns) else ((jk_prefix, rows),)
-    o1, lse1 = _prefix_attention(q, runs, module.layer_idx, scaling)
-    o2, lse2 = flash(q, key, value, 0.0, False, attn_mask=attention_mask, scale=scaling)
+    own = [_attend(q[r:r + 1], key[r:r + 1, :, start:], value[r:r + 1, :, start:], scaling)
+           for r, start in enumerate(starts)]
+    o2 = torch.cat([o for o, _ in own]) if rows > 1 else own[0][0]
+    if prefix is None:
+        return o2.reshape(rows, 1, heads, dim)
+    lse2 = torch.cat([lse for _, lse in own]) if rows > 1 else own[0][1]
+    runs = prefix.runs if isinstance(prefix, PrefixRuns) else ((prefix, rows),)
+    o1, lse1 = _prefix_attention(q, runs, layer, scaling)
     lse = torch.logaddexp(lse1, lse2)
     out = (o1.float() * torch.exp(lse1 - lse).unsqueeze(-1)
            + o2.float() * torch.exp(lse2 - lse).unsqueeze(-1)).to(query.dtype)
-    return out.reshape(rows, 1, heads, dim), None
+    return out.reshape(rows, 1, heads, dim)
 
 
 def _prefix_attention(q: torch.Tensor, runs: Sequence[tuple[KV | None, int]], layer: int,
@@ -784,7 +837,6 @@ def _prefix_attention(q: torch.Tensor, runs: Sequence[tuple[KV | None, int]], la
     """Each run's queries (q: [rows, kv_heads, group, dim]) against its prefix, as one batch-1
     attention per run: the output and log-sum-exp per row, zeros and -inf for a run without a
     prefix (which then weighs nothing in the merge)."""
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     outs: list[torch.Tensor] = []
     lses: list[torch.Tensor] = []
     first = 0
@@ -798,12 +850,32 @@ def _prefix_attention(q: torch.Tensor, runs: Sequence[tuple[KV | None, int]], la
         _, kv_heads, group, dim = part.shape
         prefix_k, prefix_v = prefix[layer]
         shared_q = part.transpose(0, 1).reshape(1, kv_heads, n * group, dim)
-        o, lse = flash(shared_q, prefix_k, prefix_v, 0.0, False, scale=scaling)
+        o, lse = _attend(shared_q, prefix_k, prefix_v, scaling)
         outs.append(o.reshape(kv_heads, n, group, dim).transpose(0, 1))
         lses.append(lse.reshape(kv_heads, n, group).transpose(0, 1))
     if len(outs) == 1:
         return outs[0], lses[0]
     return torch.cat(outs), torch.cat(lses)
+
+
+ATTENTION_MIN_QUERIES = 4
+"""`_attend` runs at least this many queries per head (zero queries pad the rest)."""
+
+
+def _attend(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+            scaling: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's CPU flash attention (q [batch, heads, queries, dim]): the output and the
+    log-sum-exp. In fp32 its result for fewer than 4 queries a head changed with the thread
+    count (MKL's small-matrix path; measured here on 40+ keys, never with 4 to 12 queries), and
+    the thread count is tuned while decoding, so fewer queries are padded to 4."""
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    n = q.shape[2]
+    if n >= ATTENTION_MIN_QUERIES:
+        out, lse = flash(q, key, value, 0.0, False, scale=scaling)
+        return out, lse
+    padded = torch.cat([q, q.new_zeros((*q.shape[:2], ATTENTION_MIN_QUERIES - n, q.shape[3]))], 2)
+    out, lse = flash(padded, key, value, 0.0, False, scale=scaling)
+    return out[:, :, :n], lse[:, :, :n]
 
 
 def install_cascade_attention(model: Any) -> bool:
@@ -831,8 +903,8 @@ class LlamaDecodeStep:
     forward runs ~65 torch ops per layer plus module hooks, decorators and mask building in
     Python, ~30 ms a token for 30 layers here, where the int4 weights read take ~2 ms. This step
     computes the same function with about half the ops: q/k/v and gate/up each as one int4 matmul
-    (`_fuse_projections`), RoPE on q and k together, and no mask building (the engine passes
-    its own). Used only for decode steps and only when the model is exactly the Llama layout it
+    (`_fuse_projections`), RoPE on q and k together, and no mask (each row's keys start where
+    the engine says, `row_attention`). Used only for decode steps and only when the model is exactly the Llama layout it
     knows (`for_model`); prefill always runs transformers' own forward."""
 
     def __init__(self, model: Any) -> None:
@@ -884,9 +956,10 @@ class LlamaDecodeStep:
         return out
 
     def __call__(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
-                 mask: torch.Tensor | None, jk_prefix: KV | PrefixRuns | None = None) -> torch.Tensor:
-        """ids and positions [rows, 1]; `mask` None, bool [rows, 1, 1, keys] (True = attend)
-        or, with `jk_prefix` (see `cascade_attention`), additive. The logits [rows, vocab]."""
+                 starts: Sequence[int], jk_prefix: KV | PrefixRuns | None = None) -> torch.Tensor:
+        """ids and positions [rows, 1]; row r's own keys start at column starts[r] of the
+        cache, and `jk_prefix` holds the prefixes rows share (see `row_attention`). The logits
+        [rows, vocab]."""
         rows = ids.shape[0]
         hq, hkv, d = self.heads, self.kv_heads, self.head_dim
         x = self.embed(ids)
@@ -902,13 +975,7 @@ class LlamaDecodeStep:
             q = qk[:, :, :hq].transpose(1, 2)
             keys, values = cache.layers[i].update(qk[:, :, hq:].transpose(1, 2),
                                                   v.transpose(1, 2))
-            if jk_prefix is not None:
-                out, _ = cascade_attention(attn, q, keys, values, mask, scaling=attn.scaling,
-                                           jk_prefix=jk_prefix)
-            else:
-                out = nn.functional.scaled_dot_product_attention(
-                    q, keys, values, attn_mask=mask, scale=attn.scaling,
-                    enable_gqa=hq != hkv).transpose(1, 2)
+            out = row_attention(q, keys, values, starts, jk_prefix, i, attn.scaling)
             x = x + attn.o_proj(out.reshape(rows, 1, hq * d))
             mlp = layer.mlp
             gate, up = mlp.jk_gate_up(self._rms(layer.post_attention_layernorm, x)).chunk(2, -1)
@@ -1077,9 +1144,6 @@ class _Run:
     prefix: KV | None
     rows: list[_Row]
     bitmask: Any = None  # xgrammar's token bitmask for the rows, when the call has a grammar
-    detachable: int = 0
-    """For a lone one-row call holding its whole prompt: how many leading prompt tokens become
-    its prefix if other calls join (`RunningBatch.detach_prefixes`)."""
 
 
 class RunningBatch:
@@ -1099,6 +1163,8 @@ class RunningBatch:
         """Filled positions of the buffers (the next step writes at this index)."""
         self.valid = torch.ones((0, 0), dtype=torch.bool)
         """[rows, capacity]: False on a row's left padding."""
+        self.starts: list[int] = []
+        """Per row, the column where its own keys begin (after its left padding)."""
         self.logits: torch.Tensor | None = None
         """[rows, vocab]: the logits every row picks its next token from."""
         self.padded = False
@@ -1115,8 +1181,6 @@ class RunningBatch:
         """Append `run`'s rows: row r holds the last own[owner[r]] tokens of kvs[owner[r]] (its
         prompt's KV, batch 1), and picks its first token from logits[r]."""
         kept = len(self)
-        if kept:
-            self.detach_prefixes()
         unused = 0  # leading columns no kept row reads any more
         if kept:
             unused = int(self.valid[:, :self.length].any(0).to(torch.int8).argmax())
@@ -1152,6 +1216,7 @@ class RunningBatch:
         for r, i in enumerate(owner):
             valid[kept + r, :width - own[i]] = False
         self.valid = valid
+        self.starts = valid[:, :width].to(torch.int8).argmax(1).tolist()
         self.padded = not bool(valid[:, :width].all())
         self.length = width
         if kept:
@@ -1159,25 +1224,6 @@ class RunningBatch:
             logits = torch.cat([self.logits, logits])
         self.logits = logits
         self.runs.append(run)
-
-    def detach_prefixes(self) -> None:
-        """Move a lone call's prompt out of its row into a prefix of its own (batch 1), before
-        other calls join: rows share one write position, so a row holding a whole prompt would
-        pad every later row to that prompt's length (a 20-item run's buffers grew past 1 GB so).
-        A call decoding alone keeps plain attention, the arithmetic it has without co-batching;
-        from here on it reads its prompt through cascade attention, equal up to rounding."""
-        first_row = 0
-        for run in self.runs:
-            if run.detachable:  # set only on a lone one-row call without a prefix
-                r, n = first_row, run.detachable
-                start = int(self.valid[r, :self.length].to(torch.int8).argmax())
-                run.prefix = [(layer.keys[r:r + 1, :, start:start + n].clone(),
-                               layer.values[r:r + 1, :, start:start + n].clone())
-                              for layer in self.cache.layers]
-                self.valid[r, start:start + n] = False
-                self.padded = True
-                run.detachable = 0
-            first_row += len(run.rows)
 
     def reserve_next(self) -> None:
         """Room in every buffer for the next step's token: `KV_ROOM` more positions at a time."""
@@ -1206,6 +1252,7 @@ class RunningBatch:
             for layer in self.cache.layers:
                 layer.batch_select_indices(index)
             self.valid = self.valid.index_select(0, index)
+            self.starts = [s for b, s in enumerate(self.starts) if b not in gone]
         self.logits = None  # every row has picked from them
         return ended
 
@@ -1232,9 +1279,8 @@ class DecodeEngine:
     callers' threads and nothing outlives the calls.
 
     With `co_batch=False` a call joins only an empty batch, so calls run one after another.
-    bf16 kernels give bitwise different rows for different batch shapes (see `_prefill`), so
-    only then is a call's output at temperature 0 independent of what else ran at the same
-    time; sampling is independent of it either way (`row_seed`)."""
+    Either way a call's tokens are the ones it gets alone: decoding is batch-invariant
+    (`linear_rows`) and each row samples from its own generator (`row_seed`)."""
 
     def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], *,
                  prefix_cache_bytes: int, prefix_cache: bool = True,
@@ -1277,13 +1323,15 @@ class DecodeEngine:
         """Run ids[start:] on top of `kv` (the KV of ids[:start], batch 1): the new cache, and
         the logits after the last token when `last_alone`.
 
-        Prefill runs in chunks at fixed absolute positions (multiples of PREFILL_CHUNK), and the
-        last token of a prompt alone: a bf16 matmul or attention over M rows gives bitwise
-        different rows for different M (oneDNN picks kernels and blocking by shape; measured
-        here), so a token must be computed in the same chunk shape whether or not its prefix
-        came from the cache. Reuse is therefore cut back to a chunk boundary (`_lookup`); that
-        recomputes fewer than PREFILL_CHUNK tokens, and keeps the cached path exactly the
-        uncached one at temperature 0."""
+        Prefill runs in chunks at fixed absolute positions (multiples of PREFILL_CHUNK): a
+        matmul or attention over M rows gives bitwise different rows for different M (BLAS
+        libraries pick kernels and blocking by shape; measured), so a token must be computed
+        in the same piece whether or not its prefix came from the cache. Reuse is therefore
+        cut back to a chunk boundary (`_lookup`); that recomputes fewer than PREFILL_CHUNK
+        tokens, and keeps the cached path exactly the uncached one. The last token of a prompt,
+        and a piece of fewer than `ATTENTION_MIN_QUERIES` tokens (whose attention rounded
+        differently by thread count in fp32), run one token at a time with a decode step's
+        arithmetic (`linear_rows`, `row_attention`)."""
         if kv is None:
             kv = self._empty_kv()
         cache = make_cache(kv, len(ids))
@@ -1292,20 +1340,24 @@ class DecodeEngine:
         positions = torch.arange(len(ids)).unsqueeze(0)
         logits = None
         tuner = self.prefill_threads
-        with prefill_phase():
-            pos = start
-            while pos < end:
-                stop = min((pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK, end)
-                measured = stop - pos >= PREFILL_TUNE_TOKENS
-                threads = tuner.before_step() if measured else tuner.settle()
-                t = time.perf_counter()
-                self._forward(tokens[:, pos:stop], cache, positions[:, pos:stop], None)
-                if measured:
-                    tuner.after_step(threads, (time.perf_counter() - t) / (stop - pos))
-                pos = stop
-            if last_alone:
-                tuner.settle()
-                logits = self._forward(tokens[:, end:], cache, positions[:, end:], None)
+        pos = start
+        while pos < end:
+            stop = min((pos // PREFILL_CHUNK + 1) * PREFILL_CHUNK, end)
+            measured = stop - pos >= PREFILL_TUNE_TOKENS
+            threads = tuner.before_step() if measured else tuner.settle()
+            t = time.perf_counter()
+            if stop - pos >= ATTENTION_MIN_QUERIES:
+                with prefill_phase():
+                    self._forward(tokens[:, pos:stop], cache, positions[:, pos:stop], None)
+            else:
+                for one in range(pos, stop):
+                    self._forward(tokens[:, one:one + 1], cache, positions[:, one:one + 1], None)
+            if measured:
+                tuner.after_step(threads, (time.perf_counter() - t) / (stop - pos))
+            pos = stop
+        if last_alone:
+            tuner.settle()
+            logits = self._forward(tokens[:, end:], cache, positions[:, end:], None)
         self.stats.reused_tokens += start
         self.stats.prefilled_tokens += len(ids) - start
         return cache, logits
@@ -1486,17 +1538,12 @@ class DecodeEngine:
     def _join(self, call: _Call, kvs: list[KV], first_logits: list[torch.Tensor],
               shared: int) -> None:
         """Add `call`'s rows to the batch. Its rows read the prefix its prompts share once per
-        step (cascade attention) and hold only the rest; a call with one row that decodes alone
-        holds its whole prompt (plain attention, one kernel call fewer per layer) until another
-        call joins (`RunningBatch.detach_prefixes`)."""
+        step (`row_attention`) and hold only the rest. The split depends on the call alone, never
+        on whether other calls share the batch (a lone row used to hold its whole prompt until
+        another call joined, which changed its attention's rounding mid-call)."""
         params = call.params
         owner = [i for i, n in enumerate(call.rows) for _ in range(n)]
-        start = detachable = 0
-        if self.cascade and shared >= CASCADE_MIN_PREFIX:
-            if len(owner) > 1 or len(self.batch) or len(self._admitting) > 1:
-                start = shared
-            elif self.co_batch:
-                detachable = shared
+        start = shared if self.cascade and shared >= CASCADE_MIN_PREFIX else 0
         call.outputs = [[RowOutput() for _ in range(n)] for n in call.rows]
         rows: list[_Row] = []
         for i, n in enumerate(call.rows):
@@ -1508,8 +1555,7 @@ class DecodeEngine:
                         row_seed(params.seed, i, sample) if params.seed is not None
                         else int.from_bytes(os.urandom(8), "little") >> 1)
                 rows.append(row)
-        run = _Run(call, kv_slice(kvs[0], start) if start else None, rows,
-                   detachable=detachable)
+        run = _Run(call, kv_slice(kvs[0], start) if start else None, rows)
         if params.grammar is not None:
             import xgrammar as xgr
 
@@ -1546,16 +1592,16 @@ class DecodeEngine:
         tokens = torch.tensor([[row.output.ids[-1]] for row in rows], dtype=torch.long)
         positions = torch.tensor([[row.position] for row in rows], dtype=torch.long)
         prefix = batch.prefix_arg()
-        mask = batch.valid[:, None, None, :batch.length + 1] if batch.padded else None
-        if prefix is not None and mask is not None:  # the flash kernel takes additive masks
-            mask = torch.zeros(mask.shape, dtype=self._dtype).masked_fill_(~mask, float("-inf"))
-        extra: dict[str, Any] = {} if prefix is None else {"jk_prefix": prefix}
         threads = self.threads.before_step()
         t = time.perf_counter()
         if self.step is not None:
-            logits = self.step(tokens, batch.cache, positions, mask, **extra)
-        else:
-            logits = self._forward(tokens, batch.cache, positions, mask, **extra)
+            logits = self.step(tokens, batch.cache, positions, batch.starts, prefix)
+        elif self.cascade:  # transformers' forward, attention by `row_attention`
+            logits = self._forward(tokens, batch.cache, positions, None, jk_prefix=prefix,
+                                   jk_starts=batch.starts)
+        else:  # a model the engine's attention cannot drive: masked, not batch-invariant
+            mask = batch.valid[:, None, None, :batch.length + 1] if batch.padded else None
+            logits = self._forward(tokens, batch.cache, positions, mask)
         self.threads.after_step(threads, time.perf_counter() - t)
         batch.logits = logits
         batch.length += 1

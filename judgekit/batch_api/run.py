@@ -47,6 +47,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -364,6 +365,12 @@ class BatchRun:
                 out[cid] = seen.get(cid) or BatchRequestNotRun(why)
         return out
 
+    def poll_line(self) -> str:
+        """One line for a human watching a poll: each job's state and its request counts."""
+        jobs = [f"{job.job_id or '(submitting)'} {job.state}"
+                + "".join(f", {k} {v}" for k, v in job.counts.items()) for job in self.state.jobs]
+        return f"batch {self.dir}: " + "; ".join(jobs)
+
     def progress(self) -> dict[str, Any]:
         """Jobs by state and requests by outcome so far (for humans and logs)."""
         states: dict[str, int] = {}
@@ -466,13 +473,16 @@ class BatchHandle:
         return self.run.progress()
 
     async def await_done(self, *, wait: bool = True, poll_interval: float = 30.0,
-                         timeout: float | None = None) -> None:
+                         timeout: float | None = None, progress: bool = False) -> None:
         """Poll until every job has ended and its results are local (BatchNotReady when
-        `wait=False` or `timeout` seconds pass first)."""
+        `wait=False` or `timeout` seconds pass first). With `progress`, every poll prints one
+        line to stderr: each job's state and request counts (real jobs take hours)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         await self.run.recover(self.judge, self.provider)
         while True:
             await self.run.refresh(self.provider)
+            if progress:
+                print(self.run.poll_line(), file=sys.stderr, flush=True)
             if self.run.finished():
                 return
             if not wait or (deadline is not None and time.monotonic() >= deadline):
@@ -511,7 +521,8 @@ class BatchHandle:
                        on_result: Callable[[int, Verdict], Any] | None = None) -> list[Verdict]:
         """The Verdicts of this handle's items, in order, once every job has ended. Unreadable
         samples are re-asked online; the meta judge (if any) runs online."""
-        await self.await_done(wait=wait, poll_interval=poll_interval, timeout=timeout)
+        await self.await_done(wait=wait, poll_interval=poll_interval, timeout=timeout,
+                              progress=progress)
         outcomes = self.run.outcomes(self.provider)
         state = self.run.state
         chosen_meta = self.chosen_meta(meta)

@@ -284,7 +284,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(result)
     print(f"report: judgekit bench report {out}")
-    print(f"browse: judgekit view {out} -o {out / 'view.html'}")
     return EXIT_FAILURE if result.failed and result.failed == result.judged else 0
 
 
@@ -318,6 +317,8 @@ def _scaleout_problem(args: argparse.Namespace) -> str | None:
         return "--resubmit-failed and --no-wait need --batch"
     if args.ray is None and args.ray_workers is not None:
         return "--ray-workers needs --ray"
+    if args.ray is None and args.ray_logs:
+        return "--ray-logs needs --ray"
     return None
 
 
@@ -336,6 +337,7 @@ def _ray_scorer(args: argparse.Namespace, cache: Any, backend_kwargs: dict[str, 
     remote = (args.model or "").startswith(("openai:", "anthropic:"))
     return RayScorer(JudgeSpec(model=args.model or None, options=options),
                      address=args.ray or None, workers=args.ray_workers or 2,
+                     ray_logs=args.ray_logs,
                      num_cpus=0.25 if remote else 1.0)
 
 
@@ -395,7 +397,6 @@ def cmd_bias(args: argparse.Namespace) -> int:
     if path is not None:
         print(f"wrote {path}", file=sys.stderr)
     print(f"report: judgekit bench report {out / 'forward'} {out / 'reverse'}")
-    print(f"browse: judgekit view {out / 'forward'} {out / 'reverse'} -o {out / 'view.html'}")
     failed = sum(r.failed for r in results)
     return EXIT_FAILURE if failed and failed == sum(r.judged for r in results) else 0
 
@@ -545,6 +546,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="judge on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto; "
                         "none: a local one), one Judge per actor")
+    s.add_argument("--ray-logs", action="store_true",
+                   help="with --ray: show Ray's own logs and progress bars (off by default: "
+                        "judgekit's bar counts the items)")
     s.add_argument("--ray-workers", type=positive_int,
                    help="with --ray: actors in the pool (default 2)")
     p_run.set_defaults(func=cmd_run)

@@ -284,8 +284,9 @@ def _differences(old: RunInfo, new: RunInfo) -> list[str]:
         return differences(old.settings, new.settings)
     # A run recorded before the Scorer protocol: its top-level keys, and the judge settings
     # both record (its model named the endpoint too, so it is not compared).
-    diff = [f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in LEGACY_RESUME_KEYS
-            if getattr(old, k) != getattr(new, k)]
+    before, after = old.model_dump(), new.model_dump()
+    diff = [f"{k}: {before[k]!r} -> {after[k]!r}" for k in LEGACY_RESUME_KEYS
+            if before[k] != after[k]]
     if old.settings is not None:
         common = {k: v for k, v in new.settings.items() if k in old.settings and k != "model"}
         diff += differences({k: old.settings[k] for k in common}, common)

@@ -76,6 +76,7 @@ def test_failed_requests_are_resubmitted_on_request(batch_fake: BatchFake, tmp_p
     (["--batch", "--baseline", "pairwise"], "GRM judge only"),
     (["--resubmit-failed"], "need --batch"),
     (["--ray-workers", "2"], "needs --ray"),
+    (["--ray-logs"], "--ray-logs needs --ray"),
 ])
 def test_scaleout_usage_errors(flags: list[str], message: str, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,3 +72,29 @@ def test_bench_run_on_ray_writes_resumable_results(local_ray: Any, fault_server:
     assert main(args) == 0  # resuming judges nothing again
     assert "6 already done, 0 judged now" in capsys.readouterr().out
     assert len(fault_server.records) == served
+
+
+def test_a_ray_run_shows_items_on_judgekits_bar_without_rays_noise(
+        fault_server: FaultServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Runs in its own Ray (started by the scorer, as `bench run --ray` does for a user): the
+    bar counts items as they come back, with the failed one and the retry, and Ray's start-up,
+    token, Ray Data and core-worker lines stay off (fd 2 is captured: the core worker writes
+    there directly)."""
+    ray.shutdown()  # the module's instance, if a test above started it
+    fault_server.schedule = {"q3": ["400"], "q5": ["500"]}
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "label": 1, "query": f"jk-item-q{i} Which?",
+                                        "responses": ["five", "GOOD: four"]}) + "\n"
+                            for i in range(8)))
+    try:
+        assert main(["run", str(data), "--model", "openai:judge-test", "--base-url",
+                     fault_server.openai_url, "--no-examples", "--no-cache", "--out",
+                     str(tmp_path / "run"), "--ray", "--ray-workers", "1"]) == 0
+    finally:
+        ray.shutdown()
+    err = capfd.readouterr().err
+    bar = [s for s in err.replace("\r", "\n").splitlines() if s.startswith("judging on ray")]
+    assert bar and "8/8" in bar[-1] and "failed=1, retries=1" in bar[-1], bar
+    for noise in ("core_worker", "streaming_executor", "Token authentication", "INFO",
+                  "Started a local Ray instance"):
+        assert noise not in err, (noise, err)
