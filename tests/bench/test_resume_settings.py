@@ -42,6 +42,7 @@ def lines(out: Path) -> int:
 @pytest.mark.parametrize(("change", "named"), [
     (["--label-field", "verdict"], "data.mapping.label: 'label' -> 'verdict'"),
     (["--tie-label", "9"], "data.mapping.tie_labels: [] -> ['9']"),
+    (["--query-template", "Q: {query}"], "data.mapping.query_template: None -> 'Q: {query}'"),
     (["--voting", "mean"], "voting: 'sum' -> 'mean'"),
     (["--temperature", "0.9"], "temperature: None -> 0.9"),
 ])
