@@ -31,9 +31,10 @@ from judgekit.errors import (
 from judgekit.formats import GRMFormat, JudgingFormat, PairwiseFormat
 from judgekit.improve import ImproveLoop, ImproveTrace, aimprove, aimprove_many, improve, improve_many
 from judgekit.judge import Judge
-from judgekit.meta import MetaJudge, MetaScorer, SequenceClassifierMetaScorer
+from judgekit.meta import NOT_GIVEN, MetaJudge, MetaScorer, SequenceClassifierMetaScorer
 from judgekit.retry import RetryPolicy
 from judgekit.rubric import Rubric, load_rubric
+from judgekit.runstore import RunStore
 from judgekit.schema import (
     AggregateRule,
     Critique,
@@ -43,11 +44,13 @@ from judgekit.schema import (
     Usage,
     Verdict,
 )
+from judgekit.scorer import Scorer, ScorerSettings
 from judgekit.voting import TieRule, VotingMethod
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "NOT_GIVEN",
     "APITimeoutError",
     "AggregateRule",
     "AnthropicBackend",
@@ -87,7 +90,10 @@ __all__ = [
     "Rubric",
     "RubricError",
     "RunAbortedError",
+    "RunStore",
     "SampleStatus",
+    "Scorer",
+    "ScorerSettings",
     "SequenceClassifierMetaScorer",
     "ServerUnreachableError",
     "TemplateError",

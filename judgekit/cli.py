@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -67,39 +69,64 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     return 0 if verdict.error is None else 1
 
 
-def format_verdict(verdict: Verdict, responses: Sequence[str]) -> str:
-    """A readable account: each sample's principles and critiques, then the voted scores."""
+def format_verdict(verdict: Verdict, responses: Sequence[str], width: int | None = None) -> str:
+    """A readable account: each sample's principles and critiques (wrapped to `width`, default
+    the terminal's, never cut), its meta score and whether the vote kept it, then the voted
+    scores."""
+    cols = width or max(60, min(120, shutil.get_terminal_size((100, 24)).columns))
+
+    def block(text: str, first: str, rest: str) -> list[str]:
+        """`text` wrapped whole: its own line breaks kept, each line wrapped at `cols`."""
+        out: list[str] = []
+        for n, para in enumerate(text.strip().splitlines() or [""]):
+            lead = first if n == 0 else rest
+            out += textwrap.wrap(para, cols, initial_indent=lead, subsequent_indent=rest,
+                                 break_long_words=True, break_on_hyphens=False) or [lead.rstrip()]
+        return out
+
+    meta = verdict.k_meta is not None
     lines: list[str] = []
     for jd in verdict.samples:
         head = f"Sample {jd.sample_index + 1} [{jd.status.value}]"
         if verdict.k > 1:
-            head += f" order {[i + 1 for i in jd.permutation]}"
-        if jd.meta_score is not None:
-            head += f" meta {jd.meta_score:.3f} {'kept' if jd.kept else 'discarded'}"
+            head += f"  order {','.join(str(i + 1) for i in jd.permutation)}"
+        if meta and jd.valid:
+            head += "  meta score " + ("not rated" if jd.meta_score is None
+                                       else f"{jd.meta_score:.3f}")
+            head += "  KEPT" if jd.kept else "  not kept"
         lines.append(head)
         if jd.principles:
             lines.append("  Principles:")
-            lines += [f"    - {p.name} (weight {p.weight:.2f}): {p.description}"
-                      for p in jd.principles]
+            for p in jd.principles:
+                lines += block(f"{p.name} (weight {p.weight:.2f}): {p.description}",
+                               "    - ", "      ")
         for i, c in enumerate(jd.critiques):
             value = c.score(verdict.aggregate)
             score = "-" if value is None else f"{value:g}"
-            lines.append(f"  Response {i + 1}: score {score}. {c.analysis.strip()}")
+            lines += block(f"score {score}. {c.analysis}", f"  Response {i + 1}: ", "      ")
         if jd.error:
-            lines.append(f"  Error: {jd.error}")
+            lines += block(jd.error, "  Error: ", "      ")
     lines.append("")
-    lines.append(f"Scores ({verdict.voting} over {verdict.valid_samples} valid of "
-                 f"{verdict.k} samples):")
+    if meta:
+        kept = sum(1 for s in verdict.samples if s.valid and s.kept)
+        unrated = sum(1 for s in verdict.samples if s.valid and s.meta_score is None)
+        how = (f"{verdict.voting} over the {kept} KEPT of {verdict.valid_samples} valid samples, "
+               f"meta-guided with k_meta={verdict.k_meta}"
+               + (f"; {unrated} not rated by the meta judge" if unrated else ""))
+    else:
+        how = f"{verdict.voting} over {verdict.valid_samples} valid of {verdict.k} samples"
+    lines += block(f"Scores ({how}):", "", "  ")
     for i, s in enumerate(verdict.scores):
-        preview = responses[i].strip().replace("\n", " ")
-        preview = preview[:60] + ("..." if len(preview) > 60 else "")
-        lines.append(f"  Response {i + 1}: {'-' if s is None else f'{s:g}'}   {preview}")
+        lead = f"  Response {i + 1}: {'-' if s is None else f'{s:g}'}   "
+        # the caller's own response: a one-line reminder of which one it is
+        lines.append(lead + textwrap.shorten(" ".join(responses[i].split()) or "(empty)",
+                                             max(20, cols - len(lead)), placeholder=" ..."))
     if verdict.best is not None:
         lines.append(f"Best: Response {verdict.best + 1}" + (" (tie broken)" if verdict.tie else ""))
     elif verdict.tie:
         lines.append("Best: tie")
     if verdict.error:
-        lines.append(f"Failed: {verdict.error}")
+        lines += block(verdict.error, "Failed: ", "  ")
     u = verdict.usage
     lines.append(f"Tokens: {u.prompt_tokens} prompt + {u.completion_tokens} completion; "
                  f"{verdict.wall_time_s:.1f} s; model {verdict.model}")

@@ -31,6 +31,7 @@ from judgekit.errors import BackendError, CapabilityError, ParseError, is_record
 from judgekit.formats import fence_tag
 from judgekit.parsing import parse_rating, scores_line_grammar
 from judgekit.prompts import META_TEMPLATE, as_messages, meta_messages
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Judgement, Message, Usage
 from judgekit.structured import YES_NO_GRAMMAR, rating_schema, read_rating_json, yes_no_schema
 
@@ -248,12 +249,13 @@ class SequenceClassifierMetaScorer(MetaScorer):
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            with quiet_model_loading():
+                tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    self.model_dir, local_files_only=True)
             # The judgement being rated ends the input: an over-long input loses its start
             # instead (`judgekit train meta` truncates its training inputs the same way).
             tokenizer.truncation_side = "left"
-            model = AutoModelForSequenceClassification.from_pretrained(self.model_dir,
-                                                                       local_files_only=True)
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.device = device
             self._tokenizer = tokenizer

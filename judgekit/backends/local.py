@@ -47,6 +47,7 @@ from judgekit.errors import (
     MissingDependencyError,
     ModelSpecError,
 )
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Message, Usage
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,9 @@ class TransformersBackend(Backend):
     `int4` None re-packs weights that are exactly 4-bit (GGUF Q4) or 8-bit (Q8_0) for the int4
     kernel, lossless, in bf16 only (in fp32 that kernel is slower than dense, see `int4_pays`);
     `threads` None measures 1 thread against torch's default while decoding and keeps the
-    faster, an int fixes the count. `co_batch=False` runs calls one after another: slower with
-    several in flight, but a call's output at temperature 0 is then bitwise independent of what
-    else runs at the same time (bf16 kernels round differently for different batch shapes).
+    faster, an int fixes the count. `co_batch=False` runs calls one after another, slower with
+    several in flight; either way a call's tokens do not depend on what else runs at the same
+    time (the engine's decoding is batch-invariant, see `linear_rows`).
     """
 
     CAPABILITIES = BackendCapabilities(batched=True, grammar=True, complete_under_grammar=True,
@@ -182,6 +183,13 @@ class TransformersBackend(Backend):
             if self.fast and not fast:
                 self.engine_note = f"fast engine is CPU-only; {device} uses generate"
             if fast:
+                from judgekit.backends.local_engine import self_check
+
+                broken = self_check()  # torch / transformers internals (logged once)
+                if broken is not None:
+                    fast = False
+                    self.engine_note = f"fast engine off ({broken}); using generate"
+            if fast:
                 from judgekit.backends.local_engine import int4_pays, pick_engine_dtype
 
                 dtype = pick_engine_dtype(self._dtype_arg)
@@ -193,9 +201,10 @@ class TransformersBackend(Backend):
             if self.gguf_file:
                 kw["gguf_file"] = self.gguf_file
             try:
-                tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
-                model: Any = AutoModelForCausalLM.from_pretrained(self.model_path,
-                                                                  dtype=load_dtype, **kw)
+                with quiet_model_loading():
+                    tok = AutoTokenizer.from_pretrained(self.model_path, **kw)
+                    model: Any = AutoModelForCausalLM.from_pretrained(self.model_path,
+                                                                      dtype=load_dtype, **kw)
             except OSError as exc:
                 raise ModelSpecError(f"cannot load local model {self._spec!r}: {exc}") from exc
             model.to(device)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from judgekit.quiet import quiet_model_loading
 from judgekit.train.modelspec import Placement, pick_placement, resolve_model_dir
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,8 +45,9 @@ def load_base(spec: str, placement: Placement) -> tuple[Path, Any, Any]:
 
         raise TrainDataError(f"{model_dir}: the tokenizer has no chat template; the GRM prompt "
                              "is a chat conversation (use an instruct model)")
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=placement.torch_dtype(), local_files_only=True)
+    with quiet_model_loading():  # the trainer's own bars stay; the weight-loading one goes
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=placement.torch_dtype(), local_files_only=True)
     if placement.device != "cpu":
         model.to(placement.device)
     return model_dir, model, tokenizer
@@ -120,8 +122,9 @@ def save_for_judge(trainer: Any, tokenizer: Any, base_dir: Path, out_dir: Path) 
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    with quiet_model_loading():  # transformers' "Writing model shards" bar
+        model.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
     return out_dir
 
 

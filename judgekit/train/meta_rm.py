@@ -33,11 +33,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from judgekit.aggregate import aggregate, default_k_meta
+from judgekit.aggregate import aggregate, k_meta_for
+from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Judgement, Message, SampleStatus
 from judgekit.train.data import TrainDataError, read_items_file
 from judgekit.train.rewards import BinaryRule, judgement_correct
-from judgekit.voting import TieRule
+from judgekit.voting import TieRule, pick_best
 
 EVAL_FILE = "meta_eval.jsonl"
 
@@ -259,15 +260,13 @@ def labelled_samples(items: Iterable[MetaItem],
 # --------------------------------------------------------------------------------------------
 def _voted_correct(item: MetaItem, samples: Sequence[Judgement], k_meta: int | None,
                    rule: BinaryRule, tie_rule: TieRule, seed: int) -> bool:
-    from judgekit.bench.metrics import pick_best
-
     agg = aggregate(samples, len(item.responses), k_meta=k_meta)
     if item.good is not None:  # a single response: its mean score against the threshold
         total = agg.scores[0]
         if total is None or not agg.used_samples:
             return False
         return rule.correct(total / agg.used_samples, item.good)
-    return pick_best(agg.scores, tie_rule, seed, item.id) == item.best
+    return pick_best(agg.scores, tie_rule, f"{seed}:{item.id}") == item.best
 
 
 def voting_comparison(items: Sequence[MetaItem], *, k_meta: int | None = None,
@@ -282,7 +281,7 @@ def voting_comparison(items: Sequence[MetaItem], *, k_meta: int | None = None,
     for tie_rule in (TieRule.STRICT, TieRule.RANDOM):
         plain = meta = 0
         for it in items:
-            km = k_meta if k_meta is not None else default_k_meta(len(it.samples))
+            km = k_meta_for(len(it.samples), k_meta)
             plain += _voted_correct(it, it.samples, None, rule, tie_rule, seed)
             meta += _voted_correct(it, it.samples, km, rule, tie_rule, seed)
         n = len(items)
@@ -324,9 +323,10 @@ def _load_classifier(cfg: Any, placement: Any) -> tuple[Path, Any, Any]:
     # The judgement (with its scores) ends the input: an over-long input loses its start, as
     # in `SequenceClassifierMetaScorer`.
     tokenizer.truncation_side = "left"
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(base_dir), num_labels=1, problem_type="multi_label_classification",
-        dtype=placement.torch_dtype(), local_files_only=True)
+    with quiet_model_loading():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), num_labels=1, problem_type="multi_label_classification",
+            dtype=placement.torch_dtype(), local_files_only=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     return base_dir, model, tokenizer
 
@@ -351,8 +351,9 @@ def _save(trainer: Any, tokenizer: Any, out_dir: Path) -> None:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    with quiet_model_loading():  # transformers' "Writing model shards" bar
+        model.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
 
 
 def score_items(items: Sequence[MetaItem], model_dir: Path, *, device: str | None = None,

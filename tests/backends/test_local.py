@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import struct
 import tracemalloc
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,22 +19,24 @@ from support.cobatch import gate, run_together
 from judgekit.backends.base import GenerationResult
 from judgekit.backends.local import TransformersBackend, context_window
 from judgekit.backends.local_engine import (
+    DECODE_COLUMN_BLOCK,
+    DECODE_ROW_BLOCK,
     MATMUL_ROW_BLOCK,
     PREFILL_CHUNK,
     CacheEntry,
-    DecodeEngine,
     DecodeParams,
     Int4Linear,
     Int8GridLinear,
     PrefixCache,
     RowBlockedLinear,
     ThreadTuner,
-    _int4_grid,
-    _int8_grid,
+    choose,
     common_prefix,
+    int4_grid,
     int4_pays,
+    int8_grid,
     kv_bytes,
-    linear_in_row_blocks,
+    linear_rows,
     optimize_model,
     prefill_phase,
 )
@@ -78,7 +81,7 @@ def _q4_weight(out_f: int, in_f: int, levels: int = 15, seed: int = 0) -> torch.
 @pytest.mark.parametrize("levels", [15, 11])
 def test_weights_on_a_4bit_grid_are_repacked_losslessly(levels: int) -> None:
     w = _q4_weight(64, 128, levels)
-    grid = _int4_grid(w)
+    grid = int4_grid(w)
     assert grid is not None
     q, step, mn = grid
     rebuilt = (mn.repeat_interleave(32, dim=1) + q.float() * step.repeat_interleave(32, dim=1))
@@ -101,10 +104,10 @@ def _q8_weight(out_f: int, in_f: int, seed: int = 0) -> torch.Tensor:
 
 def test_weights_on_an_8bit_grid_run_as_two_int4_halves() -> None:
     """A Q8_0 weight (the embedded model's tied lm_head) is found exactly, and its int4-pair
-    product is x @ w.T up to bf16 rounding of the group scale; prefill and larger steps run the
-    dense weight itself, bit for bit."""
+    product is x @ w.T up to bf16 rounding of the group scale; prefill runs the dense weight
+    itself, bit for bit, and every decode step the kernel, whatever its rows."""
     w = _q8_weight(64, 128)
-    grid = _int8_grid(w)
+    grid = int8_grid(w)
     assert grid is not None
     q, d = grid
     assert torch.equal(q.float() * d.repeat_interleave(32, dim=1), w)
@@ -121,18 +124,19 @@ def test_weights_on_an_8bit_grid_run_as_two_int4_halves() -> None:
     assert not torch.equal(layer(x), dense)  # one row: the int4 kernel, not the dense weight
     with prefill_phase():
         assert torch.equal(layer(x), dense)
-    many = torch.randn(8, 128, generator=g).to(torch.bfloat16)
-    assert torch.equal(layer(many), torch.nn.functional.linear(many, weight))
+    many = torch.randn(20, 128, generator=g).to(torch.bfloat16)  # any decode step: the kernel
+    assert torch.equal(layer(many)[5:6], layer(many[5:6]))  # a row's bits, alone or not
+    assert not torch.equal(layer(many), torch.nn.functional.linear(many, weight))
 
 
 def test_weights_off_an_8bit_grid_or_the_int4_packing_stay_dense() -> None:
     w = _q8_weight(64, 128)
     w[3, 5] += 1e-3
-    assert _int8_grid(w) is None
-    assert _int8_grid(torch.randn(64, 128)) is None
+    assert int8_grid(w) is None
+    assert int8_grid(torch.randn(64, 128)) is None
     # torch packs only output dims that are a multiple of 16 (it raises on 24)
-    assert _int8_grid(_q8_weight(24, 64)) is None
-    assert _int4_grid(_q4_weight(24, 64)) is None
+    assert int8_grid(_q8_weight(24, 64)) is None
+    assert int4_grid(_q4_weight(24, 64)) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -163,14 +167,17 @@ def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytes
     def missing(*args: Any, **kwargs: Any) -> Any:
         raise AttributeError("no int4 kernel in this torch build")
 
-    monkeypatch.setattr(local_engine, "_INT4_KERNEL_OK", {})
+    local_engine.int4_kernel_works.cache_clear()
     monkeypatch.setattr(torch, "_convert_weight_to_int4pack_for_cpu", missing, raising=False)
-    assert not local_engine.int4_kernel_works(torch.bfloat16)
-    model = torch.nn.Sequential(torch.nn.Embedding(8, 128), torch.nn.Linear(128, 64))
-    model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
-    with torch.no_grad():
-        model[1].weight.copy_(_q4_weight(64, 128))
-    counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
+    try:
+        assert not local_engine.int4_kernel_works(torch.bfloat16)
+        model = torch.nn.Sequential(torch.nn.Embedding(8, 128), torch.nn.Linear(128, 64))
+        model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
+        with torch.no_grad():
+            model[1].weight.copy_(_q4_weight(64, 128))
+        counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
+    finally:
+        local_engine.int4_kernel_works.cache_clear()  # the real kernel, for the other tests
     assert counts == {"int4": 0, "int8": 0, "dense": 1, "fused": 0}
     assert not isinstance(model[1], Int4Linear) and model[1].weight.dtype == torch.bfloat16
 
@@ -221,7 +228,7 @@ def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype, 
         pos = positions[:, -1:] + 1
         ref = model(input_ids=nxt, attention_mask=valid.long(), position_ids=pos,
                     cache=make_cache(kv, width + 1), use_cache=True).logits[:, -1]
-        got = step(nxt, make_cache(kv, width + 1), pos, valid[:, None, None, :])
+        got = step(nxt, make_cache(kv, width + 1), pos, [4, 0, 0])
     # tight enough that dropping the padding mask fails (2.6e-4 in fp32, 1e-3 in bf16)
     tol = 1e-5 if dtype == torch.float32 else 2e-4
     assert torch.allclose(got, ref.float(), atol=tol, rtol=0), (got - ref).abs().max()
@@ -232,7 +239,8 @@ def test_dense_matmuls_of_many_rows_run_in_row_blocks_of_the_same_result() -> No
     x = torch.randn(2, 150, 64, generator=g).to(torch.bfloat16)  # 300 rows: three blocks
     weight = torch.randn(48, 64, generator=g).to(torch.bfloat16)
     bias = torch.randn(48, generator=g).to(torch.bfloat16)
-    out = linear_in_row_blocks(x, weight, bias)
+    with prefill_phase():
+        out = linear_rows(x, weight, bias)
     assert out.shape == (2, 150, 48)
     flat = x.reshape(300, 64)
     blocks = [torch.nn.functional.linear(flat[i:i + MATMUL_ROW_BLOCK], weight, bias)
@@ -247,9 +255,52 @@ def test_dense_matmuls_of_many_rows_run_in_row_blocks_of_the_same_result() -> No
     assert isinstance(model[1], RowBlockedLinear) and model[1].weight is layer.weight
 
 
+def _batch_mismatches(linear: Any, weight: torch.Tensor, bias: torch.Tensor | None,
+                      max_rows: int) -> list[tuple[int, int]]:
+    """(rows, position) of every batch, of up to `max_rows` rows of random data, in which row 0's
+    data at that position does not give, bitwise, what it gives alone."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, weight.shape[1], generator=g).to(weight.dtype)
+    alone = linear(x, weight, bias)[0]
+    bad = []
+    for rows in range(2, max_rows + 1):
+        for position in range(rows):
+            batch = torch.randn(rows, weight.shape[1], generator=g).to(weight.dtype)
+            batch[position] = x[0]
+            if not torch.equal(linear(batch, weight, bias)[position], alone):
+                bad.append((rows, position))
+    return bad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_rows_matmul_is_the_same_in_any_batch(dtype: torch.dtype) -> None:
+    """Batch invariance of the engine's decode matmuls (`linear_rows`): a row alone and the same
+    row at every position of batches of 2 to 9 other random rows (three row blocks), over a
+    weight of two column blocks, give the same bits, on 1 thread and on 2. Plain
+    `nn.functional.linear` does not (MKL picks its fp32 kernel by the row count: on the AVX2
+    CPU of CI, 1 row against 2-3 against 4+); where it happens to, the check has no adversary
+    on that CPU and says so."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(DECODE_COLUMN_BLOCK + 96, 64, generator=g).to(dtype)
+    bias = torch.randn(weight.shape[0], generator=g).to(dtype)
+    max_rows = 2 * DECODE_ROW_BLOCK + 1
+    saved = torch.get_num_threads()
+    plain: list[tuple[int, int]] = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert _batch_mismatches(linear_rows, weight, bias, max_rows) == []
+            plain += _batch_mismatches(torch.nn.functional.linear, weight, bias, max_rows)
+    finally:
+        torch.set_num_threads(saved)
+    if not plain:
+        warnings.warn(f"plain linear is batch-invariant for these shapes on this CPU ({dtype})",
+                      stacklevel=1)
+
+
 def test_ordinary_weights_are_never_quantised() -> None:
-    assert _int4_grid(torch.randn(64, 128)) is None
-    assert _int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
+    assert int4_grid(torch.randn(64, 128)) is None
+    assert int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
 
 
 def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
@@ -317,9 +368,8 @@ def test_cascade_attention_equals_attention_over_the_whole_sequence() -> None:
     own_k, own_v = (torch.randn(rows, kv_heads, own, dim, generator=g) for _ in range(2))
     keep = torch.ones(rows, 1, 1, own, dtype=torch.bool)
     keep[0, ..., :3] = False  # a left-padded row
-    additive = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
-    out, _ = cascade_attention(Layer(), q, own_k, own_v, additive, scaling=0.25,
-                               jk_prefix=[(prefix_k, prefix_v)])
+    out, _ = cascade_attention(Layer(), q, own_k, own_v, None, scaling=0.25,
+                               jk_prefix=[(prefix_k, prefix_v)], jk_starts=[3, 0, 0])
     full_k = torch.cat([prefix_k.expand(rows, -1, -1, -1), own_k], 2).repeat_interleave(3, 1)
     full_v = torch.cat([prefix_v.expand(rows, -1, -1, -1), own_v], 2).repeat_interleave(3, 1)
     full_mask = torch.cat([torch.ones(rows, 1, 1, shared, dtype=torch.bool), keep], -1)
@@ -335,9 +385,9 @@ def test_sampling_never_picks_a_masked_token() -> None:
     gen = torch.Generator().manual_seed(0)
     for top_p in (1.0, 0.5):
         params = DecodeParams(max_new_tokens=1, temperature=1.0, top_p=top_p)
-        seen = {int(t) for _ in range(200) for t in DecodeEngine._choose(logits, params, [gen] * 4)}
+        seen = {int(t) for _ in range(200) for t in choose(logits, params, [gen] * 4)}
         assert seen <= {7, 30} and (top_p < 1.0 or seen == {7, 30})
-    assert DecodeEngine._choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
+    assert choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
 
 
 def test_streamed_safetensors_load_back(tmp_path: Path) -> None:
@@ -527,6 +577,73 @@ def test_calls_sharing_the_batch_get_what_they_get_alone(fp32: TransformersBacke
     assert engine.stats.peak_rows == 4 + 1 + 2  # all three calls' rows in one step
     assert together == alone
     assert all(t.startswith("Scores: ") for t in alone[2])
+
+
+_BROKEN_INTERNAL = """
+import json, logging, sys
+import torch
+
+def removed(*args, **kwargs):
+    raise RuntimeError("removed by an upgrade")
+
+# an upgrade that drops the private op the engine's attention calls (sdpa itself keeps working)
+torch.ops.aten._scaled_dot_product_flash_attention_for_cpu = removed
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from judgekit.backends.local import TransformersBackend
+from judgekit.config import GenerationConfig
+
+backend = TransformersBackend.from_spec("embedded", dtype="float32")
+messages = json.loads(sys.argv[1])
+config = GenerationConfig(temperature=0.0, max_tokens=int(sys.argv[2]))
+texts = [backend.generate_sync(messages, config).completions[0].text for _ in range(2)]
+print(json.dumps({"engine": backend.engine is not None, "note": backend.engine_note,
+                  "texts": texts}))
+"""
+
+
+@pytest.mark.model
+def test_when_an_internal_breaks_the_backend_says_so_once_and_generates_the_same_tokens(
+        fp32: TransformersBackend) -> None:
+    """A process whose torch lacks the flash attention op the engine needs: the self-check
+    fails at load, one warning says so, the backend uses transformers' `generate` (the
+    `fast=False` path), and its greedy tokens are the fast engine's in this process."""
+    import os
+    import subprocess
+    import sys
+
+    messages = _messages(*ITEM_B, system=SHORT)
+    tokens = 16
+    fast_text = fp32.generate_sync(messages, GenerationConfig(temperature=0.0, max_tokens=tokens))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", _BROKEN_INTERNAL, json.dumps(messages),
+                           str(tokens)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["engine"] is False and "flash attention" in out["note"]
+    assert proc.stderr.count("fast local engine off") == 1
+    assert out["texts"] == [fast_text.completions[0].text] * 2
+    assert fp32.engine is not None  # the fast engine did run here
+
+
+def test_the_self_check_finds_a_broken_internal(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from judgekit.backends.local_engine import self_check
+
+    def wrong(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any,
+              **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros_like(q), torch.zeros(q.shape[:3])  # runs, but other numbers
+
+    assert self_check() is None  # this torch and transformers
+    self_check.cache_clear()
+    monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", wrong)
+    try:
+        with caplog.at_level("WARNING", logger="judgekit.backends.local_engine"):
+            reason = self_check()
+            assert self_check() == reason  # checked once a process
+    finally:
+        self_check.cache_clear()
+    assert reason is not None and "flash attention" in reason and "other numbers" in reason
+    assert [r.getMessage().startswith("fast local engine off") for r in caplog.records] == [True]
 
 
 @pytest.mark.model

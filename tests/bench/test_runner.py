@@ -115,7 +115,8 @@ def test_parse_failures_are_results_not_retried(tmp_path: Path) -> None:
     judge = ScriptedJudgeStandIn(script=lambda item, k: ["parse_failure"] * k)
     run(items, judge, out_dir=tmp_path, samples=2, dataset_name="toy")
     recs = read_results(tmp_path)
-    assert all(not r.failed and r.verdict and r.verdict.error for r in recs)
+    # failed (no valid sample), but answered: final, not judged again
+    assert all(r.failed and not r.unanswered and r.verdict and r.verdict.error for r in recs)
     again = ScriptedJudgeStandIn()
     run(items, again, out_dir=tmp_path, samples=2, dataset_name="toy")
     assert again.calls == []
@@ -123,7 +124,7 @@ def test_parse_failures_are_results_not_retried(tmp_path: Path) -> None:
     d2 = tmp_path / "api"
     run(items, ScriptedJudgeStandIn(script=lambda item, k: ["api_error"] * k), out_dir=d2,
         samples=2, dataset_name="toy")
-    assert all(r.failed for r in read_results(d2))
+    assert all(r.failed and r.unanswered for r in read_results(d2))
 
 
 def test_truncated_last_line_is_repaired(tmp_path: Path) -> None:

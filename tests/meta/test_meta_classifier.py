@@ -63,3 +63,45 @@ def test_classifier_input_differs_per_judgement(classifier_dir: Path) -> None:
                         ["Scores: \\boxed{9, 2}", "Everything is wrong. Scores: \\boxed{9, 2}"])]
     a, b = scorer.score_sync("q", ["GOOD", "meh"], mk)
     assert a is not None and b is not None and a != b
+
+
+CONCURRENT = """
+import json, sys
+from judgekit import Judge
+from judgekit.config import GenerationConfig
+judge = Judge("openai:judge-test", base_url=sys.argv[1], api_key="sk-x", examples=False,
+              config=GenerationConfig(max_tokens=64), meta="classifier:" + sys.argv[2],
+              concurrency=8)
+items = [{"id": f"c{i}", "query": f"jk-item-c{i} Which is right? ({i})",
+          "responses": ["GOOD", "meh"]} for i in range(8)]
+verdicts = judge.score_many(items, samples=2, progress=False)
+print(json.dumps([v.model_dump(mode="json") for v in verdicts]))
+"""
+
+
+def test_classifier_meta_at_concurrency_8(classifier_dir: Path, fault_server: FaultServer) -> None:
+    """Eight items rate at once in a fresh process (nothing of transformers imported yet, as in
+    `bench run` or `score_many`): every item is rated, and each logit equals the one the
+    classifier gives that judgement alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from judgekit import Verdict
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", CONCURRENT, fault_server.openai_url,
+                          str(classifier_dir)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    verdicts = [Verdict.model_validate(v) for v in json.loads(out.stdout.splitlines()[-1])]
+    assert len(verdicts) == 8
+    assert all(v.error is None and v.k_meta == 1 and v.meta_model.startswith("meta-classifier:")
+               for v in verdicts)  # type: ignore[union-attr]
+    alone = SequenceClassifierMetaScorer(classifier_dir)
+    for v in verdicts:
+        assert all(s.valid for s in v.samples)
+        expected = alone.score_sync(f"jk-item-{v.item_id} Which is right? "
+                                    f"({v.item_id[1:]})", ["GOOD", "meh"], v.samples)
+        assert [s.meta_score for s in v.samples] == pytest.approx(expected, abs=1e-4)

@@ -25,6 +25,8 @@ EXPECTED = {
     # issue 14: debate and the improve loop
     "DebateResult", "ImproveLoop", "ImproveTrace", "aimprove", "aimprove_many", "improve",
     "improve_many",
+    # issue 22: one Scorer protocol, one run store, meta's "not given"
+    "NOT_GIVEN", "RunStore", "Scorer", "ScorerSettings",
 }
 
 

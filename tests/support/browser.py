@@ -72,6 +72,7 @@ class Browser:
         self.messages: list[str] = []
         self.events: list[dict[str, Any]] = []
         self._next_id = 0
+        self._opens = 0
         self._stack = contextlib.ExitStack()
         try:
             port, path = self._devtools_address()
@@ -163,11 +164,14 @@ class Browser:
         """Load a file (at `#fragment`, if given) and wait for its load event (and for the
         expression `ready` to be true); returns the wall seconds from the navigation request to
         then."""
-        url = Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+        # a query string of its own makes every open a new document: a URL that differs from
+        # the current one only in its #fragment would scroll, not load
+        self._opens += 1
+        url = (Path(path).resolve().as_uri() + f"?open={self._opens}"
+               + (f"#{fragment}" if fragment else ""))
         self.events = []
         start = time.perf_counter()
-        if "loaderId" not in self.call("Page.navigate", {"url": url}):
-            self.call("Page.reload")  # only the #fragment changed: load the page afresh
+        self.call("Page.navigate", {"url": url})
         deadline = time.monotonic() + self.timeout
         while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
             if time.monotonic() > deadline:
