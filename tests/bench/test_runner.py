@@ -440,7 +440,7 @@ def test_1000_faulty_items_killed_twice_end_judged_once_and_pay_nothing_twice(
         seen = {f"i{k}" for k in fault_server.counts}
         in_flight |= seen - done
         assert kill_at <= len(done) < n
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     elapsed = time.monotonic() - start
 
@@ -472,4 +472,6 @@ def test_1000_faulty_items_killed_twice_end_judged_once_and_pay_nothing_twice(
     print(f"\n{n} items, killed twice, resumed: {elapsed:.1f}s, "
           f"{sum(fault_server.counts.values())} requests, {fault_server.faults_injected()} "
           f"faults, {len(twice)} answers lost in flight and asked again")
-    assert elapsed < 60
+    # A guard against a hang, not a speed target: 20-60 s here on a loaded 2-core machine, and
+    # it must hold on a machine twice as slow (the figure belongs to benchmarks/bench_scaleout.py).
+    assert elapsed < 240
