@@ -473,5 +473,5 @@ def test_1000_faulty_items_killed_twice_end_judged_once_and_pay_nothing_twice(
           f"{sum(fault_server.counts.values())} requests, {fault_server.faults_injected()} "
           f"faults, {len(twice)} answers lost in flight and asked again")
     # A guard against a hang, not a speed target: 20-60 s here on a loaded 2-core machine, and
-    # it must hold on a machine twice as slow (the figure belongs to benchmarks/bench_scaleout.py).
+    # it must hold on a machine twice as slow. The test prints its wall time; it is no figure.
     assert elapsed < 240
