@@ -58,7 +58,8 @@ class SubsetSkillStandIn(ScriptedJudgeStandIn):
 
     async def ascore_many(self, items: Any, samples: int = 1, **kw: Any) -> list[Verdict]:
         out = []
-        for idx, item in enumerate(items):
+        for idx, given in enumerate(items):
+            item = given.model_dump()
             rng = random.Random(item["id"])
             n = len(item["responses"])
             gold = int(item["id"].split("-g")[1])
@@ -72,7 +73,9 @@ class SubsetSkillStandIn(ScriptedJudgeStandIn):
                 scores[winner] = 8.0
                 specs.append(scores)
                 metas.append(None if self.meta_none else rng.random() + (0.6 if right else 0))
-            v = make_verdict(item["id"], n, specs, metas if self.meta else None)
+            rated = self.meta and not self.meta_none
+            v = make_verdict(item["id"], n, specs, metas if self.meta else None,
+                             k_meta=max(1, samples // 2) if rated else None)
             out.append(v)
             if kw.get("on_result"):
                 kw["on_result"](idx, v)
