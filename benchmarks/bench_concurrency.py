@@ -10,12 +10,17 @@ with a GRM judgement after `--latency` seconds. Both sides make `--items` judgem
 
 It prints the throughput ratio (judgekit / bare; target >= 0.95) and judgekit's own CPU per
 judgement on top of the SDK's (the difference of this process's CPU time between the two runs,
-per judgement; target <= 1 ms), and the server's peak of requests in flight for each (judgekit
-adds no cap of its own). Each side runs `--repeats` times after a warm-up, interleaved; the best
-wall time and the median CPU time count. On a shared machine, other load turns CPU time into
-wall time: run it on an idle one for the throughput ratio.
+per judgement; target <= 0.5 ms), and the server's peak of requests in flight for each (judgekit
+adds no cap of its own). With `--profile`, one more run of each goes under cProfile: the time
+in judgekit's own code (its modules and prompt templates, with the jinja2 and pydantic calls
+they make) by module, and the functions where judgekit's run spends more than the bare one
+(where the rest goes). Profiling slows Python code down, so those figures are larger than the
+unprofiled ones; their shares are what count. Each side runs `--repeats` times after a
+warm-up, interleaved; the best wall time and the median CPU time count. On a shared machine,
+other load turns CPU time into wall time: run it on an idle one for the throughput ratio.
 
     python benchmarks/bench_concurrency.py            # 500 judgements, concurrency 50, 0.5 s
+    python benchmarks/bench_concurrency.py --profile  # and where judgekit's own CPU goes
 """
 
 from __future__ import annotations
@@ -89,6 +94,66 @@ def judgekit_loop(url: str, batch: list[dict[str, Any]], concurrency: int) -> No
     assert not bad, bad[0].error
 
 
+OWN_CODE = ("/judgekit/", "/prompts/", "jinja2/", "pydantic/")
+"""Where judgekit's own CPU goes: its modules, its templates, and the jinja2 and pydantic code
+they call (the SDK's own pydantic use stays the SDK's: see `profile_both`)."""
+
+
+def _profile(fn: Callable[[], None]) -> dict[Any, Any]:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    return pstats.Stats(profiler).stats  # type: ignore[attr-defined, no-any-return]
+
+
+def _where(fn: str, line: int, name: str) -> str:
+    return f"{fn.split('site-packages/')[-1].split('/judgekit/', 1)[-1]}:{line} {name}"
+
+
+def profile_both(url: str, batch: list[dict[str, Any]], rendered: list[list[dict[str, str]]],
+                 concurrency: int, top: int = 12) -> None:
+    """One bare and one judgekit run under cProfile, per judgement: judgekit's own code by
+    module (a function is judgekit's when its file is, or it is jinja2 / pydantic code called
+    from judgekit's), and the functions where judgekit's run spends the most time more than
+    the bare one (the SDK, HTTP and asyncio work it causes)."""
+    bare = _profile(lambda: bare_loop(url, rendered, concurrency))
+    ours = _profile(lambda: judgekit_loop(url, batch, concurrency))
+
+    def own(fn: str, callers: dict[Any, Any]) -> bool:
+        if "/judgekit/" in fn or "/prompts/" in fn:
+            return True
+        return any(p in fn for p in OWN_CODE[2:]) and any(
+            "/judgekit/" in c[0] or "/prompts/" in c[0] for c in callers)
+
+    per = 1000 / len(batch)
+    total = {name: sum(v[2] for v in stats.values()) for name, stats in
+             (("bare", bare), ("judgekit", ours))}
+    by_module: dict[str, float] = {}
+    for (fn, _, _), (_, _, tottime, _, callers) in ours.items():
+        if own(fn, callers):
+            module = _where(fn, 0, "").rsplit(":", 1)[0]
+            by_module[module] = by_module.get(module, 0.0) + tottime
+    mine = sum(by_module.values())
+    print(f"\nprofiles (cProfile; everything is slower under it): bare "
+          f"{per * total['bare']:.2f} ms/judgement, judgekit {per * total['judgekit']:.2f}, of "
+          f"which judgekit's own code {per * mine:.2f} ms "
+          f"({100 * mine / total['judgekit']:.0f}% of its run)")
+    for module, t in sorted(by_module.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {per * t:6.3f} ms  {module}")
+    extra: dict[str, float] = {}
+    for stats, sign in ((ours, 1.0), (bare, -1.0)):
+        for (fn, line, name), v in stats.items():
+            key = _where(fn, line, name)
+            extra[key] = extra.get(key, 0.0) + sign * v[2]
+    print("  most time beyond the bare loop's, by function:")
+    for key, t in sorted(extra.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {per * t:+6.3f} ms  {key}")
+
+
 def peak_in_flight(url: str) -> int:
     """The server's peak of requests in flight since the last call (and reset it)."""
     with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as reply:
@@ -108,6 +173,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--latency", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one judgekit run: where its own CPU goes")
     args = p.parse_args()
 
     import openai  # noqa: F401
@@ -126,6 +193,8 @@ def main() -> None:
             runs["bare"].append(measure(lambda: bare_loop(url, rendered, args.concurrency), url))
             runs["judgekit"].append(
                 measure(lambda: judgekit_loop(url, batch, args.concurrency), url))
+        if args.profile:
+            profile_both(url, batch, rendered, args.concurrency)
     finally:
         proc.kill()
         proc.wait()
@@ -146,7 +215,7 @@ def main() -> None:
     ratio = best["bare"][0] / best["judgekit"][0]
     own = 1000 * (best["judgekit"][1] - best["bare"][1]) / args.items
     print(f"throughput ratio judgekit/bare: {ratio:.3f} (target >= 0.95)")
-    print(f"judgekit's own CPU on top of the SDK's: {own:.2f} ms/judgement (target <= 1 ms)")
+    print(f"judgekit's own CPU on top of the SDK's: {own:.2f} ms/judgement (target <= 0.5 ms)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A minimal OpenAI-compatible chat-completions server for benchmarks: it answers every request
-with the same parseable GRM judgement after a fixed latency, as a hosted model would.
+with the same parseable GRM judgement after a fixed latency, as a hosted model would; other
+GETs (a client asking what the server is) get a 404 at once.
 `GET /stats` tells the peak of requests in flight since the previous `GET /stats`, and the
 arrival times of the requests since then (`time.time()`, for rate-limit measurements).
 
@@ -50,11 +51,14 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             body = json.loads(await reader.readexactly(length)) if length else {}
+            status = b"200 OK"
             if head.startswith(b"GET /stats"):
                 payload = json.dumps({"peak_in_flight": _Stats.peak,
                                       "arrivals": _Stats.arrivals}).encode()
                 _Stats.peak = 0
                 _Stats.arrivals = []
+            elif head.startswith(b"GET "):  # e.g. GET /v1/models: answered at once, as servers do
+                status, payload = b"404 Not Found", b'{"error": {"message": "not found"}}'
             else:
                 _Stats.arrivals.append(time.time())
                 _Stats.in_flight += 1
@@ -62,7 +66,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 await asyncio.sleep(latency)
                 _Stats.in_flight -= 1
                 payload = _response(body)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

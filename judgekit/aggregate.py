@@ -30,8 +30,15 @@ class Aggregation(BaseModel):
     invalid_samples: int
 
 
-def default_k_meta(samples: int) -> int:
-    """The paper's default: meta-guided voting keeps half of the k samples (at least one)."""
+def k_meta_for(samples: int, setting: int | None) -> int:
+    """The one k_meta rule: how many of `samples` samples meta-guided voting keeps. A given
+    `setting` as it is (more than there are keeps them all); else the paper's default, half of
+    the samples (at least one). Live Verdicts and every vote over the first j stored samples
+    (scaling curves, reports) use this rule, so they agree."""
+    if setting is not None:
+        if setting < 1:
+            raise ValueError(f"k_meta must be at least 1, got {setting}")
+        return setting
     return max(1, samples // 2)
 
 
@@ -55,12 +62,15 @@ def aggregate(samples: Sequence[Judgement], n_responses: int, *,
 def build_verdict(samples: Sequence[Judgement], n_responses: int, *, k: int,
                   voting: VotingMethod | str = VotingMethod.SUM,
                   tie_rule: TieRule | str = TieRule.STRICT, seed: int | str = 0,
-                  k_meta: int | None = None, aggregate_rule: str = "overall",
+                  k_meta: int | None = None, k_meta_setting: int | None = None,
+                  aggregate_rule: str = "overall",
                   model: str = "", meta_model: str | None = None, item_id: str | None = None,
                   extra_usage: Usage | None = None, wall_time_s: float = 0.0,
                   metadata: dict[str, Any] | None = None) -> Verdict:
     """The Verdict of one item: `aggregate` over the samples, each sample's `kept` flag set to
-    what the vote used, and an `error` when no sample was valid (a failure is never a score)."""
+    what the vote used, and an `error` when no sample was valid (a failure is never a score).
+    `k_meta` is the number kept (meta-guided voting; None: plain voting), `k_meta_setting` the
+    one asked for (None: the default rule, `k_meta_for`)."""
     result = aggregate(samples, n_responses, voting=voting, tie_rule=tie_rule, seed=seed,
                        k_meta=k_meta)
     marked = [s.model_copy(update={"kept": s.valid and s.sample_index in result.kept})
@@ -73,7 +83,8 @@ def build_verdict(samples: Sequence[Judgement], n_responses: int, *, k: int,
     return Verdict(
         item_id=item_id, n_responses=n_responses, scores=result.scores, best=result.best,
         tie=result.tie, voting=VotingMethod(voting).value, tie_rule=TieRule(tie_rule).value,
-        aggregate=aggregate_rule, k=k, k_meta=k_meta, valid_samples=result.valid_samples,
+        aggregate=aggregate_rule, k=k, k_meta=k_meta, k_meta_setting=k_meta_setting,
+        valid_samples=result.valid_samples,
         invalid_samples=result.invalid_samples, samples=marked, model=model,
         meta_model=meta_model,
         usage=Usage.total(s.usage for s in samples) + (extra_usage or Usage()),

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import textwrap
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -164,8 +165,22 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, line: str | None = None) -> str:
+    """A warning as one line: what happened, not where in site-packages it was raised."""
+    return f"judgekit: warning: {_one_line(str(message))}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         code: int = args.func(args)

@@ -39,5 +39,7 @@ class GenerationConfig(BaseModel):
         "explicit prompt caching (Anthropic) mark it as cacheable")
 
     def with_(self, **changes: object) -> GenerationConfig:
-        """A copy with some fields changed (validated)."""
-        return GenerationConfig.model_validate({**self.model_dump(), **changes})
+        """A copy with some fields changed (validated). Built from the fields as they are, not
+        a deep `model_dump`: a request's config carries a JSON schema, copied per request
+        otherwise (`benchmarks/bench_concurrency.py --profile`)."""
+        return GenerationConfig.model_validate({**dict(self), **changes})

@@ -609,8 +609,9 @@ async def aimprove_many(
             raise ImproveRunError(f"{store.path}: a dataset run writes JSONL (name the file "
                                   "*.jsonl)")
         store.path.parent.mkdir(parents=True, exist_ok=True)
-        if store.repair():
-            warnings.warn(f"{store.path}: removed a truncated last line", stacklevel=2)
+        healed = store.heal()
+        if healed:  # once: the file is sound from now on
+            warnings.warn(healed, stacklevel=2)
         found = latest_traces(store.load().records)
         for trace in found.values():
             changed = runner.settings().changes_from(trace.settings)

@@ -12,8 +12,9 @@ Rules that live here and nowhere else:
 * **A call's rubric.** An item's own principles make a format for that call
   (`JudgingFormat.for_call`); its sampler keeps the judge's backend, structured mode and re-asks.
 * **Meta.** `meta` is a `judgekit.meta.MetaArg`: not given is the pipeline's own meta judge,
-  None or False none. k_meta is the call's, else the pipeline's, else k/2
-  (`judgekit.aggregate.default_k_meta`).
+  None or False none. k_meta is the call's, else the pipeline's, else k/2: the one rule,
+  `judgekit.aggregate.k_meta_for`, which the Verdict records (`k_meta_setting`) so that reports
+  keep k_meta_for(j, it) over the first j samples.
 * **Settings.** `settings()` lists every setting that changes results (`JudgeSettings`).
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from pydantic import Field
 
-from judgekit.aggregate import build_verdict, default_k_meta
+from judgekit.aggregate import build_verdict, k_meta_for
 from judgekit.backends.base import Backend
 from judgekit.config import GenerationConfig
 from judgekit.formats import GRMFormat, JudgingFormat
@@ -197,14 +198,16 @@ class Pipeline:
             raise ValueError(f"the {fmt.name} format has no critique for a meta judge "
                              "to rate: meta-guided voting does not apply")
         used_k_meta, meta_usage = None, Usage()
+        setting = next((v for v in (k_meta, self.k_meta) if v is not None), None)
         if scorer is not None:
-            used_k_meta = next((v for v in (k_meta, self.k_meta) if v is not None),
-                               default_k_meta(samples))
+            used_k_meta = k_meta_for(samples, setting)
             meta_usage = await rate_samples(scorer, query, responses, judgements,
                                             reference=reference)
         return build_verdict(
             judgements, len(responses), k=samples, voting=self.voting, tie_rule=self.tie_rule,
-            seed=item_seed, k_meta=used_k_meta, aggregate_rule=self.aggregate.value,
+            seed=item_seed, k_meta=used_k_meta,
+            k_meta_setting=setting if scorer is not None else None,
+            aggregate_rule=self.aggregate.value,
             model=self.model, meta_model=scorer.spec if scorer is not None else None,
             item_id=item_id, extra_usage=meta_usage, wall_time_s=time.perf_counter() - start,
             metadata=fmt.verdict_metadata(reference))

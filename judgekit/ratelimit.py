@@ -43,11 +43,11 @@ def estimate_tokens(messages: list[Message], max_tokens: int, n: int = 1) -> int
 
 class TokenBucket:
     """`budget` units per `period` seconds, refilled continuously, holding at most `burst` units
-    (default: one second's worth, and at least one unit). In any window of t seconds at most
-    `budget * t / period + burst` units are granted: a per-minute budget never goes out as a
-    burst at the start of the minute, which providers that count per second or over a sliding
-    window answer with 429s. (The bucket used to hold a whole period's budget: 60 requests per
-    minute went out in under 2 s.)
+    (default: one second's worth, at least one unit and at most the period's budget). In any
+    window of t seconds at most `budget * t / period + burst` units are granted: a per-minute
+    budget never goes out as a burst at the start of the minute, which providers that count
+    per second or over a sliding window answer with 429s. (The bucket used to hold a whole
+    period's budget: 60 requests per minute went out in under 2 s.)
 
     `acquire(amount)` reserves at once (the level may go below zero) and then sleeps for as long
     as the reservation takes to be covered, so waiters are served in arrival order, from any
@@ -63,7 +63,10 @@ class TokenBucket:
         self.budget = float(budget)
         self.period = float(period)
         self._rate = self.budget / self.period
-        self.capacity = float(burst) if burst is not None else max(1.0, self._rate)
+        # one second's worth, but never more than one period's budget (periods under a second
+        # are for tests) nor less than one unit
+        self.capacity = float(burst) if burst is not None else max(1.0, min(self.budget,
+                                                                            self._rate))
         self._level = self.capacity
         self._stamp = time.monotonic()
         self._lock = threading.Lock()

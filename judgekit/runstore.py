@@ -10,6 +10,10 @@ The rules, here and nowhere else:
 * **Corrupt lines** (a line that does not decode as a record) are skipped and counted: `load`
   returns their line numbers and warns once with the count; their items are done again unless
   another line holds them.
+* **Heal.** `heal` repairs a torn last line and moves corrupt lines aside (to `<file>.corrupt`,
+  kept for a look), rewriting the file in place, and says so in one line: a damaged line is
+  reported once, and later reads are clean. It holds the file's lock, which every append takes
+  too, so a report may heal the file of a run that is still writing: no line is lost.
 * **The latest record per item** wins, except that a done record is never replaced by a later
   failed one (`latest`); `done` is the set of items not to run again.
 """
@@ -26,6 +30,11 @@ from typing import IO, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
@@ -38,6 +47,19 @@ class Loaded(Generic[RecordT]):
     corrupt: list[int] = field(default_factory=list)
 
 
+@contextmanager
+def _locked(fh: IO[str] | IO[bytes]) -> Iterator[None]:
+    """The file's exclusive lock (POSIX `flock`; elsewhere none): appends and `heal` take it."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        yield
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 class Appender(Generic[RecordT]):
     """An open store: each `write` is one line, flushed and fsynced."""
 
@@ -45,9 +67,10 @@ class Appender(Generic[RecordT]):
         self._fh = fh
 
     def write(self, record: RecordT) -> None:
-        self._fh.write(record.model_dump_json() + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with _locked(self._fh):
+            self._fh.write(record.model_dump_json() + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
 
 class RunStore(Generic[RecordT]):
@@ -89,12 +112,55 @@ class RunStore(Generic[RecordT]):
                 except (ValidationError, ValueError):  # incl. bytes that are not UTF-8
                     out.corrupt.append(n)
         if out.corrupt and warn:
-            lines = ", ".join(map(str, out.corrupt[:5])) + (", ..." if len(out.corrupt) > 5
-                                                            else "")
             warnings.warn(f"{self.path}: skipped {len(out.corrupt)} unreadable line(s) (line "
-                          f"{lines}); their items run again unless another line holds them",
-                          stacklevel=2)
+                          f"{_line_list(out.corrupt)}); their items run again unless another "
+                          "line holds them", stacklevel=2)
         return out
+
+    def heal(self) -> str | None:
+        """Cut a torn last line and move every corrupt line to `<file>.corrupt`, in place and
+        under the file's lock; one line saying what was done, or None for a sound file."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb+") as fh, _locked(fh):
+            data = fh.read()
+            lines = data.splitlines(keepends=True)
+            torn = len(lines[-1]) if lines and not lines[-1].endswith(b"\n") else 0
+            keep: list[bytes] = []
+            corrupt: list[int] = []
+            for n, line in enumerate(lines[:-1] if torn else lines, 1):
+                if line.strip() and not self._readable(line):
+                    corrupt.append(n)
+                else:
+                    keep.append(line)
+            if not torn and not corrupt:
+                return None
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            if corrupt:
+                with aside.open("ab") as out:
+                    out.writelines(lines[n - 1] for n in corrupt)
+                    out.flush()
+                    os.fsync(out.fileno())
+            # In place, not a new file: an appender holding the file open keeps writing to it.
+            # A crash mid-rewrite leaves every good line (the old tail follows what was
+            # written) and at most one broken line, which the next heal moves aside.
+            fh.seek(0)
+            fh.write(b"".join(keep))
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
+        done = [f"removed a truncated last line ({torn} bytes)"] if torn else []
+        if corrupt:
+            done.append(f"moved {len(corrupt)} unreadable line(s) (line {_line_list(corrupt)}) "
+                        f"to {aside.name}")
+        return f"{self.path}: {' and '.join(done)}; their items run again"
+
+    def _readable(self, line: bytes) -> bool:
+        try:
+            self.record.model_validate_json(line)
+        except (ValidationError, ValueError):
+            return False
+        return True
 
     def append(self, records: Iterable[RecordT]) -> None:
         """Append records in one write, flushed and fsynced."""
@@ -102,7 +168,7 @@ class RunStore(Generic[RecordT]):
         if not text:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
+        with self.path.open("a", encoding="utf-8") as fh, _locked(fh):
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -113,6 +179,10 @@ class RunStore(Generic[RecordT]):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             yield Appender(fh)
+
+
+def _line_list(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
 
 
 def latest(records: Iterable[RecordT], key: Callable[[RecordT], str],

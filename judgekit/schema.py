@@ -174,6 +174,9 @@ class Verdict(BaseModel):
     aggregate: str = "overall"
     k: int = 1
     k_meta: int | None = None
+    k_meta_setting: int | None = Field(None, description="the k_meta asked for (None: the "
+                                       "default rule); a vote over the first j samples keeps "
+                                       "`aggregate.k_meta_for(j, k_meta_setting)`")
     valid_samples: int = 0
     invalid_samples: int = 0
     samples: list[Judgement] = Field(default_factory=list)

@@ -89,6 +89,11 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
         before, after = old.get(key), new.get(key)
         if isinstance(before, Mapping) and isinstance(after, Mapping):
             out += differences(before, after, f"{prefix}{key}.")
+        elif (isinstance(before, list) and isinstance(after, list)
+              and len(before) == len(after) and before != after
+              and all(isinstance(v, Mapping) for v in before + after)):
+            out += differences({str(i): v for i, v in enumerate(before)},
+                               {str(i): v for i, v in enumerate(after)}, f"{prefix}{key}.")
         elif before != after:
             out.append(f"{prefix}{key}: {before!r} -> {after!r}")
     return out

@@ -30,6 +30,7 @@ later requests and records it on every completion written without the schema.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.error
@@ -77,6 +78,7 @@ def check_flavour(flavour: str | None, *, official: bool) -> str:
     return flavour
 
 
+@functools.cache  # asked per request (`check_config`); two strings in, a frozen model out
 def capabilities(flavour: str, detected: str | None = None) -> BackendCapabilities:
     """What a server of `flavour` can enforce. `auto` declares a JSON schema (sent where the
     detected server takes one, else recorded as a fallback), plus what the detected server adds."""

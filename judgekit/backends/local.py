@@ -183,6 +183,13 @@ class TransformersBackend(Backend):
             if self.fast and not fast:
                 self.engine_note = f"fast engine is CPU-only; {device} uses generate"
             if fast:
+                from judgekit.backends.local_engine import self_check
+
+                broken = self_check()  # torch / transformers internals (logged once)
+                if broken is not None:
+                    fast = False
+                    self.engine_note = f"fast engine off ({broken}); using generate"
+            if fast:
                 from judgekit.backends.local_engine import int4_pays, pick_engine_dtype
 
                 dtype = pick_engine_dtype(self._dtype_arg)

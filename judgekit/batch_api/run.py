@@ -135,6 +135,8 @@ class BatchState(BaseModel):
     run_id: str
     provider: str
     model: str
+    identity: str | None = Field(None, description="the model without its endpoint (what a "
+                                 "resume compares; None in runs made before it was recorded)")
     format: str
     samples: int
     meta: bool | str | None = Field(None, description="the meta judge asked at submission: None "
@@ -616,7 +618,8 @@ async def asubmit_batch(judge: Judge | JudgeSpec, items: Sequence[JudgeItem | di
     else:
         run = BatchRun(path, BatchState(
             run_id=uuid.uuid4().hex[:10], provider=provider.name, model=live.model,
-            format=live.format.name, samples=samples, meta=stored_meta, k_meta=k_meta,
+            identity=live.backend.identity, format=live.format.name, samples=samples,
+            meta=stored_meta, k_meta=k_meta,
             judge_spec=spec.stored() if spec is not None else None, created_at=_now()), [])
         run.save()
     records = run.add_items(live, parsed, provider)
@@ -644,8 +647,12 @@ def _stored_meta(meta: MetaArg) -> bool | str | None:
 
 
 def _check_same(state: BatchState, judge: Judge, provider: BatchProvider, samples: int) -> None:
+    # The model is compared without its endpoint where the run recorded it: the same provider
+    # served on another port (a restarted proxy) keeps its jobs.
+    model = ((state.identity, judge.backend.identity) if state.identity is not None
+             else (state.model, judge.model))
     diff = {k: (old, new) for k, old, new in (
-        ("provider", state.provider, provider.name), ("model", state.model, judge.model),
+        ("provider", state.provider, provider.name), ("model", *model),
         ("format", state.format, judge.format.name), ("samples", state.samples, samples))
         if old != new}
     if diff:

@@ -4,6 +4,7 @@
     from judgekit.bench import render_report, run
 
     run("llmbar", Judge("openai:gpt-4o-mini"), out_dir="runs/llmbar-k4", samples=4)
+    # the same as: await arun(RunSpec(dataset="llmbar", out_dir=..., samples=4), judge)
     print(render_report(["runs/llmbar-k4"]))  # or: judgekit bench report runs/llmbar-k4
 
 Heavy pieces (pandas, matplotlib) are imported only when a report or plot is made.
@@ -48,7 +49,9 @@ from judgekit.bench.runner import (
     ResultRecord,
     RunInfo,
     RunResult,
+    RunSpec,
     arun,
+    data_mapping,
     make_judge,
     read_results,
     read_run_info,
@@ -68,11 +71,13 @@ __all__ = [
     "ResultRecord",
     "RunInfo",
     "RunResult",
+    "RunSpec",
     "TieRule",
     "arun",
     "arun_bias",
     "benchmark_frame",
     "bias_frame",
+    "data_mapping",
     "dataset_names",
     "list_datasets",
     "load_csv",

@@ -1,14 +1,15 @@
 """Benchmark metrics: pure functions of stored results (no model is ever called here).
 
-Tie rules for "which response is best":
+**A report is the live result.** Every voted figure is recomputed from the stored samples of
+each Verdict through `judgekit.aggregate.aggregate` with the run's own rules, as the Verdict
+records them: its voting method, tie rule, tie-break seed (the item's seed, so a random tie is
+broken as the live run broke it) and meta-guided keep rule (`aggregate.k_meta_for`). Votes over
+the first j samples (scaling curves) use the same rules (`revote`). So `accuracy` over a run
+equals the share of items whose `Verdict.best` is the gold best.
 
-* ``strict``  a tie at the top (or no valid sample) is wrong: the judge did not pick one;
-* ``random``  the paper's evaluation rule: a tie is broken by a seeded random pick among the tied
-              responses (an item with no valid sample is a random pick among all responses). The
-              pick depends only on (seed, item id), so a report is reproducible.
-
-Items whose record `failed` (no judgement at all, see `runner.ResultRecord.failed`) are left out
-of every quality metric and counted separately; parse failures are kept (they are judge errors).
+An item is *judged* when it has at least one valid sample; any other item (no verdict, every
+sample an API or parse failure) is *failed*: left out of every quality metric and counted apart.
+Accuracies are over judged items, with their count beside them.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from judgekit.aggregate import aggregate
+from judgekit.aggregate import Aggregation, aggregate, k_meta_for
 from judgekit.bench.items import LabelKind
 from judgekit.bench.runner import ResultRecord
-from judgekit.schema import Judgement, SampleStatus
+from judgekit.schema import SampleStatus, Verdict
 from judgekit.voting import NEUTRAL_SCORE, TieRule, VotingMethod, top_set
-from judgekit.voting import pick_best as _pick_best
 
 __all__ = ["NEUTRAL_SCORE", "TieRule", "top_set"]
 
@@ -41,47 +41,64 @@ class Accuracy:
 
 
 # --------------------------------------------------------------------------------------------
-# Picking the best response
+# The live vote of a stored Verdict
 # --------------------------------------------------------------------------------------------
-def tie_break_seed(seed: int, item_id: str) -> str:
-    """The report's random tie-break depends only on (seed, item id), so it is reproducible."""
-    return f"{seed}:{item_id}"
+def revote(verdict: Verdict, j: int | None = None, *, meta: bool | None = None,
+           tie_rule: TieRule | str | None = None,
+           voting: VotingMethod | str | None = None) -> Aggregation:
+    """The vote over the first `j` stored samples (by sample index; all of them when None)
+    through `aggregate`, with the run's voting method, tie rule, the item's seed and the
+    k_meta rule, as the Verdict records them. `meta` None: meta-guided exactly when the run
+    was; False: plain voting; True: meta-guided. `tie_rule` and `voting` override the run's
+    (a strict reading, a mean score)."""
+    samples = sorted(verdict.samples, key=lambda s: s.sample_index)
+    if j is not None:
+        samples = samples[:j]
+    use_meta = verdict.k_meta is not None if meta is None else meta
+    k_meta = None
+    if use_meta:
+        k_meta = (verdict.k_meta if j is None and verdict.k_meta is not None
+                  else k_meta_for(len(samples), verdict.k_meta_setting))
+    return aggregate(samples, verdict.n_responses,
+                     voting=voting if voting is not None else verdict.voting,
+                     tie_rule=tie_rule if tie_rule is not None else verdict.tie_rule,
+                     seed=verdict.seed if verdict.seed is not None else 0, k_meta=k_meta)
 
 
-def pick_best(scores: Sequence[float | None], rule: TieRule | str = TieRule.STRICT,
-              seed: int = 0, item_id: str = "") -> int | None:
-    """The judge's best response under a tie rule (None = no pick, strict rule only)."""
-    return _pick_best(scores, rule, tie_break_seed(seed, item_id))
+def judged(rec: ResultRecord) -> bool:
+    """The item has at least one valid sample (else it failed: `ResultRecord.failed`)."""
+    return not rec.failed
 
 
 def record_scores(rec: ResultRecord) -> list[float | None]:
+    """The item's voted scores (all None for a failed item)."""
     if rec.verdict is None:
         return [None] * rec.n_responses
-    return list(rec.verdict.scores)
+    return list(revote(rec.verdict).scores)
 
 
 def usable(records: Iterable[ResultRecord]) -> list[ResultRecord]:
-    """Records that hold a judgement (not `failed`)."""
-    return [r for r in records if not r.failed]
+    """The judged records (at least one valid sample)."""
+    return [r for r in records if judged(r)]
 
 
-def item_correct(rec: ResultRecord, rule: TieRule | str = TieRule.STRICT,
-                 seed: int = 0) -> bool | None:
-    """Whether the judge picked the gold best response; None when the item has no single gold
-    best (ties, binary labels) or no judgement."""
+def item_correct(rec: ResultRecord, rule: TieRule | str | None = None) -> bool | None:
+    """Whether the vote picked the gold best response (under the run's tie rule, or `rule`);
+    None when the item has no single gold best (ties, binary labels) or was not judged."""
     gold = rec.label.best_index
-    if gold is None or rec.n_responses < 2 or rec.failed:
+    if gold is None or rec.n_responses < 2 or not judged(rec):
         return None
-    return pick_best(record_scores(rec), rule, seed, rec.item_id) == gold
+    assert rec.verdict is not None
+    return revote(rec.verdict, tie_rule=rule).best == gold
 
 
-def accuracy(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
-             seed: int = 0) -> Accuracy:
-    """Accuracy over the items with a single gold best response, as the papers report it:
-    tie-labelled items are left out (see `tie_label_agreement` for them)."""
+def accuracy(records: Iterable[ResultRecord], rule: TieRule | str | None = None) -> Accuracy:
+    """Accuracy over the judged items with a single gold best response, as the papers report
+    it (tie-labelled items are left out, see `tie_label_agreement`), under the run's own tie
+    rule unless `rule` says another."""
     n = correct = 0
     for rec in records:
-        ok = item_correct(rec, rule, seed)
+        ok = item_correct(rec, rule)
         if ok is None:
             continue
         n += 1
@@ -148,10 +165,10 @@ def group_by(records: Iterable[ResultRecord],
     return out
 
 
-def accuracy_by_subset(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
-                       seed: int = 0) -> dict[str, Accuracy]:
+def accuracy_by_subset(records: Iterable[ResultRecord],
+                       rule: TieRule | str | None = None) -> dict[str, Accuracy]:
     groups = group_by(records, lambda r: r.subset)
-    return {k: accuracy(v, rule, seed) for k, v in sorted(groups.items())}
+    return {k: accuracy(v, rule) for k, v in sorted(groups.items())}
 
 
 def tie_rate(records: Iterable[ResultRecord]) -> dict[str, Any]:
@@ -173,30 +190,29 @@ def tie_rate(records: Iterable[ResultRecord]) -> dict[str, Any]:
 # Parse failures, cost
 # --------------------------------------------------------------------------------------------
 def parse_stats(records: Iterable[ResultRecord]) -> dict[str, Any]:
-    """Invalid samples / all samples; items with no valid sample; failed items."""
+    """Items judged (a valid sample) and failed (none); samples invalid, by kind; and the
+    valid samples of meta-guided items that the meta judge could not rate."""
     recs = list(records)
-    samples = invalid = parse_failures = api_errors = no_valid = 0
-    for rec in usable(recs):
-        assert rec.verdict is not None
+    samples = invalid = parse_failures = api_errors = unrated = 0
+    for rec in recs:
+        if rec.verdict is None:
+            continue
         for s in rec.verdict.samples:
             samples += 1
-            if not s.valid:
-                invalid += 1
+            invalid += not s.valid
             parse_failures += s.status is SampleStatus.PARSE_FAILURE
             api_errors += s.status is SampleStatus.API_ERROR
-        if not any(v is not None for v in rec.verdict.scores):
-            no_valid += 1
-    n_usable = len(usable(recs))
+            unrated += rec.verdict.k_meta is not None and s.valid and s.meta_score is None
+    n_judged = len(usable(recs))
     return {
         "items": len(recs),
-        "items_judged": n_usable,
-        "items_failed": len(recs) - n_usable,
-        "items_no_valid_sample": no_valid,
-        "no_valid_rate": no_valid / n_usable if n_usable else None,
+        "items_judged": n_judged,
+        "items_failed": len(recs) - n_judged,
         "samples": samples,
         "samples_invalid": invalid,
         "samples_parse_failure": parse_failures,
         "samples_api_error": api_errors,
+        "samples_meta_unrated": unrated,
         "invalid_sample_rate": invalid / samples if samples else None,
     }
 
@@ -232,8 +248,8 @@ def cost_stats(records: Iterable[ResultRecord]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # RM-Bench 3x3 style matrix
 # --------------------------------------------------------------------------------------------
-def rmbench_matrix(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
-                   seed: int = 0) -> dict[str, Any]:
+def rmbench_matrix(records: Iterable[ResultRecord],
+                   rule: TieRule | str | None = None) -> dict[str, Any]:
     """Accuracy of chosen style i (row) vs rejected style j (column), styles 0 concise,
     1 detailed, 2 detailed markdown. As RM-Bench defines them: hard = mean of the upper-right
     cells (i < j: the chosen response is less styled than the rejected one), normal = the
@@ -241,7 +257,7 @@ def rmbench_matrix(records: Iterable[ResultRecord], rule: TieRule | str = TieRul
     cells: dict[tuple[int, int], Accuracy] = {}
     for rec in records:
         i, j = rec.metadata.get("chosen_style"), rec.metadata.get("rejected_style")
-        ok = item_correct(rec, rule, seed)
+        ok = item_correct(rec, rule)
         if i is None or j is None or ok is None:
             continue
         cells[(i, j)] = cells.get((i, j), Accuracy(0, 0)) + Accuracy(1, ok)
@@ -265,12 +281,12 @@ def rmbench_matrix(records: Iterable[ResultRecord], rule: TieRule | str = TieRul
     }
 
 
-def rmbench_by_domain(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
-                      seed: int = 0) -> dict[str, dict[str, Any]]:
+def rmbench_by_domain(records: Iterable[ResultRecord],
+                      rule: TieRule | str | None = None) -> dict[str, dict[str, Any]]:
     """`rmbench_matrix` per domain (chat, code, safety: both safety files pooled, as RM-Bench
     does), plus "average": the mean over domains of each figure."""
     groups = group_by(records, lambda r: r.metadata.get("domain", r.subset))
-    out = {d: rmbench_matrix(v, rule, seed) for d, v in sorted(groups.items())}
+    out = {d: rmbench_matrix(v, rule) for d, v in sorted(groups.items())}
     if out:
         avg: dict[str, Any] = {"n": sum(v["n"] for v in out.values())}
         for key in ("hard", "normal", "easy", "total"):
@@ -287,8 +303,8 @@ RMB_PARTS = (("Helpfulness", "bon"), ("Helpfulness", "pairwise"), ("Harmlessness
              ("Harmlessness", "pairwise"))
 
 
-def rmb_scores(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.STRICT,
-               seed: int = 0) -> dict[str, Any]:
+def rmb_scores(records: Iterable[ResultRecord],
+               rule: TieRule | str | None = None) -> dict[str, Any]:
     """RMB as the paper scores it: accuracy of Help-BoN, Help-Pair, Harm-BoN, Harm-Pair (BoN
     correct only when the argmax is the labelled best) and their plain mean (over the parts
     present)."""
@@ -296,7 +312,7 @@ def rmb_scores(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.ST
     out: dict[str, Any] = {}
     values: list[float] = []
     for goal, kind in RMB_PARTS:
-        acc = accuracy(groups.get((goal, kind), []), rule, seed)
+        acc = accuracy(groups.get((goal, kind), []), rule)
         name = f"{'help' if goal == 'Helpfulness' else 'harm'}_{kind}"
         out[name] = acc.value
         out[f"{name}_n"] = acc.n
@@ -310,22 +326,12 @@ def rmb_scores(records: Iterable[ResultRecord], rule: TieRule | str = TieRule.ST
 # --------------------------------------------------------------------------------------------
 # Single-response error detection (ReaLMistake, XSTest)
 # --------------------------------------------------------------------------------------------
-def used_samples(rec: ResultRecord) -> int:
-    """How many samples the verdict's scores sum over (valid and kept)."""
-    if rec.verdict is None:
-        return 0
-    n = sum(1 for s in rec.verdict.samples if s.valid and s.kept)
-    return n or rec.verdict.valid_samples
-
-
 def mean_score(rec: ResultRecord, response: int = 0) -> float | None:
-    """A response's voted score on the 1-10 scale (the sum divided by the samples summed)."""
-    scores = record_scores(rec)
-    n = used_samples(rec)
-    if response >= len(scores) or scores[response] is None or n == 0:
+    """A response's 1-10 score: its mean over the samples the run's vote used (the kept ones
+    under meta-guided voting), through `aggregate`; None for a failed item."""
+    if rec.verdict is None or response >= rec.n_responses:
         return None
-    value = scores[response]
-    return value / n if value is not None else None
+    return revote(rec.verdict, voting=VotingMethod.MEAN).scores[response]
 
 
 def roc_auc(y_true: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -357,19 +363,16 @@ def binary_scores(records: Iterable[ResultRecord], threshold: float = NEUTRAL_SC
 
     ROC-AUC of the mean 1-10 score against the gold "no error" flag (the paper's ReaLMistake
     metric), and precision / recall / F1 of the *error* class when a score below `threshold`
-    flags an error. A response with no valid score counts as `NEUTRAL_SCORE` (5.5) and is
-    counted in `missing`.
+    flags an error. Over the judged items: a failed item (no valid score) is counted apart,
+    never given a score.
     """
     y_ok: list[bool] = []
     vals: list[float] = []
-    missing = 0
     for rec in usable(records):
         if rec.label.kind is not LabelKind.BINARY or rec.label.error is None:
             continue
         s = mean_score(rec)
-        if s is None:
-            missing += 1
-            s = NEUTRAL_SCORE
+        assert s is not None  # a judged item has a valid score
         y_ok.append(not rec.label.error)
         vals.append(s)
     tp = fp = fn = tn = 0
@@ -391,7 +394,7 @@ def binary_scores(records: Iterable[ResultRecord], threshold: float = NEUTRAL_SC
     return {"n": n, "roc_auc": roc_auc(y_ok, vals), "threshold": threshold,
             "precision": precision, "recall": recall, "f1": f1,
             "accuracy": (tp + tn) / n if n else None, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "error_rate_gold": (n - sum(y_ok)) / n if n else None, "missing": missing}
+            "error_rate_gold": (n - sum(y_ok)) / n if n else None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,26 +436,36 @@ def position_consistency(records: Iterable[ResultRecord]) -> dict[str, Any]:
     return {"items": len(rates), "consistency": _mean(rates)}
 
 
-def _dataset_preference(rec: ResultRecord) -> Hashable:
-    pref = _preference(record_scores(rec))
-    if isinstance(pref, int) and rec.order is not None:
-        return rec.order[pref]
-    return pref
+def _decisive_pick(rec: ResultRecord) -> int | None:
+    """The response the item's vote picked, in the dataset's order, when the vote is decisive
+    (one response, no tie, not broken by a tie rule); else None."""
+    if rec.verdict is None or not judged(rec):
+        return None
+    vote = revote(rec.verdict)
+    if vote.best is None or vote.tie:
+        return None
+    return rec.order[vote.best] if rec.order is not None else vote.best
 
 
 def paired_position_consistency(run_a: Iterable[ResultRecord],
                                 run_b: Iterable[ResultRecord]) -> dict[str, Any]:
-    """Two runs of the same items, typically one with `reverse=True`: the share of items where
-    both runs prefer the same response (in the dataset's order; both tying agrees)."""
-    b_by_id = {r.item_id: r for r in usable(run_b)}
-    n = agree = 0
-    for ra in usable(run_a):
+    """Two runs of the same items, typically one with `reverse=True`: over the items whose
+    vote is decisive in both orders (a tie, or a failure, in either says nothing about
+    position), the share where both pick the same response (in the dataset's order).
+    `undecided` counts the shared items left out."""
+    b_by_id = {r.item_id: r for r in run_b}
+    n = agree = undecided = 0
+    for ra in run_a:
         rb = b_by_id.get(ra.item_id)
         if rb is None or ra.n_responses < 2:
             continue
+        pa, pb = _decisive_pick(ra), _decisive_pick(rb)
+        if pa is None or pb is None:
+            undecided += 1
+            continue
         n += 1
-        agree += _dataset_preference(ra) == _dataset_preference(rb)
-    return {"items": n, "consistency": agree / n if n else None}
+        agree += pa == pb
+    return {"items": n, "consistency": agree / n if n else None, "undecided": undecided}
 
 
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
@@ -493,39 +506,29 @@ def human_agreement(records: Iterable[ResultRecord]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Inference-time scaling from stored samples
 # --------------------------------------------------------------------------------------------
-def vote_prefix(samples: Sequence[Judgement], j: int, n_responses: int, *, meta: bool = False,
-                k_meta: int | None = None,
-                voting: VotingMethod | str = VotingMethod.SUM) -> list[float | None]:
-    """Voting@j (or MetaRM@j with `meta`) recomputed from the first j samples (by sample_index)
-    through `judgekit.aggregate.aggregate`, the function that built the live Verdicts; with
-    `meta`, k_meta defaults to j//2 (at least 1). All None when no sample counts."""
-    first = sorted(samples, key=lambda s: s.sample_index)[:j]
-    km = (k_meta if k_meta is not None else max(1, j // 2)) if meta else None
-    return aggregate(first, n_responses, voting=voting, k_meta=km).scores
-
-
 def has_meta_scores(records: Iterable[ResultRecord]) -> bool:
-    return any(s.meta_score is not None for r in records if r.verdict is not None
-               for s in r.verdict.samples)
+    """Whether any item was voted meta-guided."""
+    return any(r.verdict is not None and r.verdict.k_meta is not None for r in records)
 
 
 def scaling_curve(records: Iterable[ResultRecord], ks: Sequence[int] | None = None, *,
-                  meta: bool = False, meta_ratio: float = 0.5,
-                  rule: TieRule | str = TieRule.STRICT, seed: int = 0
-                  ) -> list[tuple[int, Accuracy]]:
-    """Accuracy of Voting@j (or MetaRM@j with k_meta = max(1, round(j * meta_ratio))) for each
-    j in `ks` (default 1..k), recomputed from the stored per-sample scores."""
-    recs = [r for r in usable(records) if r.label.best_index is not None and r.n_responses >= 2]
+                  meta: bool = False) -> list[tuple[int, Accuracy]]:
+    """Accuracy of Voting@j (or MetaRM@j with `meta`) for each j in `ks` (default 1..k): the
+    vote over each item's first j stored samples (`revote`, the run's rules), over the items
+    with a single gold best and a valid sample among those j."""
+    recs = [r for r in records if r.verdict is not None and r.label.best_index is not None
+            and r.n_responses >= 2]
     k_max = max((r.verdict.k for r in recs if r.verdict is not None), default=0)
     points: list[tuple[int, Accuracy]] = []
     for j in (ks if ks is not None else range(1, k_max + 1)):
         n = correct = 0
         for rec in recs:
             assert rec.verdict is not None
-            km = max(1, round(j * meta_ratio)) if meta else None
-            scores = vote_prefix(rec.verdict.samples, j, rec.n_responses, meta=meta, k_meta=km)
+            vote = revote(rec.verdict, j, meta=meta)
+            if not vote.used_samples:
+                continue
             n += 1
-            correct += pick_best(scores, rule, seed, rec.item_id) == rec.label.best_index
+            correct += vote.best == rec.label.best_index
         points.append((j, Accuracy(n, correct)))
     return points
 
@@ -584,27 +587,28 @@ def record_lengths(rec: ResultRecord,
     return [values[i] for i in rec.order] if rec.order is not None else values
 
 
-def length_bias(records: Iterable[ResultRecord], lengths: Mapping[str, Sequence[int]] | None = None,
-                rule: TieRule | str = TieRule.RANDOM, seed: int = 0) -> dict[str, Any]:
+def length_bias(records: Iterable[ResultRecord],
+                lengths: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """Does the judge prefer the longer of two responses?
 
-    Over two-response items with known lengths (characters; see `record_lengths`):
+    Over judged two-response items with known lengths (characters; see `record_lengths`):
 
     * `correlation`: between the score margin (mean 1-10 score of response 0 minus response 1)
       and the length margin (its length minus the other's), computed with both orders of every
       pair, so it does not depend on which response is listed first (that is the uncentered
       correlation sum(dx*ds) / sqrt(sum dx^2 * sum ds^2));
-    * `longer_win_rate`: among pairs of unequal length where the voted scores differ, the share
-      where the longer response scored higher;
-    * `acc_longer_wrong` / `acc_longer_right`: accuracy (tie rule `rule`) on pairs whose gold
-      best is the shorter / the longer response. A length-biased judge does worse on the first.
+    * `longer_win_rate`: among the untied items (the vote picked one response without a tie)
+      of unequal lengths, the share where the vote picked the longer response;
+    * `acc_longer_wrong` / `acc_longer_right`: accuracy (the run's tie rule) on pairs whose
+      gold best is the shorter / the longer response. A length-biased judge does worse on the
+      first.
     """
     sxy = sxx = syy = 0.0
     n_corr = decided = longer_wins = 0
     wrong = right = Accuracy(0, 0)
     for rec in usable(records):
         lens = record_lengths(rec, lengths) if rec.n_responses == 2 else None
-        if lens is None:
+        if lens is None or rec.verdict is None:
             continue
         dx = float(lens[0] - lens[1])
         a, b = mean_score(rec, 0), mean_score(rec, 1)
@@ -614,13 +618,16 @@ def length_bias(records: Iterable[ResultRecord], lengths: Mapping[str, Sequence[
             sxy += dx * ds
             sxx += dx * dx
             syy += ds * ds
-            if dx and ds:
-                decided += 1
-                longer_wins += (dx > 0) == (ds > 0)
-        ok = item_correct(rec, rule, seed)
-        if ok is None or not dx:
+        if not dx:
             continue
         longer = 0 if dx > 0 else 1
+        vote = revote(rec.verdict)
+        if vote.best is not None and not vote.tie:
+            decided += 1
+            longer_wins += vote.best == longer
+        ok = item_correct(rec)
+        if ok is None:
+            continue
         if rec.label.best_index == longer:
             right += Accuracy(1, ok)
         else:

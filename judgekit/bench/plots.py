@@ -80,16 +80,14 @@ def _chance(records: Sequence[m.ResultRecord]) -> float:
     return sum(1 / r.n_responses for r in counted) / len(counted) if counted else 0.0
 
 
-def subset_bars(runs: Sequence[Any], rule: str = "strict",
-                seed: int | None = None) -> list[SubsetBar]:
+def subset_bars(runs: Sequence[Any]) -> list[SubsetBar]:
     """The bars `plot_subsets` draws, one per run and subset with single-best items (subsets
     whose items all have tie or binary labels have no accuracy)."""
     bars: list[SubsetBar] = []
     for r in _runs(runs):
-        s = r.seed if seed is None else seed
         groups = m.group_by(r.records, lambda rec: rec.subset)
         for subset, members in sorted(groups.items()):
-            acc = m.accuracy(members, rule, s)
+            acc = m.accuracy(members)
             if not acc.n:
                 continue
             low, high = wilson_interval(acc.correct, acc.n)
@@ -105,11 +103,10 @@ def _label_lines(name: str, width: int) -> str:
     return "\n".join(textwrap.wrap(name, width, break_on_hyphens=False)) or name
 
 
-def subsets_figure(runs: Sequence[Any], *, rule: str = "strict",
-                   seed: int | None = None) -> Any | None:
+def subsets_figure(runs: Sequence[Any]) -> Any | None:
     """The per-subset accuracy figure; None when no run has an item with a single best."""
     rs = _runs(runs)
-    bars = subset_bars(rs, rule, seed)
+    bars = subset_bars(rs)
     if not bars:
         return None
     labels = [r.label for r in rs]
@@ -145,7 +142,7 @@ def subsets_figure(runs: Sequence[Any], *, rule: str = "strict",
             ax.text(100 * b.high + 1.5, y, f"{100 * b.accuracy:.0f}%  n={b.n}", va="center",
                     fontsize=7, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3,
                                       "alpha": 0.8})
-        overall = m.accuracy(r.records, rule, r.seed if seed is None else seed)
+        overall = m.accuracy(r.records)
         if overall.value is not None:
             ax.axvline(100 * overall.value, color=color, ls="--", lw=1.2,
                        label=f"{r.label}: overall {100 * overall.value:.1f}% (n={overall.n})")
@@ -164,7 +161,8 @@ def subsets_figure(runs: Sequence[Any], *, rule: str = "strict",
     ax.set_xticks(range(0, 101, 20))
     ax.set_xlabel("accuracy (%), with 95% Wilson intervals")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.set_title(f"Accuracy per subset (ties: {rule}; sorted by {labels[0]})", fontsize=10)
+    ax.set_title(f"Accuracy per subset (each run's own rules; sorted by {labels[0]})",
+                 fontsize=10)
     missing = sorted({rec.subset for r in rs for rec in r.records} - set(names))
     if missing:
         ax.set_title(f"not shown (no single-best labels): {', '.join(missing)}", loc="left",
@@ -174,24 +172,16 @@ def subsets_figure(runs: Sequence[Any], *, rule: str = "strict",
     return fig
 
 
-def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str = "strict",
-                 seed: int | None = None) -> Path | None:
+def plot_subsets(runs: Sequence[Any], path: str | os.PathLike[str]) -> Path | None:
     """Per-subset accuracy bars (`subsets_figure`) as a PNG; None (no file) when no run has an
     item with a single best response."""
-    fig = subsets_figure(runs, rule=rule, seed=seed)
+    fig = subsets_figure(runs)
     return None if fig is None else _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
 # Scaling with k
 # --------------------------------------------------------------------------------------------
-def _meta_ratio(run: BenchRun) -> float:
-    for r in run.records:
-        if r.verdict is not None and r.verdict.k_meta:
-            return r.verdict.k_meta / max(r.verdict.k, 1)
-    return 0.5
-
-
 def _meta_note(run: BenchRun) -> str | None:
     """Why a run has no meta-guided curve, or how much of it rests on rated samples."""
     samples = [s for r in run.records if r.verdict is not None for s in r.verdict.samples]
@@ -206,23 +196,20 @@ def _meta_note(run: BenchRun) -> str | None:
     return None
 
 
-def scaling_outcomes(records: Sequence[m.ResultRecord], *, meta: bool = False,
-                     meta_ratio: float = 0.5, rule: str = "random",
-                     seed: int = 0) -> list[tuple[int, list[bool]]]:
-    """Per item, whether Voting@j (MetaRM@j with `meta`) picks the gold best, for j = 1..k:
-    the per-item outcomes behind `metrics.scaling_curve`, the same items in the same order at
-    every j, which a paired bootstrap needs."""
-    recs = [r for r in m.usable(records) if r.verdict is not None
+def scaling_outcomes(records: Sequence[m.ResultRecord], *,
+                     meta: bool = False) -> list[tuple[int, list[bool]]]:
+    """Per item, whether Voting@j (MetaRM@j with `meta`) picks the gold best, for j = 1..k: the
+    vote over the item's first j stored samples under the run's own rules (`metrics.revote`,
+    as `metrics.scaling_curve` counts it), over the items with a valid sample at every j, the
+    same items in the same order at every j, which a paired bootstrap needs."""
+    recs = [r for r in records if r.verdict is not None
             and r.label.best_index is not None and r.n_responses >= 2]
     k_max = max((r.verdict.k for r in recs if r.verdict is not None), default=0)
-    out: list[tuple[int, list[bool]]] = []
-    for j in range(1, k_max + 1):
-        km = max(1, round(j * meta_ratio)) if meta else None
-        out.append((j, [m.pick_best(m.vote_prefix(r.verdict.samples, j, r.n_responses,
-                                                  meta=meta, k_meta=km), rule, seed,
-                                    r.item_id) == r.label.best_index
-                        for r in recs if r.verdict is not None]))
-    return out
+    votes = {j: [m.revote(r.verdict, j, meta=meta) for r in recs if r.verdict is not None]
+             for j in range(1, k_max + 1)}
+    keep = [i for i in range(len(recs)) if all(votes[j][i].used_samples for j in votes)]
+    return [(j, [votes[j][i].best == recs[i].label.best_index for i in keep])
+            for j in range(1, k_max + 1)]
 
 
 def _curve(ax: Any, outcomes: list[tuple[int, list[bool]]], color: str, label: str,
@@ -239,8 +226,7 @@ def _curve(ax: Any, outcomes: list[tuple[int, list[bool]]], color: str, label: s
     return True
 
 
-def scaling_figure(runs: Sequence[Any], *, rule: str = "random",
-                   seed: int | None = None) -> Any | None:
+def scaling_figure(runs: Sequence[Any]) -> Any | None:
     """Accuracy vs k; None when no run has k > 1 and no two runs of one setup differ in k."""
     rs = _runs(runs)
     fig, ax = _figure((7.5, 5.0))
@@ -249,16 +235,17 @@ def scaling_figure(runs: Sequence[Any], *, rule: str = "random",
     for i, r in enumerate(rs):
         if r.k < 2:
             continue
-        s = r.seed if seed is None else seed
+        s = r.info.seed  # seeds the bootstrap only; votes follow the run's own rules
         color = _color(i)
-        drawn |= _curve(ax, scaling_outcomes(r.records, rule=rule, seed=s), color,
+        drawn |= _curve(ax, scaling_outcomes(r.records), color,
                         f"{r.label}: voting", "-", "o", s)
         note = _meta_note(r)
         if note:
             notes.append(note)
-        if m.has_meta_scores(r.records):
-            drawn |= _curve(ax, scaling_outcomes(r.records, meta=True,
-                                                 meta_ratio=_meta_ratio(r), rule=rule, seed=s),
+        rated = any(s.meta_score is not None for rec in r.records if rec.verdict is not None
+                    for s in rec.verdict.samples)
+        if m.has_meta_scores(r.records) and rated:
+            drawn |= _curve(ax, scaling_outcomes(r.records, meta=True),
                             color, f"{r.label}: meta-guided", "--", "s", s)
     single = [r.label for r in rs if r.k < 2]
     groups: dict[tuple[str, str, str, bool], list[BenchRun]] = {}
@@ -271,7 +258,7 @@ def scaling_figure(runs: Sequence[Any], *, rule: str = "random",
             continue
         pts = []
         for r in sorted(members, key=lambda x: x.k):
-            acc = m.accuracy(r.records, rule, r.seed if seed is None else seed)
+            acc = m.accuracy(r.records)
             if acc.value is not None:
                 lo, hi = wilson_interval(acc.correct, acc.n)
                 pts.append((r.k, 100 * acc.value, 100 * lo, 100 * hi))
@@ -291,7 +278,8 @@ def scaling_figure(runs: Sequence[Any], *, rule: str = "random",
     ax.minorticks_off()
     ax.set_xlabel("k (samples voted)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Inference-time scaling (ties: {rule}; bands: 95% bootstrap over items)",
+    ax.set_title("Inference-time scaling (each run's own rules; bands: 95% bootstrap over "
+                 "items)",
                  fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
@@ -300,20 +288,18 @@ def scaling_figure(runs: Sequence[Any], *, rule: str = "random",
     return fig
 
 
-def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str], *, rule: str = "random",
-                 seed: int | None = None) -> Path | None:
+def plot_scaling(runs: Sequence[Any], path: str | os.PathLike[str]) -> Path | None:
     """Accuracy vs k (`scaling_figure`) as a PNG; None (no file) when nothing scales."""
-    fig = scaling_figure(runs, rule=rule, seed=seed)
+    fig = scaling_figure(runs)
     return None if fig is None else _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
 # RM-Bench
 # --------------------------------------------------------------------------------------------
-def plot_rmbench(run: BenchRun, path: str | os.PathLike[str], *, rule: str = "random",
-                 seed: int | None = None) -> Path | None:
+def plot_rmbench(run: BenchRun, path: str | os.PathLike[str]) -> Path | None:
     """RM-Bench 3x3 matrix (rows: chosen style, columns: rejected style) of one run."""
-    res = m.rmbench_matrix(run.records, rule, run.seed if seed is None else seed)
+    res = m.rmbench_matrix(run.records)
     if not res["n"]:
         return None
     styles = ["concise", "detailed", "markdown"]
@@ -387,13 +373,13 @@ def length_statistic(points: Sequence[tuple[float, float]]) -> str:
     return f"Pearson r undefined: constant {const}, n = {len(points)}"
 
 
-def bias_figure(runs: Sequence[Any], *, seed: int | None = None) -> Any | None:
+def bias_figure(runs: Sequence[Any]) -> Any | None:
     """The bias probes that have data, one panel each: position (consistency across orders
     within the records and between --reverse twins, first-position win rate; dashed: 50%),
     length (score margin against length margin per run, with Pearson's r where defined),
     accuracy where the longer response is wrong / right, and agreement among the k samples.
     None when no panel has data."""
-    groups = bias_groups(runs, seed)
+    groups = bias_groups(runs)
     if not groups:
         return None
     labels = [g.label.replace(" + ", " +\n") for g in groups]
@@ -414,7 +400,7 @@ def bias_figure(runs: Sequence[Any], *, seed: int | None = None) -> Any | None:
     scatter = [(lab, pts) for lab, pts in scatter if pts]
     if scatter:
         panels.append(("scatter", scatter))
-    lb = [m.length_bias(g.records, g.lengths, "random", g.seed) for g in groups]
+    lb = [m.length_bias(g.records, g.lengths) for g in groups]
     by_length = {"accuracy, longer response wrong": [x["acc_longer_wrong"] for x in lb],
                  "accuracy, longer response right": [x["acc_longer_right"] for x in lb],
                  "longer response wins": [x["longer_win_rate"] for x in lb]}
@@ -438,7 +424,7 @@ def bias_figure(runs: Sequence[Any], *, seed: int | None = None) -> Any | None:
             _bars(ax, labels, data, "Position", chance=0.5)
         elif kind == "length":
             _bars(ax, labels, data, "Length: accuracy by which response is longer "
-                  "(random tie-break)", chance=0.5)
+                  "(the run's tie rule)", chance=0.5)
         elif kind == "agreement":
             _bars(ax, labels, data, "Agreement among the k samples")
         else:
@@ -455,24 +441,23 @@ def bias_figure(runs: Sequence[Any], *, seed: int | None = None) -> Any | None:
 
 
 def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
-              seed: int | None = None, dpi: int = DPI) -> Path | None:
+              dpi: int = DPI) -> Path | None:
     """The bias panels that have data (`bias_figure`) as a PNG; None (no file) when none has."""
-    fig = bias_figure(runs, seed=seed)
+    fig = bias_figure(runs)
     return None if fig is None else _save(fig, path, dpi)
 
 
-def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str],
-                seed: int | None = None) -> list[Path]:
+def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """All plots that apply to these runs, as PNG files in `out_dir`; returns their paths."""
     rs = _runs(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = [
-        plot_scaling(rs, out / "scaling.png", seed=seed),
-        plot_subsets(rs, out / "subsets.png", seed=seed),
-        plot_bias(rs, out / "bias.png", seed=seed),
+        plot_scaling(rs, out / "scaling.png"),
+        plot_subsets(rs, out / "subsets.png"),
+        plot_bias(rs, out / "bias.png"),
     ]
     for i, r in enumerate(rs):
         if any("chosen_style" in rec.metadata for rec in r.records):
-            made.append(plot_rmbench(r, out / f"rmbench_matrix_{i}.png", seed=seed))
+            made.append(plot_rmbench(r, out / f"rmbench_matrix_{i}.png"))
     return [p for p in made if p is not None]

@@ -94,10 +94,6 @@ class BenchRun:
     label: str = ""
 
     @property
-    def seed(self) -> int:
-        return self.info.seed
-
-    @property
     def k(self) -> int:
         ks = [r.verdict.k for r in self.records if r.verdict is not None]
         return max(ks) if ks else self.info.samples
@@ -142,9 +138,23 @@ def _rnd(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
-    """One run's headline numbers (percentages for accuracies and rates)."""
-    s = run.seed if seed is None else seed
+def run_rules(run: BenchRun) -> dict[str, Any]:
+    """The run's own voting method, tie rule and meta keep rule, as its Verdicts record them
+    (None where its Verdicts disagree or there are none)."""
+    def one(values: set[Any]) -> Any:
+        return next(iter(values)) if len(values) == 1 else None
+
+    verdicts = [r.verdict for r in run.records if r.verdict is not None]
+    return {"voting": one({v.voting for v in verdicts}),
+            "tie_rule": one({v.tie_rule for v in verdicts}),
+            "k_meta": one({v.k_meta for v in verdicts})}
+
+
+def summarize(run: BenchRun) -> dict[str, Any]:
+    """One run's headline numbers (percentages for accuracies and rates), all from the stored
+    Verdicts under the run's own rules (see `judgekit.bench.metrics`). `judged` items have a
+    valid sample; the others `failed`; `accuracy` is over the judged items with a single gold
+    best (`accuracy_items` of them), blank when there are none."""
     recs = run.records
     ps = m.parse_stats(recs)
     cost = m.cost_stats(recs)
@@ -152,6 +162,8 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
     pos = m.position_consistency(recs)
     n_tie_labels = m.count_tie_labels(recs)
     ties = m.tie_label_agreement(recs)
+    acc = m.accuracy(recs)
+    rules = run_rules(run)
     return {
         "dataset": run.info.dataset,
         "subset": run.info.subset or "",
@@ -159,16 +171,20 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
         "judge": f"baseline:{run.info.baseline}" if run.info.baseline else "grm",
         "k": run.k,
         "meta": run.info.meta,
+        "voting": rules["voting"],
+        "tie_rule": rules["tie_rule"],
+        "k_meta": rules["k_meta"],
         "items": run.info.n_items,
         "judged": ps["items_judged"],
         "failed": ps["items_failed"],
-        "acc_strict": _pct(m.accuracy(recs, m.TieRule.STRICT, s).value),
-        "acc_random_tiebreak": _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value),
+        "pending": max(0, run.info.n_items - len(recs)),
+        "accuracy": _pct(acc.value),
+        "accuracy_items": acc.n,
         "tie_labelled": n_tie_labels,
         "agreement_incl_ties": _pct(ties["agreement"]) if n_tie_labels else None,
         "tie_rate": _pct(m.tie_rate(recs)["tie_rate"]),
         "invalid_sample_rate": _pct(ps["invalid_sample_rate"]),
-        "items_no_valid_sample": ps["items_no_valid_sample"],
+        "samples_meta_unrated": ps["samples_meta_unrated"] if rules["k_meta"] else None,
         "position_consistency": _pct(pos["consistency"]),
         "kappa_vs_human": _rnd(kappa["kappa"], 3),
         "tokens_per_item": _rnd(cost["total_tokens"], 1),
@@ -178,29 +194,31 @@ def summarize(run: BenchRun, seed: int | None = None) -> dict[str, Any]:
     }
 
 
-def benchmark_metrics(run: BenchRun, seed: int | None = None) -> dict[str, float | None]:
-    """The benchmark's own figures, by the benchmark's definition (percentages)."""
-    s = run.seed if seed is None else seed
+def benchmark_metrics(run: BenchRun) -> dict[str, float | None]:
+    """The benchmark's own figures, by the benchmark's definition (percentages), under the
+    run's own rules."""
     recs = run.records
     out: dict[str, float | None] = {}
     ds = run.info.dataset
     if any("chosen_style" in r.metadata for r in recs):
-        for domain, res in m.rmbench_by_domain(recs, m.TieRule.RANDOM, s).items():
+        for domain, res in m.rmbench_by_domain(recs).items():
             for key in ("hard", "normal", "easy", "total"):
                 out[f"{domain}/{key}"] = _pct(res[key])
         if "average/total" in out:
             out["total"] = out["average/total"]
     if any(r.metadata.get("goal") and r.metadata.get("kind") for r in recs):
-        res = m.rmb_scores(recs, m.TieRule.RANDOM, s)
+        res = m.rmb_scores(recs)
         for key in ("help_bon", "help_pairwise", "harm_bon", "harm_pairwise", "rmb"):
             out[key] = _pct(res[key])
     if any(r.label.kind.value == "binary" for r in recs):
         res = m.binary_scores(recs)
         for key in ("roc_auc", "precision", "recall", "f1", "accuracy"):
             out[key] = _pct(res[key])
-        out["missing_scores"] = res["missing"]
+        out["n"] = float(res["n"])
     if not out or ds in ("llmbar", "judgebench", "hhh", "llmbar-processed", "llmbar-casestudy"):
-        out["accuracy"] = _pct(m.accuracy(recs, m.TieRule.RANDOM, s).value)
+        acc = m.accuracy(recs)
+        out["accuracy"] = _pct(acc.value)
+        out["accuracy_items"] = float(acc.n)
     n_ties = m.count_tie_labels(recs)
     if n_ties:  # human-preference data with ties: accuracy above leaves them out
         ties = m.tie_label_agreement(recs)
@@ -219,37 +237,37 @@ def _runs(runs: Sequence[BenchRun] | Sequence[str | os.PathLike[str]]) -> list[B
     return load_runs([r for r in runs if not isinstance(r, BenchRun)])
 
 
-def summary_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+def summary_frame(runs: Sequence[Any]) -> Any:
     """One row per run (index = run label)."""
     import pandas as pd
 
     rs = _runs(runs)
-    return pd.DataFrame([summarize(r, seed) for r in rs], index=[r.label for r in rs])
+    return pd.DataFrame([summarize(r) for r in rs], index=[r.label for r in rs])
 
 
-def subset_frame(runs: Sequence[Any], rule: str = "strict", seed: int | None = None) -> Any:
-    """Accuracy (percent) per subset (rows) and run (columns), plus an item-count column per run."""
+def subset_frame(runs: Sequence[Any]) -> Any:
+    """Accuracy (percent, the run's tie rule) per subset (rows) and run (columns), plus an
+    item-count column per run."""
     import pandas as pd
 
     rs = _runs(runs)
     data: dict[str, dict[str, Any]] = {}
     for r in rs:
-        s = r.seed if seed is None else seed
-        for subset, acc in m.accuracy_by_subset(r.records, rule, s).items():
+        for subset, acc in m.accuracy_by_subset(r.records).items():
             if acc.n:
                 data.setdefault(r.label, {})[subset] = _pct(acc.value)
                 data.setdefault(f"{r.label} n", {})[subset] = acc.n
     return pd.DataFrame(data).sort_index()
 
 
-def benchmark_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+def benchmark_frame(runs: Sequence[Any]) -> Any:
     """Benchmark-specific figures (rows `dataset: metric`) per run, with published numbers."""
     import pandas as pd
 
     rs = _runs(runs)
     rows: dict[str, dict[str, Any]] = {}
     for r in rs:
-        for key, value in benchmark_metrics(r, seed).items():
+        for key, value in benchmark_metrics(r).items():
             rows.setdefault(f"{r.info.dataset}: {key}", {})[r.label] = value
     for name in rows:
         ds, metric = name.split(": ", 1)
@@ -275,9 +293,10 @@ def published_frame(datasets: Iterable[str] | None = None) -> Any:
     return pd.DataFrame(rows)
 
 
-def scaling_frame(runs: Sequence[Any], rule: str = "random", seed: int | None = None) -> Any:
-    """Accuracy (percent) of Voting@j, and MetaRM@j where meta scores exist, recomputed from
-    each run's stored samples for j = 1..k (rows j, columns `run` / `run meta`)."""
+def scaling_frame(runs: Sequence[Any]) -> Any:
+    """Accuracy (percent) of Voting@j, and MetaRM@j for meta-guided runs, recomputed from each
+    run's stored samples for j = 1..k under the run's own rules (`metrics.scaling_curve`);
+    rows j, columns `run` / `run meta`, each with the count of items judged at j (` n`)."""
     import pandas as pd
 
     rs = _runs(runs)
@@ -285,15 +304,11 @@ def scaling_frame(runs: Sequence[Any], rule: str = "random", seed: int | None = 
     for r in rs:
         if r.k < 2:
             continue
-        s = r.seed if seed is None else seed
-        cols[r.label] = {j: _pct(a.value) for j, a in m.scaling_curve(r.records, rule=rule,
-                                                                      seed=s)}
-        if m.has_meta_scores(r.records):
-            ratio = (r.info.extra.get("k_meta") or r.k // 2 or 1) / r.k
-            cols[f"{r.label} meta"] = {
-                j: _pct(a.value)
-                for j, a in m.scaling_curve(r.records, meta=True, meta_ratio=ratio, rule=rule,
-                                            seed=s)}
+        curves = [("", False)] + ([(" meta", True)] if m.has_meta_scores(r.records) else [])
+        for suffix, meta in curves:
+            points = m.scaling_curve(r.records, meta=meta)
+            cols[f"{r.label}{suffix}"] = {j: _pct(a.value) for j, a in points}
+            cols[f"{r.label}{suffix} n"] = {j: a.n for j, a in points}
     frame = pd.DataFrame(cols)
     frame.index.name = "k"
     return frame
@@ -301,7 +316,8 @@ def scaling_frame(runs: Sequence[Any], rule: str = "random", seed: int | None = 
 
 def paired_frame(runs: Sequence[Any]) -> Any:
     """Position consistency between runs of the same dataset shown in opposite orders (one run
-    with `reverse=True`): the share of shared items where both prefer the same response."""
+    with `reverse=True`): over the shared items decisive in both orders, the share where both
+    pick the same response (`items`; `undecided`: shared items tied or failed in either)."""
     import pandas as pd
 
     rs = _runs(runs)
@@ -311,8 +327,9 @@ def paired_frame(runs: Sequence[Any]) -> Any:
             if a.info.reverse or not b.info.reverse or a.info.dataset != b.info.dataset:
                 continue
             res = m.paired_position_consistency(a.records, b.records)
-            if res["items"]:
+            if res["items"] or res["undecided"]:
                 rows[f"{a.label} vs {b.label}"] = {"items": res["items"],
+                                                   "undecided": res["undecided"],
                                                    "consistency": _pct(res["consistency"])}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -343,13 +360,13 @@ def reverse_twins(runs: Sequence[BenchRun]) -> list[tuple[BenchRun, BenchRun]]:
             if not a.info.reverse and b.info.reverse and key(a) == key(b)]
 
 
-def bias_summary(records: Sequence[ResultRecord], lengths: dict[str, list[int]] | None = None,
-                 seed: int = 0) -> dict[str, Any]:
-    """The bias probes of a set of records (percentages; the length accuracies use the paper's
-    random tie-break). See `metrics.first_position_wins`, `length_bias`, `sample_agreement`."""
+def bias_summary(records: Sequence[ResultRecord],
+                 lengths: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """The bias probes of a set of records (percentages; the length accuracies under the run's
+    own tie rule). See `metrics.first_position_wins`, `length_bias`, `sample_agreement`."""
     pos = m.position_consistency(records)
     first = m.first_position_wins(records)
-    length = m.length_bias(records, lengths, m.TieRule.RANDOM, seed)
+    length = m.length_bias(records, lengths)
     agree = m.sample_agreement(records)
     return {
         "position_consistency": _pct(pos["consistency"]),
@@ -358,6 +375,7 @@ def bias_summary(records: Sequence[ResultRecord], lengths: dict[str, list[int]] 
         "gold_shown_first": _pct(first["gold_shown_first"]),
         "tied_samples": first["ties"],
         "longer_win_rate": _pct(length["longer_win_rate"]),
+        "untied_pairs": length["decided"],
         "length_score_corr": _rnd(length["correlation"], 3),
         "acc_longer_wrong": _pct(length["acc_longer_wrong"]),
         "n_longer_wrong": length["n_longer_wrong"],
@@ -376,56 +394,56 @@ class BiasGroup:
     label: str
     records: list[ResultRecord]
     lengths: dict[str, list[int]]
-    seed: int
     twin: tuple[BenchRun, BenchRun] | None = None
 
 
-def bias_groups(runs: Sequence[Any], seed: int | None = None) -> list[BiasGroup]:
+def bias_groups(runs: Sequence[Any]) -> list[BiasGroup]:
     """One group per run, then one per run and --reverse twin pooled."""
     rs = _runs(runs)
     lengths = {id(r): run_lengths(r) for r in rs}
-    groups = [BiasGroup(r.label, r.records, lengths[id(r)], r.seed if seed is None else seed)
-              for r in rs]
+    groups = [BiasGroup(r.label, r.records, lengths[id(r)]) for r in rs]
     for a, b in reverse_twins(rs):
         groups.append(BiasGroup(f"{a.label} + {b.label}", [*a.records, *b.records],
-                                {**lengths[id(a)], **lengths[id(b)]},
-                                a.seed if seed is None else seed, twin=(a, b)))
+                                {**lengths[id(a)], **lengths[id(b)]}, twin=(a, b)))
     return groups
 
 
-def bias_frame(runs: Sequence[Any], seed: int | None = None) -> Any:
+def bias_frame(runs: Sequence[Any]) -> Any:
     """Bias probes per run (columns), plus one column per run and --reverse twin pooled, with
-    the share of items where the two orders prefer the same response (`reverse_consistency`).
-    Rows are metrics; an empty frame when nothing was measured."""
+    `reverse_consistency`: over the items decisive in both orders (`reverse_items`), the share
+    where the two orders pick the same response. Rows are metrics; an empty frame when nothing
+    was measured."""
     import pandas as pd
 
     cols: dict[str, dict[str, Any]] = {}
-    for g in bias_groups(runs, seed):
-        row = bias_summary(g.records, g.lengths, g.seed)
+    for g in bias_groups(runs):
+        row = bias_summary(g.records, g.lengths)
         if g.twin is not None:
             paired = m.paired_position_consistency(g.twin[0].records, g.twin[1].records)
-            row = {"reverse_consistency": _pct(paired["consistency"]), **row}
+            row = {"reverse_consistency": _pct(paired["consistency"]),
+                   "reverse_items": paired["items"], **row}
         cols[g.label] = row
     frame = pd.DataFrame(cols)
     if frame.empty:
         return frame
-    counts = {"tied_samples", "n_longer_wrong", "n_longer_right"}
+    counts = {"tied_samples", "n_longer_wrong", "n_longer_right", "untied_pairs",
+              "reverse_items"}
     measured = [i for i in frame.index if i not in counts and i != "first_position_chance"]
     if frame.loc[measured].isna().all().all():
         return pd.DataFrame()
     return frame
 
 
-def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any]:
+def report_frames(runs: Sequence[Any]) -> dict[str, Any]:
     """Every table of the report, by section name."""
     rs = _runs(runs)
     frames = {
-        "summary": summary_frame(rs, seed).T,
-        "subsets": subset_frame(rs, "strict", seed),
-        "benchmark": benchmark_frame(rs, seed),
-        "scaling": scaling_frame(rs, "random", seed),
+        "summary": summary_frame(rs).T,
+        "subsets": subset_frame(rs),
+        "benchmark": benchmark_frame(rs),
+        "scaling": scaling_frame(rs),
         "paired": paired_frame(rs),
-        "bias": bias_frame(rs, seed),
+        "bias": bias_frame(rs),
     }
     return {k: v for k, v in frames.items() if not v.empty}
 
@@ -434,17 +452,21 @@ def report_frames(runs: Sequence[Any], seed: int | None = None) -> dict[str, Any
 # Rendering
 # --------------------------------------------------------------------------------------------
 SECTION_TITLES = {
-    "summary": "Runs (accuracies and rates in %; strict: a tie is wrong; random: seeded tie-break, "
-               "the paper's rule; accuracies leave tie-labelled items out, as the papers do; "
-               "agreement_incl_ties counts them: a tie label agrees with a tie verdict)",
-    "subsets": "Accuracy per subset (%, strict tie rule)",
-    "benchmark": "Benchmark metrics (%, the paper's tie rule) next to published numbers",
-    "scaling": "Accuracy vs k, recomputed from stored samples (%, paper's tie rule)",
-    "paired": "Position consistency between a run and its --reverse twin (%)",
-    "bias": "Bias probes (%): position (consistency across orders, first-position win rate vs "
-            "chance), length (longer response's win rate, score-length correlation, accuracy "
-            "where the longer response is wrong / right, random tie-break), agreement among "
-            "the k samples",
+    "summary": "Runs (accuracies and rates in %, from the stored Verdicts under each run's own "
+               "voting method, tie rule and meta keep rule: the live result; judged: items with "
+               "a valid sample, failed: without; accuracy over judged items with one gold best "
+               "(accuracy_items), leaving tie-labelled items out as the papers do; "
+               "agreement_incl_ties counts them)",
+    "subsets": "Accuracy per subset (%, the run's tie rule)",
+    "benchmark": "Benchmark metrics (%, the run's rules) next to published numbers",
+    "scaling": "Accuracy vs k, voting over the first k stored samples under the run's rules "
+               "(%; n: items judged at k)",
+    "paired": "Position consistency between a run and its --reverse twin (%, over items "
+              "decisive in both orders)",
+    "bias": "Bias probes (%): position (consistency across orders over items decisive in both, "
+            "first-position win rate vs chance), length (the longer response's win rate over "
+            "untied pairs, score-length correlation, accuracy where the longer response is "
+            "wrong / right), agreement among the k samples",
 }
 
 
@@ -502,12 +524,12 @@ class ReportTable:
     rows: list[list[str]]
 
 
-def report_tables(runs: Sequence[Any], seed: int | None = None) -> list[ReportTable]:
+def report_tables(runs: Sequence[Any]) -> list[ReportTable]:
     """Every table of the report, in order, then the published reference numbers for the runs'
     datasets; `CAVEAT` goes under them."""
     rs = _runs(runs)
     tables = [ReportTable(section, SECTION_TITLES.get(section, section), *_grid(frame))
-              for section, frame in report_frames(rs, seed).items()]
+              for section, frame in report_frames(rs).items()]
     pub = published_table(sorted({r.info.dataset for r in rs}))
     return [*tables, pub] if pub is not None else tables
 
@@ -538,15 +560,15 @@ def _format_cells(header: list[str], rows: list[list[str]], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def render_report(runs: Sequence[Any], fmt: str = "table", seed: int | None = None) -> str:
+def render_report(runs: Sequence[Any], fmt: str = "table") -> str:
     """The report as text: `table` (aligned), `markdown` or `csv`."""
     if fmt not in ("table", "markdown", "csv"):
         raise ValueError(f"unknown format {fmt!r} (table, markdown, csv)")
     rs = _runs(runs)
     if fmt == "csv":
-        return format_csv(report_frames(rs, seed))
+        return format_csv(report_frames(rs))
     parts: list[str] = []
-    for table in report_tables(rs, seed):
+    for table in report_tables(rs):
         parts.append(f"## {table.title}" if fmt == "markdown" else f"{table.title}\n")
         parts.append(_format_cells(table.header, table.rows, fmt))
         parts.append("")

@@ -16,15 +16,16 @@ Files in the output directory:
 Re-running the same command resumes: items that already have a result are skipped. A resume
 with different settings is refused (naming the differences), since one results file must hold one
 run; `overwrite=True` discards the old run instead. The endpoint is not a setting: a local server
-restarted on another port resumes. An item counts as *failed*, and is judged again on the next
-run, when it has no judgement at all: the judge raised, or every sample was an API error. Two
-kinds of result are final even so: parse failures (a judge that cannot produce a score is wrong,
-and the metrics count it), and an item whose prompt does not fit the model's context (judging it
-again cannot help; reported apart). When an item appears more than once (a failure, then a
-success), the last line wins. A torn last line (a killed run) is cut off before appending, and a
-line that does not decode is skipped and counted (its item is judged again). When the backend
-fails for everyone (a rejected key, a dead server), the run stops early with `BenchRunAborted`,
-its finished items kept for the resume.
+restarted on another port resumes. An item without a valid sample is *failed*
+(`ResultRecord.failed`): so the run's summary line, the report and the exit code (1) say. It is
+judged again on the next run when it is *unanswered*, no sample having reached the model's text
+(the judge raised, or every sample was an API error); two kinds of failure are final even so:
+parse failures (judging again would read the same answers), and an item whose prompt does not
+fit the model's context (judging it again cannot help; reported apart). When an item appears
+more than once (a failure, then a success), the last line wins. A torn last line (a killed run)
+is cut off before appending, and a line that does not decode is skipped and counted (its item is
+judged again). When the backend fails for everyone (a rejected key, a dead server), the run
+stops early with `BenchRunAborted`, its finished items kept for the resume.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class ResultRecord(BaseModel):
     def context_length(self) -> bool:
         """The item failed because its prompt does not fit the model's context (every failed
         call a ContextLengthError): a final result, reported apart from other failures."""
-        if self.verdict is None or not self.failed:
+        if self.verdict is None or not self.unanswered:
             return False
         texts = [s.error for s in self.verdict.samples if s.status is SampleStatus.API_ERROR]
         texts = texts or [self.verdict.error]
@@ -114,10 +115,16 @@ class ResultRecord(BaseModel):
     @property
     def final(self) -> bool:
         """Done for good: a judgement, or a failure that judging again cannot fix."""
-        return not self.failed or self.context_length
+        return not self.unanswered or self.context_length
 
     @property
     def failed(self) -> bool:
+        """No valid sample: the item has no score (whatever the reason). A failed item is
+        counted as failed in the run's summary line, the report and the exit code."""
+        return self.verdict is None or not any(s.valid for s in self.verdict.samples)
+
+    @property
+    def unanswered(self) -> bool:
         """No judgement at all (to be retried): no verdict, or an error with no sample that
         reached the model's text (every sample an API error, or none)."""
         if self.verdict is None:
@@ -165,8 +172,9 @@ class RunSpec(BaseModel):
     of own items (`data_mapping`: the file's content hash, field mapping, label format, tie
     labels, ...), part of the run's settings. `reverse=True` shows every item's responses in
     reverse order (pair it with a normal run for position consistency). `stratify=True` spreads
-    `limit` evenly over subsets instead of taking the first items. `seed` is recorded and used
-    by the report's random tie-break. `overwrite=True` deletes an old run's files first."""
+    `limit` evenly over subsets instead of taking the first items. `seed` is recorded (a Judge
+    draws its own item seeds; the report breaks ties as each Verdict did). `overwrite=True`
+    deletes an old run's files first."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -216,6 +224,10 @@ def data_mapping(path: str | os.PathLike[str], mapping: BaseModel | None = None
 
 @dataclass
 class RunResult:
+    """What a run holds after this call: `judged` items were sent to the judge now; `failed`
+    counts the run's items without a valid sample (however long ago they were judged), `valid`
+    those with one."""
+
     out_dir: Path
     n_items: int
     already_done: int
@@ -223,13 +235,38 @@ class RunResult:
     failed: int
     context_length: int = 0
     """Of the failed items, those whose prompt does not fit the model's context (final)."""
+    valid: int = 0
+    meta_unrated: int = 0
+    """Valid samples of meta-guided items that the meta judge could not rate (kept or not)."""
 
     def __str__(self) -> str:
         text = (f"{self.out_dir}: {self.n_items} items, {self.already_done} already done, "
-                f"{self.judged} judged now, {self.failed} failed")
+                f"{self.judged} judged now; {self.valid} with a valid sample, "
+                f"{self.failed} failed (no valid sample)")
         if self.context_length:
             text += f" ({self.context_length} too long for the model's context)"
+        if self.meta_unrated:
+            text += f"; {self.meta_unrated} samples the meta judge could not rate"
         return text
+
+
+def run_counts(records: Sequence[ResultRecord], ids: Sequence[str]) -> dict[str, int]:
+    """The run's items `ids` by outcome, from their latest records (an item with no record
+    yet counts as failed): valid, failed, context_length, meta_unrated."""
+    latest = {r.item_id: r for r in records}
+    valid = failed = too_long = unrated = 0
+    for item_id in ids:
+        rec = latest.get(item_id)
+        if rec is None or rec.failed:
+            failed += 1
+            too_long += rec is not None and rec.context_length
+            continue
+        valid += 1
+        assert rec.verdict is not None
+        if rec.verdict.k_meta is not None:
+            unrated += sum(s.valid and s.meta_score is None for s in rec.verdict.samples)
+    return {"valid": valid, "failed": failed, "context_length": too_long,
+            "meta_unrated": unrated}
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,9 +283,17 @@ def repair_results(path: Path) -> int:
 
 def read_results(out_dir: str | os.PathLike[str]) -> list[ResultRecord]:
     """The latest record per item, in first-seen order; a success is never replaced by a later
-    failure of the same item (unreadable lines skipped, with a warning counting them)."""
-    records = results_store(out_dir).load().records
-    return list(latest(records, lambda r: r.item_id, lambda r: r.failed).values())
+    failure of the same item. A torn or corrupt line is healed first (`RunStore.heal`: reported
+    in one line, once); where the file cannot be written, it is skipped with a warning."""
+    store = results_store(out_dir)
+    try:
+        healed = store.heal()
+    except OSError:  # a read-only copy of a run: read around the damage
+        healed = None
+    if healed:
+        warnings.warn(healed, stacklevel=2)
+    records = store.load().records
+    return list(latest(records, lambda r: r.item_id, lambda r: r.unanswered).values())
 
 
 def read_run_info(out_dir: str | os.PathLike[str]) -> RunInfo:
@@ -373,9 +418,10 @@ async def arun(spec: RunSpec, scorer: BenchScorer) -> RunResult:
     items = _items(spec)
     info = _open_run(spec, scorer, len(items))
     store = results_store(spec.out_dir)
-    if store.repair():
-        warnings.warn(f"{store.path}: removed a truncated last line", stacklevel=2)
-    records = latest(store.load().records, lambda r: r.item_id, lambda r: r.failed)
+    healed = store.heal()
+    if healed:  # once: the file is sound from now on
+        warnings.warn(healed, stacklevel=2)
+    records = latest(store.load().records, lambda r: r.item_id, lambda r: r.unanswered)
     done = {key for key, rec in records.items() if rec.final}
     todo = [it for it in items if it.id not in done]
     orders: list[list[int] | None] = []
@@ -390,18 +436,13 @@ async def arun(spec: RunSpec, scorer: BenchScorer) -> RunResult:
             orders.append(None)
 
     written: set[int] = set()
-    failed = too_long = 0
     with store.appending() as out:
 
         def on_result(index: int, verdict: Verdict) -> None:
-            nonlocal failed, too_long
             if index in written or not 0 <= index < len(shown):
                 return
-            rec = _record(shown[index], verdict, orders[index])
-            out.write(rec)
+            out.write(_record(shown[index], verdict, orders[index]))
             written.add(index)
-            failed += rec.failed
-            too_long += rec.context_length
 
         try:
             if shown:
@@ -422,12 +463,11 @@ async def arun(spec: RunSpec, scorer: BenchScorer) -> RunResult:
         for i in range(len(shown)):
             if i not in written:
                 out.write(_record(shown[i], None, orders[i], error="no verdict returned"))
-                failed += 1
     info = info.model_copy(update={"finished_at": _now()})
     _write_json_atomic(spec.out_dir / RUN_FILE, info.model_dump_json(indent=2))
     return RunResult(out_dir=spec.out_dir, n_items=len(items),
-                     already_done=len(items) - len(todo), judged=len(todo), failed=failed,
-                     context_length=too_long)
+                     already_done=len(items) - len(todo), judged=len(todo),
+                     **run_counts(read_results(spec.out_dir), [it.id for it in items]))
 
 
 def run(dataset: str | Sequence[BenchItem] | RunSpec, scorer: BenchScorer,

@@ -33,12 +33,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from judgekit.aggregate import aggregate, default_k_meta
+from judgekit.aggregate import aggregate, k_meta_for
 from judgekit.quiet import quiet_model_loading
 from judgekit.schema import Judgement, Message, SampleStatus
 from judgekit.train.data import TrainDataError, read_items_file
 from judgekit.train.rewards import BinaryRule, judgement_correct
-from judgekit.voting import TieRule
+from judgekit.voting import TieRule, pick_best
 
 EVAL_FILE = "meta_eval.jsonl"
 
@@ -260,15 +260,13 @@ def labelled_samples(items: Iterable[MetaItem],
 # --------------------------------------------------------------------------------------------
 def _voted_correct(item: MetaItem, samples: Sequence[Judgement], k_meta: int | None,
                    rule: BinaryRule, tie_rule: TieRule, seed: int) -> bool:
-    from judgekit.bench.metrics import pick_best
-
     agg = aggregate(samples, len(item.responses), k_meta=k_meta)
     if item.good is not None:  # a single response: its mean score against the threshold
         total = agg.scores[0]
         if total is None or not agg.used_samples:
             return False
         return rule.correct(total / agg.used_samples, item.good)
-    return pick_best(agg.scores, tie_rule, seed, item.id) == item.best
+    return pick_best(agg.scores, tie_rule, f"{seed}:{item.id}") == item.best
 
 
 def voting_comparison(items: Sequence[MetaItem], *, k_meta: int | None = None,
@@ -283,7 +281,7 @@ def voting_comparison(items: Sequence[MetaItem], *, k_meta: int | None = None,
     for tie_rule in (TieRule.STRICT, TieRule.RANDOM):
         plain = meta = 0
         for it in items:
-            km = k_meta if k_meta is not None else default_k_meta(len(it.samples))
+            km = k_meta_for(len(it.samples), k_meta)
             plain += _voted_correct(it, it.samples, None, rule, tie_rule, seed)
             meta += _voted_correct(it, it.samples, km, rule, tie_rule, seed)
         n = len(items)

@@ -39,7 +39,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         runs = load_runs(args.runs, aggregate=args.aggregate)
     except BenchRunError as exc:
         return _usage_error(str(exc))
-    path = write_page(runs, out, plots=not args.no_plots, seed=args.seed)
+    path = write_page(runs, out, plots=not args.no_plots)
     items = len({rec.item_id for run in runs for rec in run.records})
     print(f"wrote {path} ({len(runs)} run{'s' if len(runs) != 1 else ''}, {items} items, "
           f"{path.stat().st_size / 2**20:.1f} MB); open it in any browser", file=sys.stderr)
@@ -58,8 +58,6 @@ def add_view_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "several to compare them item by item")
     p.add_argument("--output", "-o", required=True, metavar="FILE.html",
                    help="the HTML file to write")
-    p.add_argument("--seed", type=int, default=None,
-                   help="tie-break seed for the summary (default: each run's seed)")
     p.add_argument("--aggregate", choices=("overall", "weighted"), default=None,
                    help="re-vote the stored samples under this scoring rule (default: the rule "
                         "each run used), as `bench report --aggregate`")

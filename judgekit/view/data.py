@@ -5,7 +5,7 @@ Items are matched across runs by item id and shown in the dataset's order of res
 made with `--reverse` stored its responses, label, scores and critiques in the order its judge
 saw them, and `ResultRecord.order` maps them back, so a forward run and its reversed twin line up
 response for response. Whether an item was right, a tie or failed comes from the report's own
-functions (`metrics.item_correct`, `ResultRecord.failed`, `metrics.pick_best`), never a second
+functions (`metrics.item_correct`, `ResultRecord.failed`, `metrics.revote`), never a second
 copy of those rules.
 """
 
@@ -66,7 +66,7 @@ class ViewResult(BaseModel):
     correct: bool | None = Field(description="strict rule; None when the item has no single "
                                  "gold best or no judgement")
     tie: bool = Field(description="the judge's top score is shared")
-    failed: bool = Field(description="no judgement at all (`ResultRecord.failed`)")
+    failed: bool = Field(description="no valid sample (`ResultRecord.failed`)")
     error: str | None = None
     order: list[int] | None = Field(None, description="reversed runs: shown position p held "
                                     "response order[p]")
@@ -168,16 +168,19 @@ def gold_text(label: Label, n: int) -> str:
     return f"response {gold[0] + 1}" if gold else "none"
 
 
-def view_result(rec: ResultRecord, seed: int) -> ViewResult:
+def view_result(rec: ResultRecord) -> ViewResult:
+    """The run's live result for the item: its vote under the run's own rules
+    (`metrics.revote`), failed when no sample was valid."""
+    vote = m.revote(rec.verdict) if rec.verdict is not None else None
     scores = m.record_scores(rec)
-    pick = m.pick_best(scores, m.TieRule.STRICT, seed, rec.item_id)
+    pick = vote.best if vote is not None else None
     order = rec.order
     return ViewResult(
         scores=_to_dataset(scores, order),
         pick=None if pick is None else (order[pick] if order else pick),
-        correct=m.item_correct(rec, m.TieRule.STRICT, seed),
-        tie=len(m.top_set(scores)) > 1,
-        failed=rec.failed,
+        correct=m.item_correct(rec),
+        tie=vote is not None and vote.tie,
+        failed=not m.judged(rec),
         error=rec.error,
         order=order,
         verdict=None if rec.verdict is None else _verdict_to_dataset(rec.verdict, order),
@@ -232,8 +235,7 @@ def view_items(runs: Sequence[BenchRun]) -> list[ViewItem]:
     for item_id in ids:
         recs = [table.get(item_id) for table in by_run]
         present = [r for r in recs if r is not None]
-        results = [None if rec is None else view_result(rec, run.seed)
-                   for rec, run in zip(recs, runs, strict=True)]
+        results = [None if rec is None else view_result(rec) for rec in recs]
         texts = next((r for r in present if _stored_text(r)), None)
         item = _item(present[0], results, texts)
         item.mismatch = _mismatch(present)
@@ -250,14 +252,14 @@ def view_runs(runs: Sequence[BenchRun]) -> list[ViewRun]:
         out.append(ViewRun(
             label=r.label, path=str(r.path), dataset=r.info.dataset, subset=r.info.subset or "",
             model=r.model, judge=f"baseline:{r.info.baseline}" if r.info.baseline else "grm",
-            k=r.k, reverse=r.info.reverse, meta=r.info.meta, seed=r.seed,
+            k=r.k, reverse=r.info.reverse, meta=r.info.meta, seed=r.info.seed,
             n_items=r.info.n_items,
             stored_text=all(_stored_text(x) for x in r.records)))
     return out
 
 
 def view_data(runs: Sequence[BenchRun], *, plots: Sequence[ViewPlot] = (),
-              notes: Sequence[str] = (), seed: int | None = None) -> ViewData:
+              notes: Sequence[str] = ()) -> ViewData:
     """The page's data. The tables are `report.report_tables`, the cells `bench report`
     prints."""
     from judgekit import __version__
@@ -268,7 +270,7 @@ def view_data(runs: Sequence[BenchRun], *, plots: Sequence[ViewPlot] = (),
     all_notes += [f"Run {r.label} holds no result yet." for r, run in zip(vruns, runs, strict=True)
                   if not run.records]
     tables = [ViewTable(section=t.section, title=t.title, header=t.header, rows=t.rows)
-              for t in report_tables(list(runs), seed)]
+              for t in report_tables(list(runs))]
     return ViewData(judgekit_version=__version__,
                     generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
                     runs=vruns, tables=tables, plots=list(plots), notes=all_notes,

@@ -72,14 +72,14 @@ def render_page(data: ViewData) -> str:
     return _SLOT.sub(lambda mt: parts[mt.group(1)], _static("viewer.html"))
 
 
-def plot_images(runs: Sequence[BenchRun], seed: int | None = None) -> tuple[list[ViewPlot], str | None]:
+def plot_images(runs: Sequence[BenchRun]) -> tuple[list[ViewPlot], str | None]:
     """The report's plots (`bench.plots.write_plots`, the same files `bench report --plots`
     writes) as data: URIs; with a note instead when matplotlib is not installed."""
     try:
         from judgekit.bench.plots import write_plots
 
         with tempfile.TemporaryDirectory(prefix="judgekit-view-") as tmp:
-            paths = write_plots(list(runs), tmp, seed=seed)
+            paths = write_plots(list(runs), tmp)
             plots = [ViewPlot(name=p.stem, src=f"data:{_MIME[p.suffix.lower()]};base64,"
                               + base64.b64encode(p.read_bytes()).decode("ascii"))
                      for p in paths if p.suffix.lower() in _MIME]
@@ -89,19 +89,19 @@ def plot_images(runs: Sequence[BenchRun], seed: int | None = None) -> tuple[list
     return plots, None
 
 
-def build_page(runs: Sequence[BenchRun], *, plots: bool = True, seed: int | None = None) -> str:
+def build_page(runs: Sequence[BenchRun], *, plots: bool = True) -> str:
     """The page for these runs (plots included unless `plots=False`)."""
     images: list[ViewPlot] = []
     notes: list[str] = []
     if plots:
-        images, note = plot_images(runs, seed)
+        images, note = plot_images(runs)
         if note:
             notes.append(note)
-    return render_page(view_data(runs, plots=images, notes=notes, seed=seed))
+    return render_page(view_data(runs, plots=images, notes=notes))
 
 
-def write_page(runs: Sequence[BenchRun], path: str | os.PathLike[str], *, plots: bool = True,
-               seed: int | None = None) -> Path:
+def write_page(runs: Sequence[BenchRun], path: str | os.PathLike[str], *,
+               plots: bool = True) -> Path:
     out = Path(path)
-    out.write_text(build_page(runs, plots=plots, seed=seed), encoding="utf-8")
+    out.write_text(build_page(runs, plots=plots), encoding="utf-8")
     return out

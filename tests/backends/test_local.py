@@ -24,17 +24,17 @@ from judgekit.backends.local_engine import (
     MATMUL_ROW_BLOCK,
     PREFILL_CHUNK,
     CacheEntry,
-    DecodeEngine,
     DecodeParams,
     Int4Linear,
     Int8GridLinear,
     PrefixCache,
     RowBlockedLinear,
     ThreadTuner,
-    _int4_grid,
-    _int8_grid,
+    choose,
     common_prefix,
+    int4_grid,
     int4_pays,
+    int8_grid,
     kv_bytes,
     linear_rows,
     optimize_model,
@@ -81,7 +81,7 @@ def _q4_weight(out_f: int, in_f: int, levels: int = 15, seed: int = 0) -> torch.
 @pytest.mark.parametrize("levels", [15, 11])
 def test_weights_on_a_4bit_grid_are_repacked_losslessly(levels: int) -> None:
     w = _q4_weight(64, 128, levels)
-    grid = _int4_grid(w)
+    grid = int4_grid(w)
     assert grid is not None
     q, step, mn = grid
     rebuilt = (mn.repeat_interleave(32, dim=1) + q.float() * step.repeat_interleave(32, dim=1))
@@ -107,7 +107,7 @@ def test_weights_on_an_8bit_grid_run_as_two_int4_halves() -> None:
     product is x @ w.T up to bf16 rounding of the group scale; prefill runs the dense weight
     itself, bit for bit, and every decode step the kernel, whatever its rows."""
     w = _q8_weight(64, 128)
-    grid = _int8_grid(w)
+    grid = int8_grid(w)
     assert grid is not None
     q, d = grid
     assert torch.equal(q.float() * d.repeat_interleave(32, dim=1), w)
@@ -132,11 +132,11 @@ def test_weights_on_an_8bit_grid_run_as_two_int4_halves() -> None:
 def test_weights_off_an_8bit_grid_or_the_int4_packing_stay_dense() -> None:
     w = _q8_weight(64, 128)
     w[3, 5] += 1e-3
-    assert _int8_grid(w) is None
-    assert _int8_grid(torch.randn(64, 128)) is None
+    assert int8_grid(w) is None
+    assert int8_grid(torch.randn(64, 128)) is None
     # torch packs only output dims that are a multiple of 16 (it raises on 24)
-    assert _int8_grid(_q8_weight(24, 64)) is None
-    assert _int4_grid(_q4_weight(24, 64)) is None
+    assert int8_grid(_q8_weight(24, 64)) is None
+    assert int4_grid(_q4_weight(24, 64)) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -167,14 +167,17 @@ def test_without_a_working_int4_kernel_the_weights_stay_dense(monkeypatch: pytes
     def missing(*args: Any, **kwargs: Any) -> Any:
         raise AttributeError("no int4 kernel in this torch build")
 
-    monkeypatch.setattr(local_engine, "_INT4_KERNEL_OK", {})
+    local_engine.int4_kernel_works.cache_clear()
     monkeypatch.setattr(torch, "_convert_weight_to_int4pack_for_cpu", missing, raising=False)
-    assert not local_engine.int4_kernel_works(torch.bfloat16)
-    model = torch.nn.Sequential(torch.nn.Embedding(8, 128), torch.nn.Linear(128, 64))
-    model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
-    with torch.no_grad():
-        model[1].weight.copy_(_q4_weight(64, 128))
-    counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
+    try:
+        assert not local_engine.int4_kernel_works(torch.bfloat16)
+        model = torch.nn.Sequential(torch.nn.Embedding(8, 128), torch.nn.Linear(128, 64))
+        model.get_input_embeddings = lambda: model[0]  # type: ignore[method-assign,assignment]
+        with torch.no_grad():
+            model[1].weight.copy_(_q4_weight(64, 128))
+        counts = local_engine.optimize_model(model, torch.bfloat16, int4=True)
+    finally:
+        local_engine.int4_kernel_works.cache_clear()  # the real kernel, for the other tests
     assert counts == {"int4": 0, "int8": 0, "dense": 1, "fused": 0}
     assert not isinstance(model[1], Int4Linear) and model[1].weight.dtype == torch.bfloat16
 
@@ -296,8 +299,8 @@ def test_a_rows_matmul_is_the_same_in_any_batch(dtype: torch.dtype) -> None:
 
 
 def test_ordinary_weights_are_never_quantised() -> None:
-    assert _int4_grid(torch.randn(64, 128)) is None
-    assert _int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
+    assert int4_grid(torch.randn(64, 128)) is None
+    assert int4_grid(torch.randn(64, 100)) is None  # not a multiple of the group size
 
 
 def test_thread_tuner_keeps_the_faster_count_and_backs_off() -> None:
@@ -382,9 +385,9 @@ def test_sampling_never_picks_a_masked_token() -> None:
     gen = torch.Generator().manual_seed(0)
     for top_p in (1.0, 0.5):
         params = DecodeParams(max_new_tokens=1, temperature=1.0, top_p=top_p)
-        seen = {int(t) for _ in range(200) for t in DecodeEngine._choose(logits, params, [gen] * 4)}
+        seen = {int(t) for _ in range(200) for t in choose(logits, params, [gen] * 4)}
         assert seen <= {7, 30} and (top_p < 1.0 or seen == {7, 30})
-    assert DecodeEngine._choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
+    assert choose(logits, DecodeParams(max_new_tokens=1), None).tolist() == [30] * 4
 
 
 def test_streamed_safetensors_load_back(tmp_path: Path) -> None:
@@ -574,6 +577,73 @@ def test_calls_sharing_the_batch_get_what_they_get_alone(fp32: TransformersBacke
     assert engine.stats.peak_rows == 4 + 1 + 2  # all three calls' rows in one step
     assert together == alone
     assert all(t.startswith("Scores: ") for t in alone[2])
+
+
+_BROKEN_INTERNAL = """
+import json, logging, sys
+import torch
+
+def removed(*args, **kwargs):
+    raise RuntimeError("removed by an upgrade")
+
+# an upgrade that drops the private op the engine's attention calls (sdpa itself keeps working)
+torch.ops.aten._scaled_dot_product_flash_attention_for_cpu = removed
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from judgekit.backends.local import TransformersBackend
+from judgekit.config import GenerationConfig
+
+backend = TransformersBackend.from_spec("embedded", dtype="float32")
+messages = json.loads(sys.argv[1])
+config = GenerationConfig(temperature=0.0, max_tokens=int(sys.argv[2]))
+texts = [backend.generate_sync(messages, config).completions[0].text for _ in range(2)]
+print(json.dumps({"engine": backend.engine is not None, "note": backend.engine_note,
+                  "texts": texts}))
+"""
+
+
+@pytest.mark.model
+def test_when_an_internal_breaks_the_backend_says_so_once_and_generates_the_same_tokens(
+        fp32: TransformersBackend) -> None:
+    """A process whose torch lacks the flash attention op the engine needs: the self-check
+    fails at load, one warning says so, the backend uses transformers' `generate` (the
+    `fast=False` path), and its greedy tokens are the fast engine's in this process."""
+    import os
+    import subprocess
+    import sys
+
+    messages = _messages(*ITEM_B, system=SHORT)
+    tokens = 16
+    fast_text = fp32.generate_sync(messages, GenerationConfig(temperature=0.0, max_tokens=tokens))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", _BROKEN_INTERNAL, json.dumps(messages),
+                           str(tokens)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["engine"] is False and "flash attention" in out["note"]
+    assert proc.stderr.count("fast local engine off") == 1
+    assert out["texts"] == [fast_text.completions[0].text] * 2
+    assert fp32.engine is not None  # the fast engine did run here
+
+
+def test_the_self_check_finds_a_broken_internal(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from judgekit.backends.local_engine import self_check
+
+    def wrong(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any,
+              **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros_like(q), torch.zeros(q.shape[:3])  # runs, but other numbers
+
+    assert self_check() is None  # this torch and transformers
+    self_check.cache_clear()
+    monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", wrong)
+    try:
+        with caplog.at_level("WARNING", logger="judgekit.backends.local_engine"):
+            reason = self_check()
+            assert self_check() == reason  # checked once a process
+    finally:
+        self_check.cache_clear()
+    assert reason is not None and "flash attention" in reason and "other numbers" in reason
+    assert [r.getMessage().startswith("fast local engine off") for r in caplog.records] == [True]
 
 
 @pytest.mark.model

@@ -19,14 +19,14 @@ import torch
 from support.cobatch import GatedTuner, run_together
 
 from judgekit.backends.local_engine import (
+    Call,
     DecodeEngine,
     DecodeParams,
     PrefixRuns,
+    Row,
     RowOutput,
+    Run,
     RunningBatch,
-    _Call,
-    _Row,
-    _Run,
     cascade_attention,
     row_seed,
 )
@@ -109,9 +109,9 @@ def _layers(tokens: int, start: float, layers: int = 2) -> list[tuple[torch.Tens
             for _ in range(layers)]
 
 
-def _run(rows: int, max_new: int = 8) -> _Run:
-    call = _Call([[0]], [rows], DecodeParams(max_new_tokens=max_new))
-    return _Run(call, None, [_Row(RowOutput(), position=0) for _ in range(rows)])
+def _run(rows: int, max_new: int = 8) -> Run:
+    call = Call([[0]], [rows], DecodeParams(max_new_tokens=max_new))
+    return Run(call, None, [Row(RowOutput(), position=0) for _ in range(rows)])
 
 
 def test_a_joining_call_cuts_the_columns_no_row_reads_any_more() -> None:

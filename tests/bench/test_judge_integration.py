@@ -70,11 +70,12 @@ def test_real_judge_meta_guided_voting_through_the_runner(tmp_path: Path) -> Non
         assert all(s.meta_score is not None for s in rec.verdict.samples)
         assert sum(s.kept for s in rec.verdict.samples) == 2
     assert metrics.has_meta_scores(recs)
-    meta_curve = dict(metrics.scaling_curve(recs, meta=True, rule="strict"))
+    meta_curve = dict(metrics.scaling_curve(recs, meta=True))
     assert meta_curve[4].value == 1.0  # the meta judge filters out the hasty samples
     assert metrics.accuracy(recs).value == 1.0  # stored verdicts used the kept samples
     frame = report.scaling_frame([tmp_path])
-    assert list(frame.columns) == [tmp_path.name, f"{tmp_path.name} meta"]
+    assert list(frame.columns) == [tmp_path.name, f"{tmp_path.name} n",
+                                   f"{tmp_path.name} meta", f"{tmp_path.name} meta n"]
 
 
 def test_real_judge_plain_voting_records_permutations(tmp_path: Path) -> None:

@@ -119,3 +119,18 @@ def test_switching_an_online_run_to_batch_is_refused(
     capsys.readouterr()
     assert batch(batch_fake, file, out) == 2
     assert "execution: 'online' -> 'batch'" in capsys.readouterr().err
+
+
+def test_a_batch_run_resumes_through_the_same_provider_on_another_port(
+        batch_fake: BatchFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A proxy of the provider restarted on another port: the jobs are the provider's, so the
+    run directory's jobs are polled there and only the new item is submitted."""
+    file, out = data(tmp_path), tmp_path / "run"
+    assert batch(batch_fake, file, out, "--limit", "2") == 0
+    with BatchFake() as moved:
+        moved.jobs, moved.files = batch_fake.jobs, batch_fake.files  # the provider's state
+        assert batch(moved, file, out) == 0
+        assert "2 already done, 1 judged now" in capsys.readouterr().out
+        assert moved.http["openai batch create"] == 1
+    assert read_run_info(out).endpoint == moved.openai_url
+    assert lines(out) == 3

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def test_parse_failures_are_results_not_retried(tmp_path: Path) -> None:
     judge = ScriptedJudgeStandIn(script=lambda item, k: ["parse_failure"] * k)
     run(items, judge, out_dir=tmp_path, samples=2, dataset_name="toy")
     recs = read_results(tmp_path)
-    assert all(not r.failed and r.verdict and r.verdict.error for r in recs)
+    # failed (no valid sample), but answered: final, not judged again
+    assert all(r.failed and not r.unanswered and r.verdict and r.verdict.error for r in recs)
     again = ScriptedJudgeStandIn()
     run(items, again, out_dir=tmp_path, samples=2, dataset_name="toy")
     assert again.calls == []
@@ -122,7 +124,7 @@ def test_parse_failures_are_results_not_retried(tmp_path: Path) -> None:
     d2 = tmp_path / "api"
     run(items, ScriptedJudgeStandIn(script=lambda item, k: ["api_error"] * k), out_dir=d2,
         samples=2, dataset_name="toy")
-    assert all(r.failed for r in read_results(d2))
+    assert all(r.failed and r.unanswered for r in read_results(d2))
 
 
 def test_truncated_last_line_is_repaired(tmp_path: Path) -> None:
@@ -132,9 +134,11 @@ def test_truncated_last_line_is_repaired(tmp_path: Path) -> None:
     whole = path.read_bytes()
     lines = whole.splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # torn 3rd line
-    assert len(read_results(tmp_path)) == 2  # reading leaves the torn line out (not corrupt)
+    with pytest.warns(UserWarning, match="truncated"):  # reading repairs it, and says so once
+        assert len(read_results(tmp_path)) == 2
     judge = ScriptedJudgeStandIn()
-    with pytest.warns(UserWarning, match="truncated"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         run(items, judge, out_dir=tmp_path, dataset_name="toy")
     assert judge.calls == ["it2", "it3", "it4"]
     counts = Counter(x["item_id"] for x in _lines(tmp_path))
@@ -283,10 +287,12 @@ def test_an_undecodable_line_is_skipped_and_its_item_judged_again(tmp_path: Path
     lines[1] = b"\xff\xfe not json, not even UTF-8 \x80\n"
     path.write_bytes(b"".join(lines))
     judge = ScriptedJudgeStandIn()
-    with pytest.warns(UserWarning, match=r"results.jsonl: skipped 1 unreadable line\(s\) \(line 2\)"):
+    with pytest.warns(UserWarning, match=r"results.jsonl: moved 1 unreadable line\(s\) \(line 2\) "
+                                         r"to results.jsonl.corrupt"):
         res = run(items, judge, out_dir=tmp_path, dataset_name="toy")
     assert judge.calls == ["it1"] and res.judged == 1
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once: the line was moved aside
         assert {r.item_id for r in read_results(tmp_path)} == {f"it{i}" for i in range(4)}
 
 
@@ -434,7 +440,7 @@ def test_1000_faulty_items_killed_twice_end_judged_once_and_pay_nothing_twice(
         seen = {f"i{k}" for k in fault_server.counts}
         in_flight |= seen - done
         assert kill_at <= len(done) < n
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     elapsed = time.monotonic() - start
 
@@ -466,4 +472,6 @@ def test_1000_faulty_items_killed_twice_end_judged_once_and_pay_nothing_twice(
     print(f"\n{n} items, killed twice, resumed: {elapsed:.1f}s, "
           f"{sum(fault_server.counts.values())} requests, {fault_server.faults_injected()} "
           f"faults, {len(twice)} answers lost in flight and asked again")
-    assert elapsed < 60
+    # A guard against a hang, not a speed target: 20-60 s here on a loaded 2-core machine, and
+    # it must hold on a machine twice as slow. The test prints its wall time; it is no figure.
+    assert elapsed < 240

@@ -80,14 +80,17 @@ def test_the_bench_runner_repairs_counts_and_resumes_through_the_store(tmp_path:
     with pytest.warns(UserWarning) as seen:
         res = run(_items(4), judge, out_dir=tmp_path, dataset_name="toy")
     texts = [str(w.message) for w in seen]
-    assert any("skipped 1 unreadable line(s) (line 2)" in t for t in texts)
-    assert any("removed a truncated last line" in t for t in texts)
+    assert len(texts) == 1  # one report of both repairs
+    assert "removed a truncated last line" in texts[0]
+    assert "moved 1 unreadable line(s) (line 2) to results.jsonl.corrupt" in texts[0]
     assert sorted(judge.calls) == ["it1", "it3"] and res.judged == 2
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # healed: later reads are clean
         assert sorted(r.item_id for r in read_results(tmp_path)) == ["it0", "it1", "it2", "it3"]
-    # every line but the corrupt one decodes: nothing was glued onto the torn line
+    # every line decodes (nothing was glued onto the torn line); the corrupt one was moved aside
     raw = path.read_bytes().splitlines()
-    assert sum(1 for x in raw if x.startswith(b"{")) == 4 and raw.count(b"garbage") == 1
+    assert sum(1 for x in raw if x.startswith(b"{")) == len(raw) == 4
+    assert (tmp_path / (RESULTS_FILE + ".corrupt")).read_bytes() == b"garbage\n"
 
 
 def test_the_improve_runner_reads_its_traces_through_the_store(tmp_path: Path) -> None:

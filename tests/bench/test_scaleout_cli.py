@@ -57,7 +57,7 @@ def test_failed_requests_are_resubmitted_on_request(batch_fake: BatchFake, tmp_p
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     data, out = dataset(tmp_path, "a", "late"), tmp_path / "run"
     batch_fake.end, batch_fake.unfinished = "expired", {"late"}
-    assert run(batch_fake, data, out) == 0
+    assert run(batch_fake, data, out) == 1  # `late` failed: kept, resumable, exit 1
     first = records(out)
     assert first["a"]["verdict"]["best"] == 0
     assert first["late"]["verdict"]["error"] and "BatchRequestNotRun" in first["late"]["error"]

@@ -45,11 +45,12 @@ def test_accuracy_leaves_tie_labels_out() -> None:
 
 def test_agreement_counts_tie_labels() -> None:
     out = m.tie_label_agreement(RECORDS)
-    # judged best/tie items: 3 best + 6 tie (the failed item is not judged; binary is neither)
-    assert out["items"] == 9 and out["tie_labelled"] == 6
+    # judged best/tie items: 3 best + 5 tie (the failed items, with no valid sample, are not
+    # judged; binary is neither)
+    assert out["items"] == 8 and out["tie_labelled"] == 5
     # agree: best-right, tie-judge-tie, tie3-partial, rank-top-shared
-    assert out["agree"] == 4 and out["agreement"] == pytest.approx(4 / 9)
-    assert out["tie_agree"] == 3 and out["tie_agreement"] == pytest.approx(3 / 6)
+    assert out["agree"] == 4 and out["agreement"] == pytest.approx(4 / 8)
+    assert out["tie_agree"] == 3 and out["tie_agreement"] == pytest.approx(3 / 5)
     assert m.count_tie_labels(RECORDS) == 7  # the failed one too
     assert m.gold_tie(RECORDS[0]) is None and m.gold_tie(RECORDS[3]) == frozenset({0, 1})
 
@@ -73,7 +74,8 @@ def test_report_shows_tie_labels_separately(tmp_path: Path) -> None:
     run(items, ScriptedJudgeStandIn(script), out_dir=out, dataset_name="pandalm")
     summary = rp.summary_frame([out])
     row = summary.loc["pandalm"]
-    assert row["acc_strict"] == pytest.approx(100 * 2 / 3, abs=0.01)  # p0, p5 right; p1 wrong
+    assert row["accuracy"] == pytest.approx(100 * 2 / 3, abs=0.01)  # p0, p5 right; p1 wrong
+    assert row["accuracy_items"] == 3
     assert row["tie_labelled"] == 3
     assert row["agreement_incl_ties"] == pytest.approx(100 * 4 / 6, abs=0.01)  # + p2, p3
     bench = rp.benchmark_frame([out])

@@ -70,3 +70,4 @@ def test_judge_json_on_the_embedded_model_in_a_subprocess() -> None:
     assert verdict["n_responses"] == 2 and len(verdict["scores"]) == 2
     assert verdict["samples"][0]["status"] in ("ok", "forced")
     assert all(1 <= s <= 10 for s in verdict["samples"][0]["scores"])
+

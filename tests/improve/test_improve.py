@@ -284,8 +284,15 @@ def test_a_dataset_run_refuses_other_settings_and_non_jsonl(scripted_server: Fau
                                                             tmp_path: Path) -> None:
     out = tmp_path / "traces.jsonl"
     improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=1), out=out, progress=False)
-    with pytest.raises(ImproveRunError, match="other settings"):
-        improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=2), out=out, progress=False)
+    with pytest.raises(ImproveRunError, match=r"other settings .*rounds: 1 -> 2"):
+        improve_many(ITEMS[:1], loop=make_loop(scripted_server, rounds=2), out=out,
+                     progress=False)
+    warmer = make_loop(scripted_server, rounds=1)
+    warmer.judges[1] = Judge("openai:judge-b", fixes=True, examples=False, temperature=0.7,
+                             base_url=scripted_server.openai_url, api_key="test-key")
+    warmer = ImproveLoop(judges=warmer.judges, reviser=warmer.reviser, rounds=1)
+    with pytest.raises(ImproveRunError, match=r"judge_settings\.1\.temperature: None -> 0\.7"):
+        improve_many(ITEMS[:1], loop=warmer, out=out, progress=False)
     with pytest.raises(ImproveRunError, match="writes JSONL"):
         improve_many(ITEMS[:1], loop=make_loop(scripted_server), out=tmp_path / "t.json", progress=False)
     with pytest.raises(ImproveRunError, match="unique"):

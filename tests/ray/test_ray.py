@@ -72,6 +72,11 @@ def test_bench_run_on_ray_writes_resumable_results(local_ray: Any, fault_server:
     assert main(args) == 0  # resuming judges nothing again
     assert "6 already done, 0 judged now" in capsys.readouterr().out
     assert len(fault_server.records) == served
+    # the actors' Judge settings are the run's: another voting rule is refused, named
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["execution"] == "ray" and settings["voting"] == "sum"
+    assert main([*args, "--voting", "mean"]) == 2
+    assert "voting: 'sum' -> 'mean'" in capsys.readouterr().err
 
 
 def test_a_ray_run_shows_items_on_judgekits_bar_without_rays_noise(
@@ -89,7 +94,7 @@ def test_a_ray_run_shows_items_on_judgekits_bar_without_rays_noise(
     try:
         assert main(["run", str(data), "--model", "openai:judge-test", "--base-url",
                      fault_server.openai_url, "--no-examples", "--no-cache", "--out",
-                     str(tmp_path / "run"), "--ray", "--ray-workers", "1"]) == 0
+                     str(tmp_path / "run"), "--ray", "--ray-workers", "1"]) == 1  # q3 failed
     finally:
         ray.shutdown()
     err = capfd.readouterr().err

@@ -84,7 +84,7 @@ def test_the_page_loads_without_errors_and_runs_nothing_from_the_data(
     assert browser.evaluate(  # the data: URI plots decoded and drew under the CSP
         "[...document.querySelectorAll('img.plot')].every(i => i.complete && i.naturalWidth > 0)")
     summary = browser.evaluate("document.querySelector('#view-summary').innerText")
-    assert "acc_strict" in summary
+    assert "accuracy_items" in summary
     # the headline, strict rule, `f` failed: the fair runs get x0..x3 right and tie on `tie`
     # (4 of 5); the biased one always prefers response 2, right on x1 and x3 only (2 of 5)
     cards = browser.evaluate("[...document.querySelectorAll('.headline .card')].map(c =>"

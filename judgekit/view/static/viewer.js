@@ -128,7 +128,7 @@
     return t;
   }
   // the headline figures of each run: cells of the report's own summary table, not recomputed
-  var HEADLINE = [["acc_strict", "accuracy, strict", "%"], ["acc_random_tiebreak", "accuracy, random tie-break", "%"],
+  var HEADLINE = [["accuracy", "accuracy (the run's own rules)", "%"], ["accuracy_items", "items scored", ""],
                   ["tie_rate", "judge ties", "%"], ["failed", "failed items", ""], ["tokens_per_item", "tokens per item", ""]];
   function headline() {
     var summary = DATA.tables.filter(function (t) { return t.section === "summary"; })[0];
