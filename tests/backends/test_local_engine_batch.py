@@ -193,6 +193,17 @@ def _on_a_4bit_grid(weight: torch.Tensor, seed: int) -> torch.Tensor:
     return (mn + q * step).reshape(weight.shape)
 
 
+def _bf16_cpu_on_avx2_kernels() -> bool:
+    """A CPU with native bf16 whose ATen kernels were forced below AVX-512
+    (ATEN_CPU_CAPABILITY=avx2), the one setting where torch's bf16 SDPA prefill raises; seen on a
+    Xeon with AMX under torch 2.11. On a CPU without native bf16 (this CI machine) bf16 is
+    emulated and the bf16 tests run."""
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        flags = next((line for line in fh if line.startswith("flags")), "").split()
+    native = bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return native and not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 @pytest.fixture(scope="module", params=["fp32", "bf16-int4", "fp32-forward"])
 def tiny_model(request: pytest.FixtureRequest) -> tuple[Any, bool]:
     """A tiny Llama as the engine prepares the embedded one, and whether the engine decodes
@@ -208,6 +219,10 @@ def tiny_model(request: pytest.FixtureRequest) -> tuple[Any, bool]:
                          max_position_embeddings=512, attn_implementation="sdpa")
     model = LlamaForCausalLM(config).eval()
     int4 = request.param == "bf16-int4"
+    if int4 and _bf16_cpu_on_avx2_kernels():
+        pytest.skip("bf16 on a CPU with AVX512-BF16/AMX forced onto ATen's AVX2 kernels: torch's "
+                    "bf16 flash attention raises there (pack_vnni2), and the engine never picks "
+                    "bf16 in that setting (cpu_has_native_bf16)")
     if int4:
         with torch.no_grad():
             for i, layer in enumerate(model.model.modules()):
