@@ -21,6 +21,7 @@ The internals:
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,13 @@ def _cache_classes() -> tuple[Any, Any]:
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
     return DynamicCache, DynamicLayer
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword under which the model's forward takes its KV cache: `cache` in recent
+    transformers 5.x, `past_key_values` before (5.17 ignores `cache=` silently, so passing the
+    wrong one runs the step without its cache)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def plain_cache_layers(model: Any) -> str | None:
