@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from support.fault_server import FaultServer
 from support.loopback import SilentServer
+from support.verdicts import one_sample_verdict
 
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.batch import SystemicFailureWatch
@@ -24,7 +25,6 @@ from judgekit.config import GenerationConfig
 from judgekit.errors import APITimeoutError
 from judgekit.judge import Judge
 from judgekit.retry import RetryPolicy
-from judgekit.schema import Judgement, SampleStatus, Verdict
 
 
 async def no_sleep(_: float) -> None:
@@ -91,27 +91,17 @@ def test_judge_takes_timeout_and_max_retries(fault_server: FaultServer) -> None:
         RetryPolicy(max_retries=-1)
 
 
-def _verdict(kind: str | None) -> Verdict:
-    if kind is None:
-        sample = Judgement(sample_index=0, status=SampleStatus.OK, permutation=[0, 1],
-                           scores=[9.0, 2.0])
-        return Verdict(n_responses=2, scores=[9.0, 2.0], best=0, valid_samples=1,
-                       samples=[sample])
-    sample = Judgement(sample_index=0, status=SampleStatus.API_ERROR, permutation=[0, 1],
-                       error=f"{kind}: boom")
-    return Verdict(n_responses=2, scores=[None, None], invalid_samples=1, samples=[sample],
-                   error=f"no valid sample (api_error): {kind}: boom")
 
 
 def test_timeouts_count_toward_the_abort() -> None:
     watch = SystemicFailureWatch(max_unreachable=3)
-    assert watch.check(_verdict("APITimeoutError")) is None
-    assert watch.check(_verdict("ServerUnreachableError")) is None
-    reason = watch.check(_verdict("APITimeoutError"))
+    assert watch.check(one_sample_verdict("APITimeoutError")) is None
+    assert watch.check(one_sample_verdict("ServerUnreachableError")) is None
+    reason = watch.check(one_sample_verdict("APITimeoutError"))
     assert reason is not None and "no answer" in reason and "APITimeoutError" in reason
     other = SystemicFailureWatch(max_unreachable=2)
     seq = ["APITimeoutError", None, "APITimeoutError", "TransientBackendError"]
-    assert [other.check(_verdict(k)) for k in seq] == [None] * 4  # a success resets the run
+    assert [other.check(one_sample_verdict(k)) for k in seq] == [None] * 4  # a success resets the run
 
 
 def _items(path: Path, n: int) -> Path:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from support.fault_server import FaultServer
+from support.verdicts import one_sample_verdict
 
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
@@ -25,7 +26,6 @@ from judgekit.errors import (
 )
 from judgekit.judge import Judge
 from judgekit.retry import RetryPolicy
-from judgekit.schema import Judgement, SampleStatus, Verdict
 
 CFG = GenerationConfig(timeout=5.0, max_tokens=32)
 
@@ -127,28 +127,17 @@ def test_batch_stops_at_once_on_a_rejected_key(fault_server: FaultServer) -> Non
     assert len(fault_server.records) <= 2
 
 
-def _verdict(kind: str | None) -> Verdict:
-    """An item whose one sample succeeded (None) or failed with the error class `kind`."""
-    if kind is None:
-        sample = Judgement(sample_index=0, status=SampleStatus.OK, permutation=[0, 1],
-                           scores=[9.0, 2.0])
-        return Verdict(n_responses=2, scores=[9.0, 2.0], best=0, valid_samples=1,
-                       samples=[sample])
-    sample = Judgement(sample_index=0, status=SampleStatus.API_ERROR, permutation=[0, 1],
-                       error=f"{kind}: boom")
-    return Verdict(n_responses=2, scores=[None, None], invalid_samples=1, samples=[sample],
-                   error=f"no valid sample (api_error): {kind}: boom")
 
 
 def test_only_a_run_of_unreachable_items_stops_a_batch() -> None:
     watch = SystemicFailureWatch(max_unreachable=3)
     seq = ["ServerUnreachableError", "CircuitOpenError", None, "ServerUnreachableError",
            "TransientBackendError", "ServerUnreachableError"]
-    assert [watch.check(_verdict(k)) for k in seq] == [None] * 6
-    assert watch.check(_verdict("CircuitOpenError")) is not None  # three in a row (500 between)
+    assert [watch.check(one_sample_verdict(k)) for k in seq] == [None] * 6
+    assert watch.check(one_sample_verdict("CircuitOpenError")) is not None  # three in a row (500 between)
     fresh = SystemicFailureWatch()
-    assert "AuthenticationError" in (fresh.check(_verdict("AuthenticationError")) or "")
-    assert fresh.check(_verdict("ContextLengthError")) is None
+    assert "AuthenticationError" in (fresh.check(one_sample_verdict("AuthenticationError")) or "")
+    assert fresh.check(one_sample_verdict("ContextLengthError")) is None
 
 
 def test_recorded_error_class_reads_describe_error_back() -> None:
