@@ -22,8 +22,8 @@ import json
 from typing import Any
 
 from judgekit.backends import flavours
-from judgekit.backends._remote import RemoteBackend, gather_requests, map_sdk_error
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
+from judgekit.backends.remote import RemoteBackend, gather_requests, map_sdk_error
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
     BackendError,

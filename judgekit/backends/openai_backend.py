@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from judgekit.backends import flavours
-from judgekit.backends._remote import RemoteBackend, gather_requests, map_sdk_error, spent_usage
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult, TokenLogprob
+from judgekit.backends.remote import RemoteBackend, gather_requests, map_sdk_error, spent_usage
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
     BackendError,
@@ -188,7 +188,7 @@ class OpenAIBackend(RemoteBackend[Any]):
             spent = Usage(calls=1, retries=err.retries)
             response, retries = await self._send(
                 self.request_params(messages, config, n, seed_offset), messages, config, n, False)
-        completions = [_completion(choice, note) for choice in response.choices]
+        completions = [completion_from_choice(choice, note) for choice in response.choices]
         u = getattr(response, "usage", None)
         prompt = int(getattr(u, "prompt_tokens", 0) or 0)
         completion = int(getattr(u, "completion_tokens", 0) or 0)
@@ -259,7 +259,9 @@ def _openai_context_length(exc: Any) -> bool | None:
     return True if code in ("context_length_exceeded", "exceed_context_size_error") else None
 
 
-def _completion(choice: Any, structured_fallback: str | None = None) -> Completion:
+def completion_from_choice(choice: Any, structured_fallback: str | None = None) -> Completion:
+    """Shared with the batch provider (`judgekit.batch_api.openai`): a batch result line holds
+    the same chat completion body, so batch and online read a choice the same way."""
     message = getattr(choice, "message", None)
     text = getattr(message, "content", None) or ""
     return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),

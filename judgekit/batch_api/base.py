@@ -26,8 +26,8 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, Field
 
-from judgekit.backends._remote import RemoteBackend
 from judgekit.backends.base import GenerationOutcome
+from judgekit.backends.remote import RemoteBackend
 from judgekit.config import GenerationConfig
 from judgekit.cost import Price, call_cost
 from judgekit.errors import (

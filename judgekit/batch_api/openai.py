@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from judgekit.backends.base import GenerationOutcome, GenerationResult
-from judgekit.backends.openai_backend import OpenAIBackend, _completion
+from judgekit.backends.openai_backend import OpenAIBackend, completion_from_choice
 from judgekit.batch_api.base import (
     BatchProvider,
     BatchRequest,
@@ -138,7 +138,7 @@ class OpenAIBatchProvider(BatchProvider):
         completion = ChatCompletion.construct(**body)
         usage = body.get("usage") or {}
         return custom_id, GenerationResult(
-            completions=[_completion(c) for c in completion.choices],
+            completions=[completion_from_choice(c) for c in completion.choices],
             usage=self.usage(int(usage.get("prompt_tokens") or 0),
                              int(usage.get("completion_tokens") or 0)))
 

@@ -1,22 +1,12 @@
 """A batch run: items submitted to a provider's batch API, its jobs tracked in a run directory,
 results read back through the same sampler, meta judge and vote as an online run.
 
-Files in the run directory:
-
-* ``batch.json``          the run (provider, model, samples, meta) and every provider job: its
-                          tag, id, custom ids, round, last state, whether its results are local.
-                          Rewritten atomically after every change.
-* ``batch_items.jsonl``   one line per item: its id, query, responses (reference answer and
-                          rubric, where it has them), seed, a digest of the prompts sent, and
-                          its requests (custom id, prompt, samples served).
-                          Appended before any of the item's requests is submitted.
-* ``batch_results/<tag>.jsonl``  the raw result lines of a finished job, downloaded once.
+The run directory's files, and the records in them, are `judgekit.batch_api.records`'s.
 
 **Requests.** An item's prompts are `judge.pipeline.plan(...)`'s: one per distinct permutation,
 serving the samples shown in that order. OpenAI gets one request per prompt with `n` = its
-samples; Anthropic, which has no `n`, one request per sample. A custom id names the item (its
-index in the run), the permutation and the samples: ``i12-p10-s0n2`` is item 12, order (1, 0),
-samples from 0, two of them.
+samples; Anthropic, which has no `n`, one request per sample. A custom id names the item, the
+permutation and the samples (`records.custom_id`).
 
 **Resuming.** Every job is recorded (with its custom ids, before the provider is called) and its
 provider id written as soon as the provider returns it, so a killed process polls and collects
@@ -55,33 +45,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from judgekit.backends.base import Backend, GenerationOutcome, GenerationResult
 from judgekit.batch import JudgeItem, score_batch
 from judgekit.batch_api.base import BatchProvider, BatchRequest, BatchRequestNotRun
+from judgekit.batch_api.records import (
+    ITEMS_FILE,
+    RESULTS_DIR,
+    STATE_FILE,
+    BatchState,
+    ItemRecord,
+    JobRecord,
+    RequestRecord,
+    custom_id,
+    item_content,
+    item_key,
+    write_atomic,
+)
 from judgekit.cache import CachedBackend
 from judgekit.config import GenerationConfig
 from judgekit.cost import Price
 from judgekit.errors import BackendError, CapabilityError, JudgekitError
 from judgekit.judge_spec import JudgeSpec
 from judgekit.meta import NOT_GIVEN, MetaArg, MetaScorer, NotGiven
-from judgekit.rubric import PrinciplesMode
 from judgekit.runstore import RunStore
 from judgekit.runtime import run_sync
 from judgekit.sampler import SamplePrompt
-from judgekit.schema import Message, Principle, Verdict
+from judgekit.schema import Verdict
 from judgekit.structured import StructuredMode
 
 if TYPE_CHECKING:
     from judgekit.judge import Judge
     from judgekit.pipeline import JudgeSettings
-
-STATE_FILE = "batch.json"
-ITEMS_FILE = "batch_items.jsonl"
-RESULTS_DIR = "batch_results"
-_STATE_VERSION = 1
-_MAX_CUSTOM_ID = 64  # Anthropic's limit (^[a-zA-Z0-9_-]{1,64}$); OpenAI takes any unique string
 
 
 class BatchRunError(JudgekitError, ValueError):
@@ -93,100 +87,8 @@ class BatchNotReady(JudgekitError):
     """Collecting was asked not to wait (or timed out) while jobs were still running."""
 
 
-# --------------------------------------------------------------------------------------------
-# The run directory
-# --------------------------------------------------------------------------------------------
-class RequestRecord(BaseModel):
-    custom_id: str
-    prompt: int = Field(description="index of the prompt in the item's sampler.prompts()")
-    samples: list[int] = Field(description="the sample indices this request serves")
-
-
-class ItemRecord(BaseModel):
-    index: int
-    key: str = Field(description="the item's id, or a hash of its content when it has none")
-    id: str | None = None
-    query: str | list[Message]
-    responses: list[str]
-    reference: str | None = None
-    principles: list[Principle] | None = Field(None, description="the item's own rubric")
-    principles_mode: PrinciplesMode | None = None
-    seed: int
-    digest: str = Field(description="sha256 over the prompts and configs submitted")
-    requests: list[RequestRecord]
-
-
-class JobRecord(BaseModel):
-    tag: str
-    job_id: str | None = Field(None, description="None while the provider's create call is in "
-                               "flight (or was, when the process died)")
-    custom_ids: list[str]
-    round: int = 0
-    state: str = "submitting"
-    terminal: bool = False
-    downloaded: bool = False
-    counts: dict[str, int] = Field(default_factory=dict)
-    error: str | None = None
-    submitted_at: str = ""
-
-
-class BatchState(BaseModel):
-    version: int = _STATE_VERSION
-    run_id: str
-    provider: str
-    model: str
-    identity: str | None = Field(None, description="the model without its endpoint (what a "
-                                 "resume compares; None in runs made before it was recorded)")
-    format: str
-    samples: int
-    meta: bool | str | None = Field(None, description="the meta judge asked at submission: None "
-                                     "when not given (the judge's own), False for none")
-    k_meta: int | None = None
-    judge_spec: JudgeSpec | None = None
-    created_at: str = ""
-    jobs: list[JobRecord] = Field(default_factory=list)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _content(item: JudgeItem | ItemRecord) -> list[Any]:
-    """What makes an item the same item: query and responses, and its reference answer and
-    rubric where it has them (absent ones leave the content, and so old keys, as they were)."""
-    out: list[Any] = [item.query, item.responses]
-    if item.reference is not None or item.principles is not None:
-        out += [item.reference, None if item.principles is None else
-                [p.model_dump() for p in item.principles], item.principles_mode]
-    return out
-
-
-def item_key(item: JudgeItem) -> str:
-    if item.id is not None:
-        return item.id
-    blob = json.dumps(_content(item), ensure_ascii=False, sort_keys=True)
-    return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
-
-
-def custom_id(index: int, permutation: Sequence[int], samples: Sequence[int]) -> str:
-    """`i<item>-p<order>-s<first sample>[n<count>]`; an order too long for the id is hashed."""
-    sep = "" if len(permutation) <= 10 else "_"
-    order = sep.join(str(i) for i in permutation)
-    tail = f"-s{samples[0]}" + (f"n{len(samples)}" if len(samples) > 1 else "")
-    cid = f"i{index}-p{order}{tail}"
-    if len(cid) > _MAX_CUSTOM_ID:
-        crc = hashlib.sha256(order.encode()).hexdigest()[:12]
-        cid = f"i{index}-ph{crc}{tail}"
-    return cid
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +140,7 @@ class BatchRun:
         return cls(path, state, items)
 
     def save(self) -> None:
-        _write_atomic(self.dir / STATE_FILE, self.state.model_dump_json(indent=1))
+        write_atomic(self.dir / STATE_FILE, self.state.model_dump_json(indent=1))
 
     def results_path(self, job: JobRecord) -> Path:
         return self.dir / RESULTS_DIR / f"{job.tag}.jsonl"
@@ -255,7 +157,7 @@ class BatchRun:
             key = item_key(item)
             known = self.by_key.get(key)
             if known is not None:
-                if _content(known) != _content(item):
+                if item_content(known) != item_content(item):
                     raise BatchRunError(f"item {key!r} in {self.dir} has other content than the "
                                         "item given now: use another run directory")
                 out.append(known)
@@ -340,7 +242,7 @@ class BatchRun:
                 lines = await provider.download(job.job_id) if job.state != "failed" else []
                 path = self.results_path(job)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n"
+                write_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n"
                                             for line in lines))
                 job.downloaded = True
                 self.save()

@@ -27,7 +27,7 @@ from typing import Any
 
 from judgekit.bench import metrics as m
 from judgekit.bench.intervals import bootstrap_band, pearson_r, wilson_interval
-from judgekit.bench.report import BenchRun, _runs, bias_groups
+from judgekit.bench.report import BenchRun, as_runs, bias_groups
 
 DPI = 110
 MAX_WIDTH_PX = 2000
@@ -84,7 +84,7 @@ def subset_bars(runs: Sequence[Any]) -> list[SubsetBar]:
     """The bars `plot_subsets` draws, one per run and subset with single-best items (subsets
     whose items all have tie or binary labels have no accuracy)."""
     bars: list[SubsetBar] = []
-    for r in _runs(runs):
+    for r in as_runs(runs):
         groups = m.group_by(r.records, lambda rec: rec.subset)
         for subset, members in sorted(groups.items()):
             acc = m.accuracy(members)
@@ -105,7 +105,7 @@ def _label_lines(name: str, width: int) -> str:
 
 def subsets_figure(runs: Sequence[Any]) -> Any | None:
     """The per-subset accuracy figure; None when no run has an item with a single best."""
-    rs = _runs(runs)
+    rs = as_runs(runs)
     bars = subset_bars(rs)
     if not bars:
         return None
@@ -228,7 +228,7 @@ def _curve(ax: Any, outcomes: list[tuple[int, list[bool]]], color: str, label: s
 
 def scaling_figure(runs: Sequence[Any]) -> Any | None:
     """Accuracy vs k; None when no run has k > 1 and no two runs of one setup differ in k."""
-    rs = _runs(runs)
+    rs = as_runs(runs)
     fig, ax = _figure((7.5, 5.0))
     drawn = False
     notes: list[str] = []
@@ -449,7 +449,7 @@ def plot_bias(runs: Sequence[Any], path: str | os.PathLike[str], *,
 
 def write_plots(runs: Sequence[Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """All plots that apply to these runs, as PNG files in `out_dir`; returns their paths."""
-    rs = _runs(runs)
+    rs = as_runs(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = [

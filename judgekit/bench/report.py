@@ -231,7 +231,9 @@ def benchmark_metrics(run: BenchRun) -> dict[str, float | None]:
 # --------------------------------------------------------------------------------------------
 # Frames (the pandas API)
 # --------------------------------------------------------------------------------------------
-def _runs(runs: Sequence[BenchRun] | Sequence[str | os.PathLike[str]]) -> list[BenchRun]:
+def as_runs(runs: Sequence[BenchRun] | Sequence[str | os.PathLike[str]]) -> list[BenchRun]:
+    """Runs given loaded or as directories, as the frames here and the plots (`bench.plots`)
+    both take them: one reading of that argument for both."""
     if runs and all(isinstance(r, BenchRun) for r in runs):
         return [r for r in runs if isinstance(r, BenchRun)]
     return load_runs([r for r in runs if not isinstance(r, BenchRun)])
@@ -241,7 +243,7 @@ def summary_frame(runs: Sequence[Any]) -> Any:
     """One row per run (index = run label)."""
     import pandas as pd
 
-    rs = _runs(runs)
+    rs = as_runs(runs)
     return pd.DataFrame([summarize(r) for r in rs], index=[r.label for r in rs])
 
 
@@ -250,7 +252,7 @@ def subset_frame(runs: Sequence[Any]) -> Any:
     item-count column per run."""
     import pandas as pd
 
-    rs = _runs(runs)
+    rs = as_runs(runs)
     data: dict[str, dict[str, Any]] = {}
     for r in rs:
         for subset, acc in m.accuracy_by_subset(r.records).items():
@@ -264,7 +266,7 @@ def benchmark_frame(runs: Sequence[Any]) -> Any:
     """Benchmark-specific figures (rows `dataset: metric`) per run, with published numbers."""
     import pandas as pd
 
-    rs = _runs(runs)
+    rs = as_runs(runs)
     rows: dict[str, dict[str, Any]] = {}
     for r in rs:
         for key, value in benchmark_metrics(r).items():
@@ -299,7 +301,7 @@ def scaling_frame(runs: Sequence[Any]) -> Any:
     rows j, columns `run` / `run meta`, each with the count of items judged at j (` n`)."""
     import pandas as pd
 
-    rs = _runs(runs)
+    rs = as_runs(runs)
     cols: dict[str, dict[int, Any]] = {}
     for r in rs:
         if r.k < 2:
@@ -320,7 +322,7 @@ def paired_frame(runs: Sequence[Any]) -> Any:
     pick the same response (`items`; `undecided`: shared items tied or failed in either)."""
     import pandas as pd
 
-    rs = _runs(runs)
+    rs = as_runs(runs)
     rows: dict[str, dict[str, Any]] = {}
     for a in rs:
         for b in rs:
@@ -399,7 +401,7 @@ class BiasGroup:
 
 def bias_groups(runs: Sequence[Any]) -> list[BiasGroup]:
     """One group per run, then one per run and --reverse twin pooled."""
-    rs = _runs(runs)
+    rs = as_runs(runs)
     lengths = {id(r): run_lengths(r) for r in rs}
     groups = [BiasGroup(r.label, r.records, lengths[id(r)]) for r in rs]
     for a, b in reverse_twins(rs):
@@ -436,7 +438,7 @@ def bias_frame(runs: Sequence[Any]) -> Any:
 
 def report_frames(runs: Sequence[Any]) -> dict[str, Any]:
     """Every table of the report, by section name."""
-    rs = _runs(runs)
+    rs = as_runs(runs)
     frames = {
         "summary": summary_frame(rs).T,
         "subsets": subset_frame(rs),
@@ -527,7 +529,7 @@ class ReportTable:
 def report_tables(runs: Sequence[Any]) -> list[ReportTable]:
     """Every table of the report, in order, then the published reference numbers for the runs'
     datasets; `CAVEAT` goes under them."""
-    rs = _runs(runs)
+    rs = as_runs(runs)
     tables = [ReportTable(section, SECTION_TITLES.get(section, section), *_grid(frame))
               for section, frame in report_frames(rs).items()]
     pub = published_table(sorted({r.info.dataset for r in rs}))
@@ -564,7 +566,7 @@ def render_report(runs: Sequence[Any], fmt: str = "table") -> str:
     """The report as text: `table` (aligned), `markdown` or `csv`."""
     if fmt not in ("table", "markdown", "csv"):
         raise ValueError(f"unknown format {fmt!r} (table, markdown, csv)")
-    rs = _runs(runs)
+    rs = as_runs(runs)
     if fmt == "csv":
         return format_csv(report_frames(rs))
     parts: list[str] = []

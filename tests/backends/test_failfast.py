@@ -11,9 +11,9 @@ import time
 import pytest
 from support.fault_server import FaultServer
 
-from judgekit.backends._remote import CircuitBreaker, is_context_length_message
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
+from judgekit.backends.remote import CircuitBreaker, is_context_length_message
 from judgekit.batch import SystemicFailureWatch
 from judgekit.config import GenerationConfig
 from judgekit.errors import (

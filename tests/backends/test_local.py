@@ -204,6 +204,7 @@ def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype, 
     gives transformers' logits for decode steps over a cache, with left padding, on the same
     weights."""
     from judgekit.backends.local_engine import LlamaDecodeStep, make_cache, optimize_model
+    from judgekit.backends.local_engine.internals import cache_keyword
 
     model = _tiny_llama()
     counts = optimize_model(model, dtype, int4=int4)
@@ -227,7 +228,8 @@ def test_the_written_out_llama_step_is_transformers_forward(dtype: torch.dtype, 
         nxt = torch.randint(0, 96, (rows, 1), generator=g)
         pos = positions[:, -1:] + 1
         ref = model(input_ids=nxt, attention_mask=valid.long(), position_ids=pos,
-                    cache=make_cache(kv, width + 1), use_cache=True).logits[:, -1]
+                    use_cache=True, **{cache_keyword(model): make_cache(kv, width + 1)}
+                    ).logits[:, -1]
         got = step(nxt, make_cache(kv, width + 1), pos, [4, 0, 0])
     # tight enough that dropping the padding mask fails (2.6e-4 in fp32, 1e-3 in bf16)
     tol = 1e-5 if dtype == torch.float32 else 2e-4

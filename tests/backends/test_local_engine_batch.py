@@ -71,6 +71,37 @@ def test_cascade_attention_reads_each_calls_own_prefix() -> None:
         first += n
 
 
+def test_a_rows_attention_is_the_same_in_any_batch() -> None:
+    """Batch invariance of decode attention (`row_attention`): one call's row, with its own
+    prefix and left-padded own keys, gives the same bits alone and beside 1 to 12 rows of other
+    calls (other prefixes, other padding), at every position. The prefix and own parts are merged by their
+    log-sum-exps: merged over the whole batch at once, a row's values fell in the SIMD body or
+    the scalar tail of torch's logaddexp depending on the rows beside it (fails so on this CPU)."""
+    from judgekit.backends.local_engine import row_attention
+
+    g = torch.Generator().manual_seed(4)
+    heads, kv_heads, dim, width = 9, 3, 64, 40
+
+    def call(own: int) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        prefix = [tuple(torch.randn(1, kv_heads, 50 + own, dim, generator=g) for _ in range(2))]
+        keys, values = (torch.randn(1, kv_heads, width, dim, generator=g) for _ in range(2))
+        return prefix, torch.randn(1, heads, 1, dim, generator=g), keys, values
+
+    for trial in range(64):  # a last-bit difference shows in ~1% of merged values
+        mine = call(7)
+        alone = row_attention(mine[1], mine[2], mine[3], [width - 7],
+                              PrefixRuns(((mine[0], 1),)), 0, 0.125)
+        others = 1 + trial % 8
+        rest = [call(int(n)) for n in torch.randint(1, width, (others,), generator=g)]
+        place = trial % (others + 1)  # every position of every batch size
+        calls = [*rest[:place], mine, *rest[place:]]
+        starts = [width - 7 if c is mine else 1 + place for c in calls]
+        out = row_attention(torch.cat([c[1] for c in calls]), torch.cat([c[2] for c in calls]),
+                            torch.cat([c[3] for c in calls]), starts,
+                            PrefixRuns(tuple((c[0], 1) for c in calls)), 0, 0.125)
+        assert torch.equal(out[place:place + 1], alone), (trial, others, place)
+
+
 def test_decode_attention_is_the_same_on_one_thread_and_on_two() -> None:
     """The decode thread count is tuned while a run goes on, so a row's attention must not
     depend on it. torch's fp32 flash kernel does for fewer than 4 queries a head on this CPU
@@ -162,6 +193,17 @@ def _on_a_4bit_grid(weight: torch.Tensor, seed: int) -> torch.Tensor:
     return (mn + q * step).reshape(weight.shape)
 
 
+def _bf16_cpu_on_avx2_kernels() -> bool:
+    """A CPU with native bf16 whose ATen kernels were forced below AVX-512
+    (ATEN_CPU_CAPABILITY=avx2), the one setting where torch's bf16 SDPA prefill raises; seen on a
+    Xeon with AMX under torch 2.11. On a CPU without native bf16 (this CI machine) bf16 is
+    emulated and the bf16 tests run."""
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        flags = next((line for line in fh if line.startswith("flags")), "").split()
+    native = bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return native and not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 @pytest.fixture(scope="module", params=["fp32", "bf16-int4", "fp32-forward"])
 def tiny_model(request: pytest.FixtureRequest) -> tuple[Any, bool]:
     """A tiny Llama as the engine prepares the embedded one, and whether the engine decodes
@@ -177,6 +219,10 @@ def tiny_model(request: pytest.FixtureRequest) -> tuple[Any, bool]:
                          max_position_embeddings=512, attn_implementation="sdpa")
     model = LlamaForCausalLM(config).eval()
     int4 = request.param == "bf16-int4"
+    if int4 and _bf16_cpu_on_avx2_kernels():
+        pytest.skip("bf16 on a CPU with AVX512-BF16/AMX forced onto ATen's AVX2 kernels: torch's "
+                    "bf16 flash attention raises there (pack_vnni2), and the engine never picks "
+                    "bf16 in that setting (cpu_has_native_bf16)")
     if int4:
         with torch.no_grad():
             for i, layer in enumerate(model.model.modules()):

@@ -10,10 +10,10 @@ import pytest
 from support.fault_server import FaultServer
 from support.transformers_server import ServedModel
 
-from judgekit.backends._remote import spent_usage
 from judgekit.backends.base import Backend
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.backends.registry import resolve_backend
+from judgekit.backends.remote import spent_usage
 from judgekit.config import GenerationConfig
 from judgekit.errors import AuthenticationError, FatalBackendError
 from judgekit.ratelimit import Throttle, estimate_tokens

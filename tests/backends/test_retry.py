@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fault_server import FaultServer
 
-from judgekit.backends._remote import parse_retry_after
 from judgekit.backends.anthropic_backend import AnthropicBackend
 from judgekit.backends.openai_backend import OpenAIBackend
+from judgekit.backends.remote import parse_retry_after
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
     APITimeoutError,

@@ -4,6 +4,9 @@ reading of the AST, not a call into judgekit):
 * judgekit/ has no import cycle (an import inside a function counts; one under
   `if TYPE_CHECKING:` does not);
 * nothing outside judge.py touches a private name of `Judge`;
+* no judgekit module imports a private (underscore) name of another, nor reaches one through a
+  module it imported (`from judgekit import x; x._y`), nor imports a private module from outside
+  the package that holds it;
 * the bench runner never probes a scorer (no getattr/hasattr: the Scorer protocol declares it).
 """
 
@@ -92,3 +95,60 @@ def test_the_bench_runner_never_probes_a_scorer() -> None:
     probes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
               and isinstance(n.func, ast.Name) and n.func.id in ("getattr", "hasattr")]
     assert probes == []
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.endswith("__")
+
+
+def _private_owner(dotted: str) -> str | None:
+    """The package that holds the first private module on a dotted path (only its own modules
+    may import it), or None when the path has none."""
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if _private(part):
+            return ".".join(parts[:i])
+    return None
+
+
+def test_no_module_uses_a_private_name_of_another_module() -> None:
+    modules = {_module(p) for p in PKG.rglob("*.py")}
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        mod = _module(path)
+        base = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound: set[str] = set()  # local names of judgekit modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                root = base
+                for _ in range(node.level - 1):
+                    root = root.rpartition(".")[0]
+                target = (f"{root}.{node.module}" if node.module else root) if node.level \
+                    else (node.module or "")
+                if target != "judgekit" and not target.startswith("judgekit."):
+                    continue
+                owner = _private_owner(target)
+                if owner is not None and not mod.startswith(owner + "."):
+                    offenders.append(f"{path.relative_to(PKG)}:{node.lineno} "
+                                     f"imports private module {target}")
+                for a in node.names:
+                    if _private(a.name) and target != mod:
+                        offenders.append(f"{path.relative_to(PKG)}:{node.lineno} "
+                                         f"imports {target}.{a.name}")
+                    if f"{target}.{a.name}" in modules:
+                        bound.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    owner = _private_owner(a.name) if a.name.startswith("judgekit.") else None
+                    if owner is not None and not mod.startswith(owner + "."):
+                        offenders.append(f"{path.relative_to(PKG)}:{node.lineno} "
+                                         f"imports private module {a.name}")
+                    if a.asname and a.name in modules:
+                        bound.add(a.asname)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and _private(node.attr)
+                    and isinstance(node.value, ast.Name) and node.value.id in bound):
+                offenders.append(f"{path.relative_to(PKG)}:{node.lineno} "
+                                 f"{node.value.id}.{node.attr}")
+    assert offenders == []

@@ -72,10 +72,37 @@ def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     lse2 = torch.cat([lse for _, lse in own]) if rows > 1 else own[0][1]
     runs = prefix.runs if isinstance(prefix, PrefixRuns) else ((prefix, rows),)
     o1, lse1 = _prefix_attention(q, runs, layer, scaling)
-    lse = torch.logaddexp(lse1, lse2)
-    out = (o1.float() * torch.exp(lse1 - lse).unsqueeze(-1)
-           + o2.float() * torch.exp(lse2 - lse).unsqueeze(-1)).to(query.dtype)
+    w1, w2 = _merge_weights(lse1, lse2)
+    out = (o1.float() * w1.unsqueeze(-1) + o2.float() * w2.unsqueeze(-1)).to(query.dtype)
     return out.reshape(rows, 1, heads, dim)
+
+
+LANES = 64
+"""`_merge_weights` computes on rows padded to a multiple of this many floats."""
+
+
+def _merge_weights(lse1: torch.Tensor, lse2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights of two partial attentions with these log-sum-exps ([rows, heads, queries]):
+    exp(lse1 - lse) and exp(lse2 - lse), lse = logaddexp(lse1, lse2).
+
+    Computed on each row padded to `LANES` floats: torch's elementwise kernels run the flat
+    tensor in SIMD steps and its remainder in scalar code, whose exp and log round differently
+    (SLEEF against libm), so with 9 values a row (the embedded model's 3 kv heads x 3 queries)
+    a row's last values would fall in the vector body or the scalar tail depending on how many
+    rows share the step: batch invariance (`linear_rows`) again."""
+    rows = lse1.shape[0]
+    width = lse1[0].numel()
+    padded = -(-width // LANES) * LANES
+
+    def lanes(t: torch.Tensor) -> torch.Tensor:
+        out = t.new_zeros((rows, padded))
+        out[:, :width] = t.reshape(rows, width)
+        return out
+
+    a, b = lanes(lse1), lanes(lse2)
+    lse = torch.logaddexp(a, b)
+    w1, w2 = torch.exp(a - lse), torch.exp(b - lse)
+    return (w1[:, :width].reshape(lse1.shape), w2[:, :width].reshape(lse2.shape))
 
 
 def _prefix_attention(q: torch.Tensor, runs: Sequence[tuple[KV | None, int]], layer: int,

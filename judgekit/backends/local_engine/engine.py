@@ -3,7 +3,6 @@ concurrent calls share (`DecodeEngine`)."""
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -40,6 +39,7 @@ from judgekit.backends.local_engine.caches import (
     release_free_memory,
 )
 from judgekit.backends.local_engine.grammar import attach_grammar, pick
+from judgekit.backends.local_engine.internals import cache_keyword
 from judgekit.backends.local_engine.matmul import prefill_phase
 from judgekit.backends.local_engine.step import LlamaDecodeStep
 from judgekit.backends.local_engine.tuning import (
@@ -86,8 +86,7 @@ class DecodeEngine:
         self.prefill_threads = prefill_threads or ThreadTuner(
             self.threads.fixed, base_period=PREFILL_PROBE_PERIOD)
         """The thread count of prefill chunks, tuned apart from decoding's (see `ThreadTuner`)."""
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_keyword(model)
         self._dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
         self.stats = EngineStats()
         self.cascade = install_cascade_attention(model)

@@ -21,6 +21,7 @@ The internals:
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,13 @@ def _cache_classes() -> tuple[Any, Any]:
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
     return DynamicCache, DynamicLayer
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword under which the model's forward takes its KV cache: `cache` in recent
+    transformers 5.x, `past_key_values` before (5.17 ignores `cache=` silently, so passing the
+    wrong one runs the step without its cache)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def plain_cache_layers(model: Any) -> str | None:
@@ -237,10 +245,11 @@ def _check_class_swap() -> None:
             return super().forward(x) + 1
 
     layer = nn.Linear(2, 2)
-    weight = layer.weight
+    weight, bias = layer.weight, layer.bias
+    x = torch.ones(1, 2)
     swap_class(layer, Probe)
-    if layer.weight is not weight or float(layer(torch.zeros(1, 2))[0, 0]) != float(
-            layer.bias[0]) + 1:
+    if (layer.weight is not weight or layer.bias is not bias
+            or not torch.equal(layer(x), nn.functional.linear(x, weight, bias) + 1)):
         raise RuntimeError("an in-place class swap does not keep the parameters")
 
 

@@ -19,8 +19,13 @@ otherwise); such a layer stays dense."""
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes in bf16 natively (AVX512-BF16 or AMX-BF16). Without it torch
-    emulates bf16 and fp32 is faster, so the engine falls back to fp32."""
+    """True when the CPU computes in bf16 natively (AVX512-BF16 or AMX-BF16) and ATen runs its
+    AVX-512 kernels. Without it torch emulates bf16 and fp32 is faster, so the engine falls back
+    to fp32. ATen's kernels count as well as the CPU's flags: with `ATEN_CPU_CAPABILITY=avx2` on a
+    Xeon with AMX, torch 2.11's bf16 flash attention raised "pack_vnni2 is only supported when
+    avx512 is supported" (docs/benchmark-figures.md, the first GPU run)."""
+    if not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512"):
+        return False
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
