@@ -38,5 +38,5 @@ def test_bench_run_embedded_model_then_report(tmp_path: Path,
     plots = tmp_path / "plots"
     assert main(["report", str(out), "--plots", str(plots)]) == 0
     report = capsys.readouterr().out
-    assert "acc_strict" in report and "llmbar: accuracy" in report
+    assert "accuracy_items" in report and "llmbar: accuracy" in report
     assert (plots / "subsets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
