@@ -72,7 +72,10 @@ def test_notebook_runs_in_tiny_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for name in ("forward", "reverse"):
         lines = (tmp_path / "bias" / name / "results.jsonl").read_text().splitlines()
         assert len(lines) == 2
-    assert summary["bias_prompted"]["reverse_consistency"] is not None
+    # counted over items decisive in both orders only (issue 22): blank when the tiny judge
+    # tied an item in either order, else a percentage
+    consistency = summary["bias_prompted"]["reverse_consistency"]
+    assert consistency is None or 0 <= consistency <= 100
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") in ("display_data", "execute_result")
               and "image/png" in o.get("data", {})]
