@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.fault_server import FaultServer
+from support.items_file import write_items
 
 from judgekit.backends.base import Completion
 from judgekit.bench.cli import main as bench_main
@@ -31,17 +32,11 @@ def damaged_cache(path: Path) -> Path:
     return path
 
 
-def items(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"i{i}", "query": f"jk-item-i{i} Which is right?",
-                                        "responses": ["GOOD: four", "five"], "label": 0}) + "\n"
-                            for i in range(n)))
-    return path
-
 
 def test_bench_run_stops_at_a_damaged_cache_with_one_line(
         fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cache = damaged_cache(tmp_path / "cache.sqlite")
-    data, out = items(tmp_path / "items.jsonl", 50), tmp_path / "run"
+    data, out = write_items(tmp_path / "items.jsonl", 50), tmp_path / "run"
     argv = ["run", str(data), "--model", "openai:judge-test", "--base-url",
             fault_server.openai_url, "--no-examples", "--no-progress", "--out", str(out)]
     assert bench_main([*argv, "--cache", str(cache)]) == 1

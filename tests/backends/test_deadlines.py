@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.fault_server import FaultServer
+from support.items_file import write_items
 from support.loopback import SilentServer
 from support.verdicts import one_sample_verdict
 
@@ -104,16 +105,10 @@ def test_timeouts_count_toward_the_abort() -> None:
     assert [other.check(one_sample_verdict(k)) for k in seq] == [None] * 4  # a success resets the run
 
 
-def _items(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"i{i}", "query": f"jk-item-i{i} Which is right?",
-                                        "responses": ["GOOD: four", "five"], "label": 0}) + "\n"
-                            for i in range(n)))
-    return path
-
 
 def test_bench_run_against_a_silent_server_stops_then_resumes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data, out = _items(tmp_path / "items.jsonl", 200), tmp_path / "run"
+    data, out = write_items(tmp_path / "items.jsonl", 200), tmp_path / "run"
     silent = SilentServer().start()
     port = silent.port
     argv = ["run", str(data), "--model", "openai:judge-test", "--base-url", silent.openai_url,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 from support.fault_server import FaultServer
+from support.items_file import write_items
 
 from judgekit.cli import main
 from judgekit.runstore import RunStore
@@ -26,17 +27,10 @@ def run_args(server: FaultServer, data: Path, out: Path, *extra: str) -> list[st
             str(out), *extra]
 
 
-def dataset(tmp_path: Path, n: int) -> Path:
-    path = tmp_path / "items.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "query": f"jk-item-q{i} Which is right?",
-                                        "responses": ["GOOD: four", "five"], "label": 0}) + "\n"
-                            for i in range(n)))
-    return path
-
 
 def test_a_damaged_results_file_is_reported_once_and_healed(
         fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data, out = dataset(tmp_path, 6), tmp_path / "run"
+    data, out = write_items(tmp_path / "items.jsonl", 6, "q"), tmp_path / "run"
     assert main(run_args(fault_server, data, out)) == 0
     results = out / "results.jsonl"
     lines = results.read_text().splitlines(keepends=True)
@@ -101,7 +95,7 @@ def test_healing_a_file_that_is_being_appended_loses_no_line(tmp_path: Path) -> 
 
 def test_a_resume_with_other_settings_names_the_setting(
         fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data, out = dataset(tmp_path, 2), tmp_path / "run"
+    data, out = write_items(tmp_path / "items.jsonl", 2, "q"), tmp_path / "run"
     assert main(run_args(fault_server, data, out, "--max-tokens", "64")) == 0
     capsys.readouterr()
     assert main(run_args(fault_server, data, out, "--max-tokens", "32")) == 2
