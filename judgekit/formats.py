@@ -46,12 +46,14 @@ from judgekit.parsing import (
     scores_line_grammar,
 )
 from judgekit.prompts import (
+    GRM_EXAMPLES_PARTIAL,
     GRM_TEMPLATE,
     PAIRWISE_BASELINE_TEMPLATE,
     REASK_TEMPLATE,
     FewShotExample,
     as_messages,
     render,
+    render_piece,
     template_source,
 )
 from judgekit.rubric import PrinciplesMode, Rubric, RubricSpec
@@ -248,7 +250,7 @@ class GRMFormat(JudgingFormat):
                  max_fixes: int = 3) -> None:
         super().__init__(template=template, template_dir=template_dir, system=system)
         self.aggregate = AggregateRule(aggregate)
-        self.examples = list(examples)
+        self.examples = examples
         self.max_criteria = max_criteria
         if max_fixes < 1:
             raise ValueError(f"max_fixes must be at least 1, got {max_fixes}")
@@ -257,6 +259,27 @@ class GRMFormat(JudgingFormat):
         if principles is None and principles_mode is not None:
             raise ValueError("principles_mode needs principles")
         self.rubric = Rubric.of(principles, principles_mode) if principles is not None else None
+
+    @property
+    def examples(self) -> list[FewShotExample]:
+        return list(self._examples)
+
+    @examples.setter
+    def examples(self, examples: Sequence[FewShotExample]) -> None:
+        self._examples = tuple(examples)
+        self._example_text: tuple[str | Path | None, list[dict[str, Any]], str] | None = None
+
+    def _examples_for_template(self) -> tuple[list[dict[str, Any]], str]:
+        """The examples as template data, and their block as text (`examples_block`): the same
+        in every prompt of this format, so rendered once (`_partials/grm_examples.jinja`, which
+        a template_dir may shadow) and again only if the examples or the folder change."""
+        cached = self._example_text
+        if cached is None or cached[0] != self.template_dir:
+            data = [e.model_dump() for e in self._examples]
+            cached = (self.template_dir, data, render_piece(
+                GRM_EXAMPLES_PARTIAL, self.template_dir, examples=data))
+            self._example_text = cached
+        return list(cached[1]), cached[2]
 
     @property
     def fixed_rubric(self) -> list[Principle] | None:
@@ -271,9 +294,9 @@ class GRMFormat(JudgingFormat):
     def messages(self, query: str | Sequence[Message], shown: Sequence[str], *, tag: str,
                  hint_best: int | None = None, reference: str | None = None) -> list[Message]:
         fixed = self.fixed_rubric is not None
+        examples, examples_block = ([], "") if fixed else self._examples_for_template()
         text = render(self.template, self.template_dir, messages=as_messages(query),
-                      responses=list(shown),
-                      examples=[] if fixed else [e.model_dump() for e in self.examples],
+                      responses=list(shown), examples=examples, examples_block=examples_block,
                       tag=tag, weighted=self.aggregate is AggregateRule.WEIGHTED,
                       hint_best=hint_best, reference=reference,
                       principles=self.rubric.template_rows() if self.rubric else [],

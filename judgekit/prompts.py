@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from judgekit.errors import TemplateError
 from judgekit.schema import Message
@@ -24,10 +24,13 @@ GRM_EXAMPLES = "grm/examples.json"
 META_TEMPLATE = "meta/default.jinja"
 PAIRWISE_BASELINE_TEMPLATE = "baseline/pairwise.jinja"
 REASK_TEMPLATE = "reask/default.jinja"
+GRM_EXAMPLES_PARTIAL = "_partials/grm_examples.jinja"
 
 
 class FewShotExample(BaseModel):
     """A worked example shown to the judge: a query, its responses, and the ideal judge output."""
+
+    model_config = ConfigDict(frozen=True)  # a format renders its examples once (GRMFormat)
 
     query: str
     responses: list[str]
@@ -51,6 +54,10 @@ def _environment(template_dir: str | None) -> jinja2.Environment:
     search.append(str(builtin_prompt_dir()))
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),
+        # A template is read once per process, not checked on disk at every prompt (two stats
+        # per prompt otherwise): a run's prompts all come from the templates its settings hashed
+        # at the start (`template_digest`), even if a file is edited while it runs.
+        auto_reload=False,
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # plain-text prompts; escaping would alter the user's text
         keep_trailing_newline=False,
@@ -61,9 +68,16 @@ def _environment(template_dir: str | None) -> jinja2.Environment:
 
 def render(template: str, template_dir: str | Path | None = None, **variables: Any) -> str:
     """Render one template; a user's `template_dir` shadows the built-in files of the same name."""
+    return render_piece(template, template_dir, **variables).strip() + "\n"
+
+
+def render_piece(template: str, template_dir: str | Path | None = None,
+                 **variables: Any) -> str:
+    """Render a template exactly as it comes out (no trimming), for text that another template
+    splices in as it is (`GRMFormat`'s worked examples)."""
     env = _environment(str(template_dir) if template_dir else None)
     try:
-        return env.get_template(template).render(**variables).strip() + "\n"
+        return env.get_template(template).render(**variables)
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"prompt template not found: {template}") from exc
     except jinja2.TemplateError as exc:
