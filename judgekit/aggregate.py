@@ -87,7 +87,8 @@ def build_verdict(samples: Sequence[Judgement], n_responses: int, *, k: int,
         valid_samples=result.valid_samples,
         invalid_samples=result.invalid_samples, samples=marked, model=model,
         meta_model=meta_model,
-        usage=Usage.total(s.usage for s in samples) + (extra_usage or Usage()),
+        usage=Usage.total([*(s.usage for s in samples),
+                           *([extra_usage] if extra_usage is not None else [])]),
         wall_time_s=round(wall_time_s, 4), seed=seed if isinstance(seed, int) else None,
         error=error, metadata=dict(metadata or {}))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class GenerationConfig(BaseModel):
@@ -39,7 +40,23 @@ class GenerationConfig(BaseModel):
         "explicit prompt caching (Anthropic) mark it as cacheable")
 
     def with_(self, **changes: object) -> GenerationConfig:
-        """A copy with some fields changed (validated). Built from the fields as they are, not
-        a deep `model_dump`: a request's config carries a JSON schema, copied per request
-        otherwise (`benchmarks/bench_concurrency.py --profile`)."""
-        return GenerationConfig.model_validate({**dict(self), **changes})
+        """A copy with some fields changed, each change validated by its field's own rule.
+
+        The other fields were validated when this config was made and no rule spans two
+        fields, so only the changes are checked (every request derives a config or two: a
+        whole re-validation cost more than the rest of the change, `benchmarks/
+        bench_concurrency.py --profile`). A change that fails is validated with the whole
+        model, so the error is the model's own."""
+        try:
+            checked = {name: _field_adapter(name).validate_python(value)
+                       for name, value in changes.items()}
+        except (KeyError, ValidationError):
+            return GenerationConfig.model_validate({**dict(self), **changes})  # raises
+        return self.model_copy(update=checked)
+
+
+@cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    """The validator of one GenerationConfig field (KeyError for a name that is none)."""
+    info = GenerationConfig.model_fields[name]
+    return TypeAdapter(Annotated[info.annotation, info])

@@ -39,7 +39,7 @@ from judgekit.meta import MetaArg, MetaResolver, MetaSpec, NotGiven, rate_sample
 from judgekit.prompts import builtin_prompt_dir
 from judgekit.rubric import PrinciplesMode, RubricSpec
 from judgekit.sampler import SamplePrompt, Sampler, sampling_config, seed_for_item
-from judgekit.schema import AggregateRule, Judgement, Message, Usage, Verdict
+from judgekit.schema import AggregateRule, Judgement, Message, Verdict
 from judgekit.scorer import ScorerSettings
 from judgekit.voting import TieRule, VotingMethod
 
@@ -197,7 +197,7 @@ class Pipeline:
         if scorer is not None and not fmt.rates_with_meta:
             raise ValueError(f"the {fmt.name} format has no critique for a meta judge "
                              "to rate: meta-guided voting does not apply")
-        used_k_meta, meta_usage = None, Usage()
+        used_k_meta, meta_usage = None, None
         setting = next((v for v in (k_meta, self.k_meta) if v is not None), None)
         if scorer is not None:
             used_k_meta = k_meta_for(samples, setting)

@@ -318,6 +318,8 @@ class Sampler:
 def split_usage(usage: Usage, parts: int) -> list[Usage]:
     """Spread one call's usage over its samples: the first carries the call and the prompt."""
     parts = max(parts, 1)
+    if parts == 1:
+        return [usage]  # Usage is never changed in place: the one share is the call's usage
     out = []
     for i in range(parts):
         share = usage.completion_tokens // parts + (1 if i < usage.completion_tokens % parts else 0)

@@ -46,28 +46,27 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        cost: float | None
-        if self.cost_usd is None and other.cost_usd is None:
-            cost = None
-        else:
-            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
-            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
-            calls=self.calls + other.calls,
-            cached_calls=self.cached_calls + other.cached_calls,
-            retries=self.retries + other.retries,
-            cost_usd=cost,
-        )
+        return Usage.total((self, other))
 
     @staticmethod
     def total(usages: Any) -> Usage:
-        out = Usage()
+        """The sum of `usages` (a cost when any has one), as one new Usage: summed field by
+        field, not through a chain of intermediate models."""
+        prompt = completion = cached = written = calls = cached_calls = retries = 0
+        cost: float | None = None
         for u in usages:
-            out = out + u
-        return out
+            prompt += u.prompt_tokens
+            completion += u.completion_tokens
+            cached += u.cached_prompt_tokens
+            written += u.cache_write_tokens
+            calls += u.calls
+            cached_calls += u.cached_calls
+            retries += u.retries
+            if u.cost_usd is not None:
+                cost = (cost or 0.0) + u.cost_usd
+        return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                     cached_prompt_tokens=cached, cache_write_tokens=written, calls=calls,
+                     cached_calls=cached_calls, retries=retries, cost_usd=cost)
 
 
 class Principle(BaseModel):

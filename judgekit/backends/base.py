@@ -142,6 +142,15 @@ class Backend(ABC):
         the other requests' results and usage are kept. The default sends the requests
         concurrently; batched local backends run them in one model call.
         """
+        if len(requests) == 1:  # the common case (one prompt for all k): no task to schedule
+            messages, n = requests[0]
+            try:
+                return [await self.generate(messages, config, n)]
+            except Exception as exc:
+                if not is_recorded_failure(exc):
+                    raise  # a bug, not a failed call
+                assert isinstance(exc, BackendError)
+                return [exc]
         gathered = await asyncio.gather(*(self.generate(m, config, n) for m, n in requests),
                                         return_exceptions=True)
         out: list[GenerationOutcome] = []

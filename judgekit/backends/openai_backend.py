@@ -176,7 +176,7 @@ class OpenAIBackend(RemoteBackend[Any]):
     async def _request(self, messages: list[Message], config: GenerationConfig, n: int,
                        seed_offset: int = 0) -> tuple[list[Completion], Usage]:
         structured, note = self.structured_request(config)
-        spent = Usage()
+        spent: Usage | None = None  # a refused schema's call, when there was one
         try:
             response, retries = await self._send(
                 self.request_params(messages, config, n, seed_offset, structured), messages, config, n,
@@ -194,7 +194,8 @@ class OpenAIBackend(RemoteBackend[Any]):
         completion = int(getattr(u, "completion_tokens", 0) or 0)
         details = getattr(u, "prompt_tokens_details", None)
         cached = int(getattr(details, "cached_tokens", 0) or 0)
-        return completions, spent + self.usage(prompt, completion, retries, cached=cached)
+        usage = self.usage(prompt, completion, retries, cached=cached)
+        return completions, usage if spent is None else spent + usage
 
     async def _send(self, params: dict[str, Any], messages: list[Message],
                     config: GenerationConfig, n: int, structured: bool) -> tuple[Any, int]:
@@ -224,7 +225,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         self.check_config(config, n)
         await self.resolve_flavour(config)
         completions: list[Completion] = []
-        usage = Usage()
+        paid: list[Usage] = []  # each request's usage, summed once at the end
         per_request = n if self._choices_cap is None else min(n, self._choices_cap)
         while len(completions) < n:
             missing = n - len(completions)
@@ -239,16 +240,16 @@ class OpenAIBackend(RemoteBackend[Any]):
             except BackendError as err:
                 # Earlier rounds (the first request, before its top-ups) were paid for too.
                 spent = spent_usage(err)
-                err.usage = usage + (spent if spent is not None
-                                     else Usage(calls=1, retries=err.retries))
+                err.usage = Usage.total([*paid, spent if spent is not None
+                                         else Usage(calls=1, retries=err.retries)])
                 raise
             for (got, u), asked in zip(results, sizes, strict=True):
                 completions.extend(got)
-                usage = usage + u
+                paid.append(u)
                 if len(got) < asked:
                     self._choices_cap = max(1, len(got))
             per_request = min(per_request, self._choices_cap or per_request)
-        return GenerationResult(completions=completions[:n], usage=usage)
+        return GenerationResult(completions=completions[:n], usage=Usage.total(paid))
 
 
 def _openai_context_length(exc: Any) -> bool | None:
