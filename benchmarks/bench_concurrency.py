@@ -10,14 +10,16 @@ with a GRM judgement after `--latency` seconds. Both sides make `--items` judgem
 
 It prints the throughput ratio (judgekit / bare; target >= 0.95) and judgekit's own CPU per
 judgement on top of the SDK's (the difference of this process's CPU time between the two runs,
-per judgement; target <= 0.5 ms), and the server's peak of requests in flight for each (judgekit
-adds no cap of its own). With `--profile`, one more run of each goes under cProfile: the time
-in judgekit's own code (its modules and prompt templates, with the jinja2 and pydantic calls
-they make) by module, and the functions where judgekit's run spends more than the bare one
-(where the rest goes). Profiling slows Python code down, so those figures are larger than the
-unprofiled ones; their shares are what count. Each side runs `--repeats` times after a
-warm-up, interleaved; the best wall time and the median CPU time count. On a shared machine,
-other load turns CPU time into wall time: run it on an idle one for the throughput ratio.
+per judgement; target <= 0.5 ms) with the part of it spent in Python's garbage collector (the
+models a run allocates and keeps cost collections), and the server's peak of requests in flight
+for each (judgekit adds no cap of its own). With `--profile`, one more run of each goes under
+cProfile (the event loop's idle waits left out): the time in judgekit's own code (its modules
+and prompt templates, with the jinja2 and pydantic calls they make) by module, and the functions
+where judgekit's run spends more than the bare one (where the rest goes). Profiling slows Python
+code down, so those figures are larger than the unprofiled ones; their shares are what count.
+Each side runs `--repeats` times after a warm-up, interleaved; the best wall time and the median
+CPU time count. On a shared machine, other load turns CPU time into wall time: run it on an idle
+one for the throughput ratio.
 
     python benchmarks/bench_concurrency.py            # 500 judgements, concurrency 50, 0.5 s
     python benchmarks/bench_concurrency.py --profile  # and where judgekit's own CPU goes
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import subprocess
@@ -110,6 +113,11 @@ def _profile(fn: Callable[[], None]) -> dict[Any, Any]:
     return pstats.Stats(profiler).stats  # type: ignore[attr-defined, no-any-return]
 
 
+def _idle(name: str) -> bool:
+    """The event loop's wait for sockets (`select.epoll.poll`): idle time, not CPU."""
+    return "of 'select." in name
+
+
 def _where(fn: str, line: int, name: str) -> str:
     return f"{fn.split('site-packages/')[-1].split('/judgekit/', 1)[-1]}:{line} {name}"
 
@@ -130,15 +138,15 @@ def profile_both(url: str, batch: list[dict[str, Any]], rendered: list[list[dict
             "/judgekit/" in c[0] or "/prompts/" in c[0] for c in callers)
 
     per = 1000 / len(batch)
-    total = {name: sum(v[2] for v in stats.values()) for name, stats in
-             (("bare", bare), ("judgekit", ours))}
+    total = {name: sum(v[2] for (_, _, fn), v in stats.items() if not _idle(fn))
+             for name, stats in (("bare", bare), ("judgekit", ours))}
     by_module: dict[str, float] = {}
     for (fn, _, _), (_, _, tottime, _, callers) in ours.items():
         if own(fn, callers):
             module = _where(fn, 0, "").rsplit(":", 1)[0]
             by_module[module] = by_module.get(module, 0.0) + tottime
     mine = sum(by_module.values())
-    print(f"\nprofiles (cProfile; everything is slower under it): bare "
+    print(f"\nprofiles (cProfile, without the loop's idle waits; everything is slower under it): bare "
           f"{per * total['bare']:.2f} ms/judgement, judgekit {per * total['judgekit']:.2f}, of "
           f"which judgekit's own code {per * mine:.2f} ms "
           f"({100 * mine / total['judgekit']:.0f}% of its run)")
@@ -147,6 +155,8 @@ def profile_both(url: str, batch: list[dict[str, Any]], rendered: list[list[dict
     extra: dict[str, float] = {}
     for stats, sign in ((ours, 1.0), (bare, -1.0)):
         for (fn, line, name), v in stats.items():
+            if _idle(name):
+                continue
             key = _where(fn, line, name)
             extra[key] = extra.get(key, 0.0) + sign * v[2]
     print("  most time beyond the bare loop's, by function:")
@@ -160,11 +170,36 @@ def peak_in_flight(url: str) -> int:
         return int(json.load(reply)["peak_in_flight"])
 
 
-def measure(fn: Callable[[], None], url: str) -> tuple[float, float, int]:
+class GCTimer:
+    """CPU time spent in Python's cyclic garbage collector while it is installed: a share of
+    each side's CPU that grows with the objects a run allocates and keeps (results, models)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._start
+
+    def __enter__(self) -> GCTimer:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def measure(fn: Callable[[], None], url: str) -> tuple[float, float, int, float]:
+    """(wall s, CPU s, peak requests in flight, CPU s in the garbage collector) of one run."""
     peak_in_flight(url)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, peak_in_flight(url)
+    with GCTimer() as collector:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu, peak_in_flight(url), collector.seconds
 
 
 def main() -> None:
@@ -188,7 +223,7 @@ def main() -> None:
         warm = batch[: args.concurrency]
         bare_loop(url, rendered[: args.concurrency], args.concurrency)
         judgekit_loop(url, warm, args.concurrency)
-        runs: dict[str, list[tuple[float, float, int]]] = {"bare": [], "judgekit": []}
+        runs: dict[str, list[tuple[float, float, int, float]]] = {"bare": [], "judgekit": []}
         for _ in range(args.repeats):  # interleaved, so machine load hits both alike
             runs["bare"].append(measure(lambda: bare_loop(url, rendered, args.concurrency), url))
             runs["judgekit"].append(
@@ -204,18 +239,22 @@ def main() -> None:
           f"{args.latency}s (ideal wall time {ideal:.2f}s)")
     best = {}
     for name, got in runs.items():
-        walls = [w for w, _, _ in got]
-        cpus = [c for _, c, _ in got]
-        best[name] = (min(walls), statistics.median(cpus))
+        walls = [w for w, _, _, _ in got]
+        cpus = [c for _, c, _, _ in got]
+        collected = statistics.median(g for _, _, _, g in got)
+        best[name] = (min(walls), statistics.median(cpus), collected)
         print(f"  {name:9s} wall {min(walls):6.2f}s (runs: {', '.join(f'{w:.2f}' for w in walls)})"
               f"  {args.items / min(walls):6.1f} judgements/s  "
               f"CPU {statistics.median(cpus):.2f}s = "
-              f"{1000 * statistics.median(cpus) / args.items:.2f} ms/judgement  "
-              f"peak in flight {max(p for _, _, p in got)}")
+              f"{1000 * statistics.median(cpus) / args.items:.2f} ms/judgement "
+              f"(garbage collector {1000 * collected / args.items:.2f})  "
+              f"peak in flight {max(p for _, _, p, _ in got)}")
     ratio = best["bare"][0] / best["judgekit"][0]
     own = 1000 * (best["judgekit"][1] - best["bare"][1]) / args.items
     print(f"throughput ratio judgekit/bare: {ratio:.3f} (target >= 0.95)")
-    print(f"judgekit's own CPU on top of the SDK's: {own:.2f} ms/judgement (target <= 0.5 ms)")
+    own_gc = 1000 * (best["judgekit"][2] - best["bare"][2]) / args.items
+    print(f"judgekit's own CPU on top of the SDK's: {own:.2f} ms/judgement (target <= 0.5 ms), "
+          f"of which {own_gc:.2f} in the garbage collector")
 
 
 if __name__ == "__main__":
