@@ -147,22 +147,10 @@ class Backend(ABC):
             try:
                 return [await self.generate(messages, config, n)]
             except Exception as exc:
-                if not is_recorded_failure(exc):
-                    raise  # a bug, not a failed call
-                assert isinstance(exc, BackendError)
-                return [exc]
+                return [_as_outcome(exc)]
         gathered = await asyncio.gather(*(self.generate(m, config, n) for m, n in requests),
                                         return_exceptions=True)
-        out: list[GenerationOutcome] = []
-        for g in gathered:
-            if isinstance(g, BaseException):
-                if not is_recorded_failure(g):
-                    raise g  # a bug, not a failed call
-                assert isinstance(g, BackendError)
-                out.append(g)
-            else:
-                out.append(g)
-        return out
+        return [_as_outcome(g) for g in gathered]
 
     async def complete_under_grammar(self, messages: list[Message], prefixes: list[str],
                                      grammar: str, config: GenerationConfig) -> GenerationResult:
@@ -181,3 +169,13 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
+
+
+def _as_outcome(result: GenerationResult | BaseException) -> GenerationOutcome:
+    """A finished call of `generate_many` as its outcome: a recorded failure stands in its
+    place; any other exception is a bug, not a failed call, and is raised."""
+    if isinstance(result, BaseException):
+        if not is_recorded_failure(result):
+            raise result
+        assert isinstance(result, BackendError)
+    return result
