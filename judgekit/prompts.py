@@ -17,6 +17,7 @@ import jinja2
 from pydantic import BaseModel, ConfigDict
 
 from judgekit.errors import TemplateError
+from judgekit.fencing import Fence
 from judgekit.schema import Message
 
 GRM_TEMPLATE = "grm/default.jinja"
@@ -52,7 +53,7 @@ def builtin_prompt_dir() -> Path:
 def _environment(template_dir: str | None) -> jinja2.Environment:
     search = [template_dir] if template_dir else []
     search.append(str(builtin_prompt_dir()))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),
         # A template is read once per process, not checked on disk at every prompt (two stats
         # per prompt otherwise): a run's prompts all come from the templates its settings hashed
@@ -64,6 +65,8 @@ def _environment(template_dir: str | None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["fence"] = Fence(env)  # the fences of user text (`judgekit.fencing`)
+    return env
 
 
 def render(template: str, template_dir: str | Path | None = None, **variables: Any) -> str:

@@ -59,6 +59,11 @@ _CAPABILITIES: dict[str, BackendCapabilities] = {
         "generic": {"logprobs": True},
     }.items()
 }
+_AUTO_CAPABILITIES: dict[str, BackendCapabilities] = {
+    name: found.model_copy(update={"json_schema": True}) for name, found in _CAPABILITIES.items()}
+"""An `auto` server's capabilities once it is detected as each flavour (before: `generic`'s):
+a JSON schema is always declared, sent where the server takes one. Made once, as every request
+reads them."""
 
 # An error that names the structured-output parameter (llama.cpp: "('body', 'response_format',
 # 'type') Input should be 'text' or 'json_object'"; others: "unknown field `guided_json`",
@@ -84,8 +89,7 @@ def capabilities(flavour: str, detected: str | None = None) -> BackendCapabiliti
     detected server takes one, else recorded as a fallback), plus what the detected server adds."""
     if flavour != "auto":
         return _CAPABILITIES[flavour]
-    found = _CAPABILITIES[detected or "generic"]
-    return found.model_copy(update={"json_schema": True})
+    return _AUTO_CAPABILITIES[detected or "generic"]
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:

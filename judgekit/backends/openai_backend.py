@@ -60,6 +60,8 @@ class OpenAIBackend(RemoteBackend[Any]):
     def __init__(self, model: str, *, server_flavour: flavours.ServerFlavour | None = None,
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
+        # OpenAI's own API, not a compatible server: decided once, from the fixed base URL.
+        self._official = self.base_url is None or any(h in self.base_url for h in _OFFICIAL_HOSTS)
         self.server_flavour = flavours.check_flavour(server_flavour, official=self._official)
         self._detected: tuple[str, str] | None = None  # (flavour, evidence) once `auto` asked
         self._detect_lock = threading.Lock()  # one detection, whatever the concurrency
@@ -139,10 +141,6 @@ class OpenAIBackend(RemoteBackend[Any]):
         import openai
 
         return map_sdk_error(openai, exc, context_length=_openai_context_length)
-
-    @property
-    def _official(self) -> bool:
-        return self.base_url is None or any(h in self.base_url for h in _OFFICIAL_HOSTS)
 
     def request_params(self, messages: list[Message], config: GenerationConfig, n: int,
                 seed_offset: int, structured: dict[str, Any] | None = None) -> dict[str, Any]:

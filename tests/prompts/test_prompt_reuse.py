@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import types
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
+from support.reference_fences import REFERENCE_FENCES
 
 from judgekit.formats import GRMFormat, fence_tag
 from judgekit.prompts import GRM_TEMPLATE, FewShotExample, as_messages, builtin_prompt_dir, load_examples
@@ -39,11 +41,18 @@ QUERIES: list[str | list[Message]] = [
 @functools.cache
 def _reference_env(template_dir: str | None) -> jinja2.Environment:
     """The test's own Environment: compiled templates are kept, but it checks the files on every
-    render and reuses no output."""
+    render and reuses no output; its `fence` global is `REFERENCE_FENCES`, with the fencing rule
+    from the partial's own macro."""
     folders = ([template_dir] if template_dir else []) + [str(builtin_prompt_dir())]
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(folders), auto_reload=True,
-                              undefined=jinja2.StrictUndefined, autoescape=False,
-                              keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), auto_reload=True,
+                             undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
+    macros = env.from_string(REFERENCE_FENCES).module
+    rule = env.get_template("_partials/fence.jinja").module.fencing_rule  # type: ignore[attr-defined]
+    env.globals["fence"] = types.SimpleNamespace(
+        conversation=macros.conversation, responses=macros.responses,  # type: ignore[attr-defined]
+        reference=macros.reference, fencing_rule=rule)  # type: ignore[attr-defined]
+    return env
 
 
 def reference_render(fmt: GRMFormat, query: Any, shown: list[str], *, tag: str,
