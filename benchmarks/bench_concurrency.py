@@ -17,26 +17,39 @@ cProfile (the event loop's idle waits left out): the time in judgekit's own code
 and prompt templates, with the jinja2 and pydantic calls they make) by module, and the functions
 where judgekit's run spends more than the bare one (where the rest goes). Profiling slows Python
 code down, so those figures are larger than the unprofiled ones; their shares are what count.
-Each side runs `--repeats` times after a warm-up, interleaved; the best wall time and the median
-CPU time count. On a shared machine, other load turns CPU time into wall time: run it on an idle
-one for the throughput ratio.
+Each side runs `--repeats` times after a warm-up, in pairs whose order alternates (bare first,
+then judgekit first); the best wall time counts for the throughput ratio, and judgekit's own CPU
+is the median over the pairs of the difference within a pair, with its spread (lowest and
+highest pair): on a shared machine the CPU time of a whole run drifts by 10-20% between
+minutes, more than the difference measured, and a pair's two runs share most of that drift.
+Other load also turns CPU time into wall time: run it on an idle machine for the ratio.
+
+With `--stages`, one more judgekit run times its pipeline's stages with the clock alone (no
+profiler): the CPU of rendering the prompt, the request config, reading the answer and voting,
+per judgement, and what is left of judgekit's own CPU beside them (the batch loop, the
+backend's request path, the garbage collector, and the SDK running slower beside judgekit's
+code than alone).
 
     python benchmarks/bench_concurrency.py            # 500 judgements, concurrency 50, 0.5 s
     python benchmarks/bench_concurrency.py --profile  # and where judgekit's own CPU goes
+    python benchmarks/bench_concurrency.py --stages   # and which stage of the pipeline spends it
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import gc
+import importlib
 import json
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +177,59 @@ def profile_both(url: str, batch: list[dict[str, Any]], rendered: list[list[dict
         print(f"  {per * t:+6.3f} ms  {key}")
 
 
+STAGES: list[tuple[str, str, str]] = [
+    # (label, module, attribute): public functions of the pipeline, each timed where it runs
+    ("item seed", "judgekit.pipeline", "Pipeline.item_seed"),
+    ("sampling config", "judgekit.pipeline", "Pipeline.sample_config"),
+    ("prompts (fence tag, render)", "judgekit.sampler", "Sampler.prompts"),
+    ("  of which the template render", "judgekit.formats", "GRMFormat.messages"),
+    ("request config", "judgekit.sampler", "Sampler.request_config"),
+    ("reading each answer", "judgekit.sampler", "Sampler.read"),
+    ("  of which the parser", "judgekit.formats", "GRMFormat.parse"),
+    ("voting, the Verdict", "judgekit.pipeline", "build_verdict"),
+]
+
+
+@contextlib.contextmanager
+def stage_timers() -> Iterator[dict[str, float]]:
+    """CPU seconds spent in each of `STAGES` while the block runs (the functions are wrapped
+    with a clock and restored after)."""
+    spent = dict.fromkeys((label for label, _, _ in STAGES), 0.0)
+    restore: list[tuple[object, str, object]] = []
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - start
+        return wrapper
+
+    for label, module, attribute in STAGES:
+        owner: Any = importlib.import_module(module)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        restore.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, timed(label, getattr(owner, name)))
+    try:
+        yield spent
+    finally:
+        for owner, name, fn in reversed(restore):
+            setattr(owner, name, fn)
+
+
+def report_stages(spent: dict[str, float], own_ms: float, items: int) -> None:
+    top = sum(t for label, t in spent.items() if not label.startswith(" "))
+    print("\npipeline stages of one more judgekit run (CPU per judgement, timed in place):")
+    for label, t in spent.items():
+        print(f"  {1000 * t / items:6.3f} ms  {label}")
+    print(f"  {own_ms - 1000 * top / items:6.3f} ms  the rest of judgekit's own CPU (batch loop, "
+          "request path, garbage collector, the SDK slowed beside judgekit's code)")
+
+
 def peak_in_flight(url: str) -> int:
     """The server's peak of requests in flight since the last call (and reset it)."""
     with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as reply:
@@ -207,9 +273,11 @@ def main() -> None:
     p.add_argument("--items", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--latency", type=float, default=0.5)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--profile", action="store_true",
                    help="also profile one judgekit run: where its own CPU goes")
+    p.add_argument("--stages", action="store_true",
+                   help="also time the pipeline's stages in one more judgekit run")
     args = p.parse_args()
 
     import openai  # noqa: F401
@@ -224,12 +292,19 @@ def main() -> None:
         bare_loop(url, rendered[: args.concurrency], args.concurrency)
         judgekit_loop(url, warm, args.concurrency)
         runs: dict[str, list[tuple[float, float, int, float]]] = {"bare": [], "judgekit": []}
-        for _ in range(args.repeats):  # interleaved, so machine load hits both alike
-            runs["bare"].append(measure(lambda: bare_loop(url, rendered, args.concurrency), url))
-            runs["judgekit"].append(
-                measure(lambda: judgekit_loop(url, batch, args.concurrency), url))
+        sides: dict[str, Callable[[], None]] = {
+            "bare": lambda: bare_loop(url, rendered, args.concurrency),
+            "judgekit": lambda: judgekit_loop(url, batch, args.concurrency)}
+        for pair in range(args.repeats):  # pairs in alternating order share the machine's drift
+            for name in (("bare", "judgekit") if pair % 2 == 0 else ("judgekit", "bare")):
+                gc.collect()  # each run starts from the same heap, whatever ran before it
+                runs[name].append(measure(sides[name], url))
         if args.profile:
             profile_both(url, batch, rendered, args.concurrency)
+        spent: dict[str, float] | None = None
+        if args.stages:
+            with stage_timers() as spent:
+                judgekit_loop(url, batch, args.concurrency)
     finally:
         proc.kill()
         proc.wait()
@@ -250,11 +325,17 @@ def main() -> None:
               f"(garbage collector {1000 * collected / args.items:.2f})  "
               f"peak in flight {max(p for _, _, p, _ in got)}")
     ratio = best["bare"][0] / best["judgekit"][0]
-    own = 1000 * (best["judgekit"][1] - best["bare"][1]) / args.items
     print(f"throughput ratio judgekit/bare: {ratio:.3f} (target >= 0.95)")
-    own_gc = 1000 * (best["judgekit"][2] - best["bare"][2]) / args.items
-    print(f"judgekit's own CPU on top of the SDK's: {own:.2f} ms/judgement (target <= 0.5 ms), "
-          f"of which {own_gc:.2f} in the garbage collector")
+    per_pair = [1000 * (j[1] - b[1]) / args.items
+                for b, j in zip(runs["bare"], runs["judgekit"], strict=True)]
+    own_gc = statistics.median(1000 * (j[3] - b[3]) / args.items
+                               for b, j in zip(runs["bare"], runs["judgekit"], strict=True))
+    print(f"judgekit's own CPU on top of the SDK's: {statistics.median(per_pair):.2f} "
+          f"ms/judgement (target <= 0.5 ms; median of {len(per_pair)} pairs, lowest "
+          f"{min(per_pair):.2f}, highest {max(per_pair):.2f}), of which {own_gc:.2f} in the "
+          "garbage collector")
+    if spent is not None:
+        report_stages(spent, statistics.median(per_pair), args.items)
 
 
 if __name__ == "__main__":
