@@ -147,36 +147,48 @@ async def score_batch(
     a re-run of the same batch then resumes.
     """
     watch = watch if watch is not None else SystemicFailureWatch()
-    limit = asyncio.Semaphore(concurrency)
     out: list[Verdict | None] = [None] * len(items)
     bar = ItemsBar(len(items), desc=desc, enabled=progress)
     stop: list[tuple[str, str | None]] = []  # (why the batch stops, the error behind it)
+    halted = False  # an unexpected error escaped: it propagates, and no item starts after it
+    pending = iter(enumerate(items))  # shared by the workers: each item is taken exactly once
 
     async def one(idx: int, item: JudgeItem) -> None:
-        async with limit:
-            if stop:
+        start = time.perf_counter()
+        try:
+            verdict = await score_one(item)
+        except RUN_FAILURES as exc:  # nothing judged: stop, and keep the item for a resume
+            stop.append((str(exc), None))  # it names the file and the way out
+            return
+        except ITEM_FAILURES as exc:
+            verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
+                              scores=[None] * len(item.responses), k=samples, model=model,
+                              error=describe_error(exc),
+                              wall_time_s=round(time.perf_counter() - start, 4))
+        out[idx] = verdict
+        bar.done(verdict)
+        if on_result is not None:
+            on_result(idx, verdict)
+        reason = watch.check(verdict)
+        if reason is not None:
+            stop.append((reason, watch.error or "?"))
+
+    async def worker() -> None:
+        # `concurrency` workers pull items one at a time, rather than a task per item waiting
+        # on a semaphore: a batch of 100,000 items holds `concurrency` coroutines, not 100,000
+        # (and the garbage collector has that much less to walk).
+        nonlocal halted
+        for idx, item in pending:
+            if stop or halted:
                 return
-            start = time.perf_counter()
             try:
-                verdict = await score_one(item)
-            except RUN_FAILURES as exc:  # nothing judged: stop, and keep the item for a resume
-                stop.append((str(exc), None))  # it names the file and the way out
-                return
-            except ITEM_FAILURES as exc:
-                verdict = Verdict(item_id=item.id, n_responses=len(item.responses),
-                                  scores=[None] * len(item.responses), k=samples, model=model,
-                                  error=describe_error(exc),
-                                  wall_time_s=round(time.perf_counter() - start, 4))
-            out[idx] = verdict
-            bar.done(verdict)
-            if on_result is not None:
-                on_result(idx, verdict)
-            reason = watch.check(verdict)
-            if reason is not None:
-                stop.append((reason, watch.error or "?"))
+                await one(idx, item)
+            except BaseException:
+                halted = True
+                raise
 
     try:
-        await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
     finally:
         bar.close()
     if stop:

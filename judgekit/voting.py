@@ -45,6 +45,8 @@ def balanced_permutations(n: int, k: int, seed: int = 0) -> list[list[int]]:
     """
     if n < 1 or k < 1:
         raise ValueError("n and k must be at least 1")
+    if k == 1:  # the common case (one sample): the identity, no generator to seed
+        return [list(range(n))]
     rng = random.Random(seed)
     perms: list[list[int]] = []
     base = list(range(n))

@@ -170,6 +170,26 @@ def test_judge_concurrency_is_the_only_cap(fault_server: FaultServer) -> None:
     assert fault_server.peak_in_flight == 24
 
 
+def test_a_batch_holds_concurrency_tasks_not_one_per_item(fault_server: FaultServer) -> None:
+    """`score_many` runs `concurrency` workers that pull items, so a batch of many items holds
+    a handful of tasks, not one per item waiting for its turn (what a semaphore over a gather
+    of every item would hold: 40 here); results keep the input order."""
+    fault_server.default_schedule = ["slow"]  # each answer takes a while: 4 are in flight
+    fault_server.slow_seconds = 0.1
+    judge = Judge("openai:judge-test", base_url=fault_server.openai_url, examples=False,
+                  config=CFG, concurrency=4, retry=RetryPolicy(sleep=no_sleep))
+    batch = [{"id": f"t{i}", "query": f"jk-item-t{i} q", "responses": ["GOOD", "bad"]}
+             for i in range(40)]
+    tasks: list[int] = []
+    verdicts = judge.score_many(batch, progress=False,
+                                on_result=lambda i, v: tasks.append(len(asyncio.all_tasks())))
+    assert [v.item_id for v in verdicts] == [f"t{i}" for i in range(40)]
+    assert all(v.ok for v in verdicts)
+    assert len(tasks) == 40
+    assert max(tasks) <= 4 + 1  # the workers and the batch's own task
+    assert fault_server.peak_in_flight == 4
+
+
 def most_in_a_window(stamps: list[float], window: float) -> int:
     """The most stamps that fall within any window of `window` seconds."""
     stamps = sorted(stamps)
