@@ -10,16 +10,17 @@ So a Verdict and a report computed from its stored samples cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel
 
 from judgekit.schema import AggregateRule, Judgement, Usage, Verdict
 from judgekit.voting import TieRule, VotingMethod, best_index, select_kept, vote
 
 
-class Aggregation(BaseModel):
-    """The outcome of voting over one item's samples."""
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """The outcome of voting over one item's samples (an in-process value, never serialised:
+    a dataclass, so that building one costs no validation)."""
 
     scores: list[float | None]
     best: int | None

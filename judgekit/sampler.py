@@ -159,8 +159,9 @@ class Sampler:
         await asyncio.gather(*(self._repair(p, failed, n_responses, config)
                                for p, failed in repairs))
         out = [judgements[j] for j in sorted(judgements)]
-        for jd in out:
-            jd.hinted = hinted
+        if hinted:
+            for jd in out:
+                jd.hinted = True
         return out
 
     # -- reading ---------------------------------------------------------------------------------
@@ -202,8 +203,10 @@ class Sampler:
                       f"max_tokens={max_tokens}); a cut-off judgement is never read as it "
                       "stands")
         jd = self.judgement_from_text(completion.text, n, perm, index, usage, structured=as_json)
-        jd.structured = as_json or grammar
-        jd.structured_fallback = fallback
+        if as_json or grammar:  # set only where they differ from the defaults: each set is a
+            jd.structured = True  # pydantic __setattr__, on every sample
+        if fallback is not None:
+            jd.structured_fallback = fallback
         return jd
 
     def judgement_from_text(self, text: str, n: int, perm: list[int], index: int,

@@ -28,7 +28,12 @@ class SampleStatus(StrEnum):
 
 
 class Usage(BaseModel):
-    """Token and cost accounting. Adds up with `+`; retries and re-asks are included."""
+    """Token and cost accounting. Adds up with `+`; retries and re-asks are included.
+
+    Frozen: a sample's usage, its call's and its Verdict's may be one object (a single call
+    needs no sum), so none may change in place; `+` and `total` make new ones."""
+
+    model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -50,8 +55,11 @@ class Usage(BaseModel):
 
     @staticmethod
     def total(usages: Any) -> Usage:
-        """The sum of `usages` (a cost when any has one), as one new Usage: summed field by
-        field, not through a chain of intermediate models."""
+        """The sum of `usages` (a cost when any has one): summed field by field, not through a
+        chain of intermediate models; one usage is its own sum (Usage is frozen)."""
+        usages = usages if isinstance(usages, list | tuple) else list(usages)
+        if len(usages) == 1:
+            return usages[0]
         prompt = completion = cached = written = calls = cached_calls = retries = 0
         cost: float | None = None
         for u in usages:

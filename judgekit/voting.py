@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-
-from pydantic import BaseModel
 
 from judgekit.schema import Judgement
 
@@ -29,7 +28,11 @@ NEUTRAL_SCORE = 5.5
 "bad" (binary labels in benchmarks and the SPCT rule); a missing score counts as this."""
 
 
-class VoteResult(BaseModel):
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    """The outcome of one vote: an in-process value of every item's vote (a dataclass, not a
+    Pydantic model: it is never serialised, and validating it cost a share of each judgement)."""
+
     scores: list[float | None]
     best: int | None
     tie: bool

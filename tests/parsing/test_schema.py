@@ -73,3 +73,13 @@ def test_usage_adds_up_and_keeps_unknown_cost_unknown() -> None:
     assert (total.prompt_tokens, total.completion_tokens, total.calls, total.cached_calls,
             total.retries, total.cost_usd) == (4, 5, 2, 1, 2, 0.5)
     assert total.total_tokens == 9
+
+
+def test_usage_is_frozen_so_one_object_may_be_shared() -> None:
+    """A single call's usage is its sample's and its Verdict's (no sum to make): that is safe
+    only because no Usage changes in place."""
+    a = Usage(prompt_tokens=3, completion_tokens=4, calls=1)
+    with pytest.raises(ValidationError):
+        a.calls = 2  # type: ignore[misc]
+    assert Usage.total([a]) == a and Usage.total(iter([a])) == a
+    assert Usage.total([]) == Usage()
