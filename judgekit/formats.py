@@ -71,6 +71,10 @@ ITEM_MARKER = "#### Conversation (tag="
 """Where the item-dependent part of a built-in prompt starts; everything before it is static."""
 
 
+_TAG_JSON = json.JSONEncoder(ensure_ascii=False)
+"""`json.dumps(..., ensure_ascii=False)`, without making an encoder for every item's tag."""
+
+
 def fence_tag(query: str | Sequence[Message], responses: Sequence[str],
               reference: str | None = None) -> str:
     """A 16-hex-digit tag for one item's fences: the same for every order of its responses (so
@@ -84,7 +88,7 @@ def fence_tag(query: str | Sequence[Message], responses: Sequence[str],
     fields: list[object] = [turns, sorted(responses)]
     if reference is not None:
         fields.append(reference)
-    material = json.dumps(fields, ensure_ascii=False).encode("utf-8")
+    material = _TAG_JSON.encode(fields).encode("utf-8")
     for counter in range(1000):
         tag = hashlib.sha256(material + counter.to_bytes(4, "big")).hexdigest()[:16]
         if not any(tag in t for t in texts):

@@ -62,6 +62,8 @@ _LINE_BEST_RESPONSE = re.compile(r"(?i)" + _LEAD + r"(?:best(?:\s+response)?|cho
                                  r"\s*(?:response|assistant)\s*(?P<idx>[0-9]{1,3})" + _TRAIL)
 _INNER_LABEL = re.compile(r"(?i)\b(?:response|assistant)\s*[0-9]{1,3}\s*[:=]")
 _BOX_ANYWHERE = re.compile(r"\\{1,2}boxed\s*\{([^{}\n]*)\}")
+_OUT_OF_TEN = re.compile(r"/\s*10\b")
+_NUMBER = re.compile(_NUM)
 
 _PRINCIPLE = re.compile(
     r"(?im)^[ \t]*(?:[-*•]|[0-9]{1,2}[.)])?[ \t]*\**(?P<name>[^\n:()*]{2,80}?)\**[ \t]*"
@@ -125,8 +127,8 @@ def _numbers(text: str, raw: str, n_responses: int | None = None) -> list[float]
         raise ParseError(f"scores must be written with ASCII digits and '-': found "
                          f"{', '.join(f'U+{ord(c):04X}' for c in dict.fromkeys(foreign))}",
                          raw=raw, n_responses=n_responses)
-    cleaned = _INNER_LABEL.sub(" ", re.sub(r"/\s*10\b", "", text))
-    return [float(tok) for tok in re.findall(_NUM, cleaned)]
+    cleaned = _INNER_LABEL.sub(" ", _OUT_OF_TEN.sub("", text))
+    return [float(tok) for tok in _NUMBER.findall(cleaned)]
 
 
 def _json_scores(blob: str, n: int) -> list[float] | None:
@@ -308,13 +310,14 @@ def read_criterion_scores(block: str, principles: list[Principle], raw: str = ""
     its numbers with digits or minus signs other than ASCII is a ParseError."""
     if not principles:
         return {}, "no criteria to score"
-    lines = [ln for ln in block.splitlines() if _CRITERION_LABEL.match(ln)]
+    block_lines = block.splitlines()
+    lines = [ln for ln in block_lines if _CRITERION_LABEL.match(ln)]
     for line in lines:
         if foreign_number_signs(line):
             raise ParseError(f"criterion scores must be written with ASCII digits and '-': "
                              f"{line.strip()!r}", raw=raw or block)
     if not lines:
-        if any(_QUOTED_CRITERION_LABEL.match(ln) for ln in block.splitlines()):
+        if any(_QUOTED_CRITERION_LABEL.match(ln) for ln in block_lines):
             return {}, "the only 'Criterion scores' line is quoted"
         return {}, "no 'Criterion scores' line"
     if len(lines) > 1:
@@ -333,7 +336,9 @@ def read_criterion_scores(block: str, principles: list[Principle], raw: str = ""
 
 def combine(principles: list[Principle], principle_scores: dict[str, float]) -> float | None:
     """sum_i w_i * s_i over principles (weights renormalised), if every principle has a score."""
-    if not principles or any(p.name not in principle_scores for p in principles):
+    if not principles or not principle_scores:  # the common case: no criterion scores line
+        return None
+    if any(p.name not in principle_scores for p in principles):
         return None
     total_w = sum(p.weight for p in principles)
     if total_w <= 0:

@@ -225,12 +225,12 @@ class Sampler:
     def judgement_from_parsed(parsed: ParsedJudgement, n: int, perm: list[int], index: int,
                               usage: Usage, raw_text: str) -> Judgement:
         """An OK Judgement in the caller's order from an answer read in shown order."""
-        critiques: list[Critique] = [Critique()] * n
+        critiques: list[Critique] = []
         if parsed.critiques:
+            slots: list[Critique | None] = [None] * n
             for pos, original in enumerate(perm):
-                critiques[original] = parsed.critiques[pos]
-        else:
-            critiques = []
+                slots[original] = parsed.critiques[pos]
+            critiques = [c if c is not None else Critique() for c in slots]
         return Judgement(sample_index=index, status=SampleStatus.OK, permutation=perm,
                          principles=parsed.principles, critiques=critiques,
                          scores=unpermute(parsed.scores, perm), raw_text=raw_text, usage=usage)
