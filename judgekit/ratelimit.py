@@ -163,7 +163,7 @@ class Throttle:
     """Limits one backend instance, across every event loop and thread that uses it.
 
     `max_concurrency=None` (the default) sets no cap on requests in flight: the caller's own
-    concurrency (a Judge's item semaphore, `score_many(concurrency=N)`, `bench run --concurrency`)
+    concurrency (a Judge's item workers, `score_many(concurrency=N)`, `bench run --concurrency`)
     is the cap. `requests_per_minute` / `tokens_per_minute` are token buckets over `period`
     holding one second's worth; `burst` sets how many requests may go out at once instead.
     """
