@@ -18,13 +18,19 @@ price.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from typing import Any
 
 from judgekit.backends import flavours
-from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult, TokenLogprob
+from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
+from judgekit.backends.openai_body import (
+    ChatCompletionBody,
+    MalformedBody,
+    UsageBody,
+    completion_from_choice,
+    read_body,
+)
 from judgekit.backends.remote import RemoteBackend, gather_requests, map_sdk_error, spent_usage
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
@@ -186,23 +192,22 @@ class OpenAIBackend(RemoteBackend[Any]):
             spent = Usage(calls=1, retries=err.retries)
             response, retries = await self._send(
                 self.request_params(messages, config, n, seed_offset), messages, config, n, False)
-        completions = [completion_from_choice(choice, note) for choice in response.choices]
-        u = getattr(response, "usage", None)
-        prompt = int(getattr(u, "prompt_tokens", 0) or 0)
-        completion = int(getattr(u, "completion_tokens", 0) or 0)
-        details = getattr(u, "prompt_tokens_details", None)
-        cached = int(getattr(details, "cached_tokens", 0) or 0)
-        usage = self.usage(prompt, completion, retries, cached=cached)
+        completions = [completion_from_choice(choice, note) for choice in response.choices or ()]
+        u = response.usage or UsageBody()
+        usage = self.usage(u.prompt_tokens or 0, u.completion_tokens or 0, retries,
+                           cached=u.cached_tokens)
         return completions, usage if spent is None else spent + usage
 
     async def _send(self, params: dict[str, Any], messages: list[Message],
-                    config: GenerationConfig, n: int, structured: bool) -> tuple[Any, int]:
+                    config: GenerationConfig, n: int, structured: bool
+                    ) -> tuple[ChatCompletionBody, int]:
         """One request under the retry policy; a structured one that the server refuses raises
-        StructuredOutputRejected (never retried)."""
+        StructuredOutputRejected (never retried). The body is read by `openai_body` (through
+        the SDK's public `with_raw_response`), not into the SDK's ChatCompletion: see there why."""
 
-        async def send() -> Any:
+        async def send() -> ChatCompletionBody:
             try:
-                response = await self.client.chat.completions.create(**params)
+                raw = await self.client.chat.completions.with_raw_response.create(**params)
             except Exception as exc:
                 import openai
 
@@ -210,7 +215,12 @@ class OpenAIBackend(RemoteBackend[Any]):
                 if refused is None:
                     raise
                 raise refused from None
-            if not getattr(response, "choices", None):
+            try:
+                response = read_body(raw.content)
+            except MalformedBody as exc:
+                raise TransientBackendError(f"{self.spec}: malformed response: {exc}",
+                                            status_code=raw.status_code) from None
+            if not response.choices:
                 raise TransientBackendError(f"{self.spec}: response without choices")
             return response
 
@@ -256,26 +266,3 @@ def _openai_context_length(exc: Any) -> bool | None:
     if code is None and isinstance(getattr(exc, "body", None), dict):
         code = exc.body.get("code")
     return True if code in ("context_length_exceeded", "exceed_context_size_error") else None
-
-
-def completion_from_choice(choice: Any, structured_fallback: str | None = None) -> Completion:
-    """Shared with the batch provider (`judgekit.batch_api.openai`): a batch result line holds
-    the same chat completion body, so batch and online read a choice the same way."""
-    message = getattr(choice, "message", None)
-    text = getattr(message, "content", None) or ""
-    return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),
-                      logprobs=_logprobs(getattr(choice, "logprobs", None)),
-                      structured_fallback=structured_fallback)
-
-
-def _logprobs(lp: Any) -> list[TokenLogprob] | None:
-    content = getattr(lp, "content", None) if lp is not None else None
-    if not content:
-        return None
-    out = []
-    for tok in content:
-        logprob = float(tok.logprob)
-        top = {t.token: float(t.logprob) for t in (getattr(tok, "top_logprobs", None) or [])
-               if t.logprob is not None and math.isfinite(float(t.logprob))}
-        out.append(TokenLogprob(token=tok.token, logprob=logprob, top=top))
-    return out

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from judgekit.backends.base import GenerationOutcome, GenerationResult
-from judgekit.backends.openai_backend import OpenAIBackend, completion_from_choice
+from judgekit.backends.openai_backend import OpenAIBackend
+from judgekit.backends.openai_body import (
+    MalformedBody,
+    UsageBody,
+    completion_from_choice,
+    read_body,
+)
 from judgekit.batch_api.base import (
     BatchProvider,
     BatchRequest,
@@ -128,19 +134,18 @@ class OpenAIBatchProvider(BatchProvider):
             return custom_id, request_error(status, str(err.get("type") or err.get("code")
                                                          or "error"),
                                             str(err.get("message") or body))
-        choices = body.get("choices")
-        if not choices:
+        try:
+            completion = read_body(body if isinstance(body, dict) else {"choices": None})
+        except MalformedBody as exc:
+            return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
+                                                    f"response: {exc}")
+        if not completion.choices:
             return custom_id, TransientBackendError(f"{self.backend.spec}: batch response "
                                                     "without choices")
-        from openai.types.chat import ChatCompletion
-
-        # construct: the SDK's own lenient reading of a response body (as online)
-        completion = ChatCompletion.construct(**body)
-        usage = body.get("usage") or {}
+        usage = completion.usage or UsageBody()
         return custom_id, GenerationResult(
             completions=[completion_from_choice(c) for c in completion.choices],
-            usage=self.usage(int(usage.get("prompt_tokens") or 0),
-                             int(usage.get("completion_tokens") or 0)))
+            usage=self.usage(usage.prompt_tokens or 0, usage.completion_tokens or 0))
 
     async def find(self, tag: str) -> str | None:
         """A job submitted with `tag` among the newest 100 (its id was lost in a crash between

@@ -1,0 +1,103 @@
+"""A chat completion body as judgekit reads it: the one rule for online responses
+(`judgekit.backends.openai_backend`) and batch result lines (`judgekit.batch_api.openai`).
+
+Why not the SDK's own `ChatCompletion`: the SDK builds it field by field (`construct_type`), about
+80 µs per response, more than judgekit's whole prompt rendering and verdict parsing together
+(`benchmarks/bench_concurrency.py --profile` shows it). These models hold only the fields judgekit
+reads; unknown fields are ignored and missing or null ones take their empty value, as the SDK's
+lenient reading did, so servers that add or leave out fields read the same. What judgekit does
+read must have its type: a message whose content is not text is a malformed response, never a
+score-less text the parser would have to guess at.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from judgekit.backends.base import Completion, TokenLogprob
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TopLogprobBody(_Body):
+    token: str
+    logprob: float | None = None
+
+
+class TokenLogprobBody(_Body):
+    token: str
+    logprob: float
+    top_logprobs: list[TopLogprobBody] | None = None
+
+
+class ChoiceLogprobsBody(_Body):
+    content: list[TokenLogprobBody] | None = None
+
+
+class MessageBody(_Body):
+    content: str | None = None
+
+
+class ChoiceBody(_Body):
+    message: MessageBody | None = None
+    finish_reason: str | None = None
+    logprobs: ChoiceLogprobsBody | None = None
+
+
+class PromptTokensDetailsBody(_Body):
+    cached_tokens: int | None = None
+
+
+class UsageBody(_Body):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: PromptTokensDetailsBody | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        details = self.prompt_tokens_details
+        return (details.cached_tokens or 0) if details is not None else 0
+
+
+class ChatCompletionBody(_Body):
+    choices: list[ChoiceBody] | None = None
+    usage: UsageBody | None = None
+
+
+class MalformedBody(ValueError):
+    """A body that is not JSON, or holds a field judgekit reads with the wrong type; the message
+    is one line naming the first offending field."""
+
+
+def read_body(raw: bytes | str | dict[str, object]) -> ChatCompletionBody:
+    """The body of a response (bytes or text, online) or of a batch result line (a dict)."""
+    try:
+        if isinstance(raw, dict):
+            return ChatCompletionBody.model_validate(raw)
+        return ChatCompletionBody.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise MalformedBody(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from None
+
+
+def completion_from_choice(choice: ChoiceBody, structured_fallback: str | None = None) -> Completion:
+    """One choice as a Completion; a choice without a message, or with null content, is empty
+    text (which the parser then records as unparsed, never scores)."""
+    text = (choice.message.content if choice.message is not None else None) or ""
+    return Completion(text=text, finish_reason=choice.finish_reason,
+                      logprobs=_logprobs(choice.logprobs),
+                      structured_fallback=structured_fallback)
+
+
+def _logprobs(lp: ChoiceLogprobsBody | None) -> list[TokenLogprob] | None:
+    if lp is None or not lp.content:
+        return None
+    return [TokenLogprob(token=tok.token, logprob=tok.logprob,
+                         top={t.token: t.logprob for t in tok.top_logprobs or []
+                              if t.logprob is not None and math.isfinite(t.logprob)})
+            for tok in lp.content]
