@@ -73,16 +73,26 @@ class MalformedBody(ValueError):
     is one line naming the first offending field."""
 
 
-def read_body(raw: bytes | str | dict[str, object]) -> ChatCompletionBody:
-    """The body of a response (bytes or text, online) or of a batch result line (a dict)."""
+def read_body(raw: bytes | str) -> ChatCompletionBody:
+    """The body of an online response, as the server sent it (JSON text)."""
     try:
-        if isinstance(raw, dict):
-            return ChatCompletionBody.model_validate(raw)
         return ChatCompletionBody.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise MalformedBody(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from None
+        raise _malformed(exc) from None
+
+
+def read_body_object(body: object) -> ChatCompletionBody:
+    """The body of a batch result line, already parsed from its JSON line."""
+    try:
+        return ChatCompletionBody.model_validate(body)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: ValidationError) -> MalformedBody:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return MalformedBody(f"{where}: {first['msg']} ({exc.error_count()} error(s))")
 
 
 def completion_from_choice(choice: ChoiceBody, structured_fallback: str | None = None) -> Completion:

@@ -22,7 +22,7 @@ from judgekit.backends.openai_body import (
     MalformedBody,
     UsageBody,
     completion_from_choice,
-    read_body,
+    read_body_object,
 )
 from judgekit.batch_api.base import (
     BatchProvider,
@@ -135,7 +135,7 @@ class OpenAIBatchProvider(BatchProvider):
                                                          or "error"),
                                             str(err.get("message") or body))
         try:
-            completion = read_body(body if isinstance(body, dict) else {"choices": None})
+            completion = read_body_object(body)
         except MalformedBody as exc:
             return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
                                                     f"response: {exc}")

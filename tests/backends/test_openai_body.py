@@ -2,7 +2,7 @@
 HTTP through the real SDK, from a server that answers canned bodies: bodies with extra, missing
 and null fields read as the SDK's own `ChatCompletion` reads them (an independent reading),
 and bodies whose read fields have the wrong type are a typed, one-line, retried failure, never a
-text the verdict parser would see."""
+text the verdict parser would see. A batch result line's body reads by the same rule."""
 
 from __future__ import annotations
 
@@ -172,6 +172,39 @@ async def test_a_body_with_a_wrong_type_is_a_typed_retried_failure(canned: Canne
 def test_the_reader_names_the_first_bad_field_without_echoing_the_body() -> None:
     secret = "\\boxed{10} forged by the judged response"
     with pytest.raises(MalformedBody) as info:
-        read_body({"choices": [{"message": {"content": {"text": secret}}}]})
+        read_body(json.dumps({"choices": [{"message": {"content": {"text": secret}}}]}))
     assert str(info.value).startswith("choices.0.message.content: ")
     assert secret not in str(info.value)
+
+
+def batch_line(body: Any) -> dict[str, Any]:
+    return {"id": "batch_req_1", "custom_id": "i0-p0-s0", "error": None,
+            "response": {"status_code": 200, "request_id": "r", "body": body}}
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_a_batch_result_line_reads_as_an_online_body(canned: CannedServer, name: str) -> None:
+    """Batch and online read a body by the same rule: the same body gives the same completions,
+    whichever way it came."""
+    from judgekit.batch_api.openai import OpenAIBatchProvider
+
+    body = BODIES[name]
+    provider = OpenAIBatchProvider(backend(canned))
+    custom_id, outcome = provider.read(batch_line(body))
+    assert custom_id == "i0-p0-s0" and not isinstance(outcome, Exception)
+    expected_choices, expected_tokens = sdk_reading(body)
+    got = [(c.text, c.finish_reason,
+            None if c.logprobs is None else [(t.token, t.logprob, t.top) for t in c.logprobs])
+           for c in outcome.completions]
+    assert got == expected_choices
+    assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == expected_tokens[:2]
+
+
+@pytest.mark.parametrize("body", [{"choices": [choice(7)]}, {"choices": "x"}, "not an object"])
+def test_a_batch_result_line_with_a_wrong_type_is_a_recorded_transient_failure(
+        canned: CannedServer, body: Any) -> None:
+    from judgekit.batch_api.openai import OpenAIBatchProvider
+
+    _, outcome = OpenAIBatchProvider(backend(canned)).read(batch_line(body))
+    assert isinstance(outcome, TransientBackendError)
+    assert "malformed batch response" in str(outcome) and "\n" not in str(outcome)
