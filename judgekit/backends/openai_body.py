@@ -1,13 +1,13 @@
 """A chat completion body as judgekit reads it: the one rule for online responses
 (`judgekit.backends.openai_backend`) and batch result lines (`judgekit.batch_api.openai`).
 
-Why not the SDK's own `ChatCompletion`: the SDK builds it field by field (`construct_type`), about
-80 µs per response, more than judgekit's whole prompt rendering and verdict parsing together
-(`benchmarks/bench_concurrency.py --profile` shows it). These models hold only the fields judgekit
-reads; unknown fields are ignored and missing or null ones take their empty value, as the SDK's
-lenient reading did, so servers that add or leave out fields read the same. What judgekit does
-read must have its type: a message whose content is not text is a malformed response, never a
-score-less text the parser would have to guess at.
+Why not the SDK's own `ChatCompletion`: the SDK builds it field by field (`construct_type`), at
+about the CPU cost of judgekit's prompt rendering and verdict parsing together
+(`benchmarks/bench_concurrency.py` prints what it costs a bare loop). These models hold only the
+fields judgekit reads; unknown fields are ignored and missing or null ones take their empty
+value, as the SDK's lenient reading did, so servers that add or leave out fields read the same.
+What judgekit does read must have its type: a message whose content is not text is a malformed
+response, never a score-less text the parser would have to guess at.
 """
 
 from __future__ import annotations
