@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.batch_fake import BatchFake
+from support.canned_server import CannedServer
 from support.fault_server import FaultServer
 from support.llamacpp_server import LlamaServer, llamacpp_server_missing, start_llamacpp_server
 from support.loopback import SilentServer
@@ -40,6 +41,13 @@ def fault_server() -> Iterator[FaultServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def canned_server() -> Iterator[CannedServer]:
+    """A server that answers every request with one canned body (set `.body`)."""
+    with CannedServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from typing import Any
 
 from judgekit.backends import flavours
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
+from judgekit.backends.body import MalformedBody
 from judgekit.backends.openai_body import (
     ChatCompletionBody,
-    MalformedBody,
     UsageBody,
     completion_from_choice,
     read_body,

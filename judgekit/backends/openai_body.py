@@ -14,45 +14,42 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from judgekit.backends.base import Completion, TokenLogprob
+from judgekit.backends.body import LenientBody, malformed
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class TopLogprobBody(_Body):
+class TopLogprobBody(LenientBody):
     token: str
     logprob: float | None = None
 
 
-class TokenLogprobBody(_Body):
+class TokenLogprobBody(LenientBody):
     token: str
     logprob: float
     top_logprobs: list[TopLogprobBody] | None = None
 
 
-class ChoiceLogprobsBody(_Body):
+class ChoiceLogprobsBody(LenientBody):
     content: list[TokenLogprobBody] | None = None
 
 
-class MessageBody(_Body):
+class MessageBody(LenientBody):
     content: str | None = None
 
 
-class ChoiceBody(_Body):
+class ChoiceBody(LenientBody):
     message: MessageBody | None = None
     finish_reason: str | None = None
     logprobs: ChoiceLogprobsBody | None = None
 
 
-class PromptTokensDetailsBody(_Body):
+class PromptTokensDetailsBody(LenientBody):
     cached_tokens: int | None = None
 
 
-class UsageBody(_Body):
+class UsageBody(LenientBody):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_tokens_details: PromptTokensDetailsBody | None = None
@@ -63,14 +60,9 @@ class UsageBody(_Body):
         return (details.cached_tokens or 0) if details is not None else 0
 
 
-class ChatCompletionBody(_Body):
+class ChatCompletionBody(LenientBody):
     choices: list[ChoiceBody] | None = None
     usage: UsageBody | None = None
-
-
-class MalformedBody(ValueError):
-    """A body that is not JSON, or holds a field judgekit reads with the wrong type; the message
-    is one line naming the first offending field."""
 
 
 def read_body(raw: bytes | str) -> ChatCompletionBody:
@@ -78,7 +70,7 @@ def read_body(raw: bytes | str) -> ChatCompletionBody:
     try:
         return ChatCompletionBody.model_validate_json(raw)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc) from None
 
 
 def read_body_object(body: object) -> ChatCompletionBody:
@@ -86,13 +78,7 @@ def read_body_object(body: object) -> ChatCompletionBody:
     try:
         return ChatCompletionBody.model_validate(body)
     except ValidationError as exc:
-        raise _malformed(exc) from None
-
-
-def _malformed(exc: ValidationError) -> MalformedBody:
-    first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return MalformedBody(f"{where}: {first['msg']} ({exc.error_count()} error(s))")
+        raise malformed(exc) from None
 
 
 def completion_from_choice(choice: ChoiceBody, structured_fallback: str | None = None) -> Completion:

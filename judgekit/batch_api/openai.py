@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from judgekit.backends.base import GenerationOutcome, GenerationResult
+from judgekit.backends.body import MalformedBody
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.backends.openai_body import (
-    MalformedBody,
     UsageBody,
     completion_from_choice,
     read_body_object,

@@ -7,54 +7,21 @@ text the verdict parser would see. A batch result line's body reads by the same 
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletion
-from support.loopback import LoopbackServer
+from support.canned_server import CannedServer
 
+from judgekit.backends.body import MalformedBody
 from judgekit.backends.openai_backend import OpenAIBackend
-from judgekit.backends.openai_body import MalformedBody, read_body
+from judgekit.backends.openai_body import read_body
 from judgekit.config import GenerationConfig
 from judgekit.errors import TransientBackendError
 from judgekit.retry import RetryPolicy
 
 CFG = GenerationConfig(timeout=5.0, max_tokens=64, temperature=0.7)
 MSGS = [{"role": "user", "content": "judge this"}]
-
-
-class CannedServer(LoopbackServer):
-    """Answers every chat completion with `body` (text, sent as it is) and counts the requests."""
-
-    def __init__(self) -> None:
-        self.body = "{}"
-        self.requests = 0
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return None
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                server.requests += 1
-                data = server.body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
-
-
-@pytest.fixture
-def canned() -> Any:
-    with CannedServer() as server:
-        yield server
 
 
 async def no_sleep(_: float) -> None:
@@ -124,11 +91,11 @@ def sdk_reading(body: dict[str, Any]) -> tuple[list[tuple[str, str | None, Any]]
 
 
 @pytest.mark.parametrize("name", sorted(BODIES))
-async def test_a_body_reads_as_the_sdks_own_model_reads_it(canned: CannedServer, name: str) -> None:
+async def test_a_body_reads_as_the_sdks_own_model_reads_it(canned_server: CannedServer, name: str) -> None:
     body = BODIES[name]
     expected_choices, expected_tokens = sdk_reading(body)
-    canned.body = json.dumps(body)
-    b = backend(canned)
+    canned_server.body = json.dumps(body)
+    b = backend(canned_server)
     result = await b.generate(MSGS, CFG, n=len(body["choices"]))
     await b.aclose()
     got = [(c.text, c.finish_reason,
@@ -155,17 +122,17 @@ WRONG = {
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
-async def test_a_body_with_a_wrong_type_is_a_typed_retried_failure(canned: CannedServer,
+async def test_a_body_with_a_wrong_type_is_a_typed_retried_failure(canned_server: CannedServer,
                                                                      name: str) -> None:
     text, field = WRONG[name]
-    canned.body = text
-    b = backend(canned, retries=1)
+    canned_server.body = text
+    b = backend(canned_server, retries=1)
     with pytest.raises(TransientBackendError) as info:
         await b.generate(MSGS, CFG)
     await b.aclose()
     message = str(info.value)
     assert "malformed response" in message and field in message and "\n" not in message
-    assert canned.requests == 2  # a transient fault: retried once, then recorded as failed
+    assert canned_server.requests == 2  # a transient fault: retried once, then recorded as failed
     assert info.value.retries == 1
 
 
@@ -183,13 +150,13 @@ def batch_line(body: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(BODIES))
-def test_a_batch_result_line_reads_as_an_online_body(canned: CannedServer, name: str) -> None:
+def test_a_batch_result_line_reads_as_an_online_body(canned_server: CannedServer, name: str) -> None:
     """Batch and online read a body by the same rule: the same body gives the same completions,
     whichever way it came."""
     from judgekit.batch_api.openai import OpenAIBatchProvider
 
     body = BODIES[name]
-    provider = OpenAIBatchProvider(backend(canned))
+    provider = OpenAIBatchProvider(backend(canned_server))
     custom_id, outcome = provider.read(batch_line(body))
     assert custom_id == "i0-p0-s0" and not isinstance(outcome, Exception)
     expected_choices, expected_tokens = sdk_reading(body)
@@ -202,9 +169,9 @@ def test_a_batch_result_line_reads_as_an_online_body(canned: CannedServer, name:
 
 @pytest.mark.parametrize("body", [{"choices": [choice(7)]}, {"choices": "x"}, "not an object"])
 def test_a_batch_result_line_with_a_wrong_type_is_a_recorded_transient_failure(
-        canned: CannedServer, body: Any) -> None:
+        canned_server: CannedServer, body: Any) -> None:
     from judgekit.batch_api.openai import OpenAIBatchProvider
 
-    _, outcome = OpenAIBatchProvider(backend(canned)).read(batch_line(body))
+    _, outcome = OpenAIBatchProvider(backend(canned_server)).read(batch_line(body))
     assert isinstance(outcome, TransientBackendError)
     assert "malformed batch response" in str(outcome) and "\n" not in str(outcome)

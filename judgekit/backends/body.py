@@ -1,0 +1,24 @@
+"""What the providers' body readers (`openai_body`, `anthropic_body`) share: the lenient model
+base and the one-line error of a body judgekit cannot read."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class LenientBody(BaseModel):
+    """A provider's body, or a part of it: the fields judgekit reads, unknown ones ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class MalformedBody(ValueError):
+    """A body that is not JSON, or holds a field judgekit reads with the wrong type; the message
+    is one line naming the first offending field, never the body's text."""
+
+
+def malformed(exc: ValidationError) -> MalformedBody:
+    """The MalformedBody of a body that failed validation: its first bad field, and how many."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return MalformedBody(f"{where}: {first['msg']} ({exc.error_count()} error(s))")
