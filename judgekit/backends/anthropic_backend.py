@@ -18,11 +18,12 @@ out) and bills them at the cache prices.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from judgekit.backends import flavours
+from judgekit.backends.anthropic_body import MessageBody, MessageUsageBody, read_message
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
+from judgekit.backends.body import MalformedBody
 from judgekit.backends.remote import RemoteBackend, gather_requests, map_sdk_error
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
@@ -133,34 +134,29 @@ class AnthropicBackend(RemoteBackend[Any]):
             spent = Usage(calls=1, retries=err.retries)
             params = self.request_params(messages, config, structured=False)
             response, retries = await self._send(params, messages, config)
-        blocks = getattr(response, "content", None)
-        if blocks is None:
+        if response.content is None:
             raise TransientBackendError(f"{self.spec}: response without content")
-        text = "".join(getattr(b, "text", "") for b in blocks if getattr(b, "type", "") == "text")
+        text, tool_answer = response.answer()
         fallback = None
-        if config.json_schema is not None:
-            tool = next((b for b in blocks if getattr(b, "type", "") == "tool_use"), None)
-            if "tools" in params and tool is not None:
-                text = json.dumps(getattr(tool, "input", None), ensure_ascii=False)
-            else:
-                fallback = flavours.fallback_note(self._refused or NO_TOOL_CALL)
-        u = getattr(response, "usage", None)
-        cached = int(getattr(u, "cache_read_input_tokens", 0) or 0)
-        written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
-        prompt = int(getattr(u, "input_tokens", 0) or 0) + cached + written
-        completion = int(getattr(u, "output_tokens", 0) or 0)
-        return (Completion(text=text, finish_reason=getattr(response, "stop_reason", None),
+        if config.json_schema is not None and not tool_answer:
+            fallback = flavours.fallback_note(self._refused or NO_TOOL_CALL)
+        u = response.usage or MessageUsageBody()
+        cached = u.cache_read_input_tokens or 0
+        written = u.cache_creation_input_tokens or 0
+        return (Completion(text=text, finish_reason=response.stop_reason,
                            structured_fallback=fallback),
-                spent + self.usage(prompt, completion, retries, cached=cached, written=written))
+                spent + self.usage(u.prompt_tokens, u.output_tokens or 0, retries, cached=cached,
+                                   written=written))
 
     async def _send(self, params: dict[str, Any], messages: list[Message],
-                    config: GenerationConfig) -> tuple[Any, int]:
+                    config: GenerationConfig) -> tuple[MessageBody, int]:
         """One request under the retry policy; one with a forced tool that the server refuses
-        raises StructuredOutputRejected (never retried)."""
+        raises StructuredOutputRejected (never retried). The body is read by `anthropic_body`
+        (through the SDK's public `with_raw_response`), not into the SDK's Message."""
 
-        async def send() -> Any:
+        async def send() -> MessageBody:
             try:
-                return await self.client.messages.create(**params)
+                raw = await self.client.messages.with_raw_response.create(**params)
             except Exception as exc:
                 import anthropic
 
@@ -168,6 +164,11 @@ class AnthropicBackend(RemoteBackend[Any]):
                 if refused is None:
                     raise
                 raise refused from None
+            try:
+                return read_message(await raw.read())
+            except MalformedBody as exc:
+                raise TransientBackendError(f"{self.spec}: malformed response: {exc}",
+                                            status_code=raw.status_code) from None
 
         return await self._call(send, messages, config, 1)
 

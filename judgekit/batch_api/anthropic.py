@@ -10,12 +10,13 @@ The API keeps no metadata on a job, so `find` cannot recover a job whose id a cr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from judgekit.backends.anthropic_backend import AnthropicBackend
+from judgekit.backends.anthropic_body import MessageUsageBody, read_message_object
 from judgekit.backends.base import Completion, GenerationOutcome, GenerationResult
+from judgekit.backends.body import MalformedBody
 from judgekit.batch_api.base import (
     BatchProvider,
     BatchRequest,
@@ -23,6 +24,7 @@ from judgekit.batch_api.base import (
     JobStatus,
     request_error,
 )
+from judgekit.errors import TransientBackendError
 
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
@@ -81,17 +83,17 @@ class AnthropicBatchProvider(BatchProvider):
         result = line.get("result") or {}
         kind = result.get("type")
         if kind == "succeeded":
-            message = result.get("message") or {}
-            blocks = message.get("content") or []
-            tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
+            try:
+                message = read_message_object(result.get("message") or {})
+            except MalformedBody as exc:
+                return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
+                                                        f"response: {exc}")
             # Under a JSON schema the answer is the forced tool call's input, as online.
-            text = (json.dumps(tool.get("input"), ensure_ascii=False) if tool is not None
-                    else "".join(b.get("text", "") for b in blocks if b.get("type") == "text"))
-            usage = message.get("usage") or {}
+            text, _ = message.answer()
+            usage = message.usage or MessageUsageBody()
             return custom_id, GenerationResult(
-                completions=[Completion(text=text, finish_reason=message.get("stop_reason"))],
-                usage=self.usage(int(usage.get("input_tokens") or 0),
-                                 int(usage.get("output_tokens") or 0)))
+                completions=[Completion(text=text, finish_reason=message.stop_reason)],
+                usage=self.usage(usage.input_tokens or 0, usage.output_tokens or 0))
         if kind == "errored":
             err = (result.get("error") or {}).get("error") or {}
             return custom_id, request_error(None, str(err.get("type") or "error"),
