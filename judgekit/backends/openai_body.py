@@ -35,12 +35,12 @@ class ChoiceLogprobsBody(LenientBody):
     content: list[TokenLogprobBody] | None = None
 
 
-class MessageBody(LenientBody):
+class ChoiceMessageBody(LenientBody):
     content: str | None = None
 
 
 class ChoiceBody(LenientBody):
-    message: MessageBody | None = None
+    message: ChoiceMessageBody | None = None
     finish_reason: str | None = None
     logprobs: ChoiceLogprobsBody | None = None
 
