@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from judgekit.backends import flavours
-from judgekit.backends.anthropic_body import MessageBody, MessageUsageBody, read_message
+from judgekit.backends.anthropic_body import MessageBody, MessageUsageBody
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
-from judgekit.backends.body import MalformedBody
+from judgekit.backends.body import MalformedBody, read_json
 from judgekit.backends.remote import RemoteBackend, gather_requests, map_sdk_error
 from judgekit.config import GenerationConfig
 from judgekit.errors import (
@@ -165,7 +165,7 @@ class AnthropicBackend(RemoteBackend[Any]):
                     raise
                 raise refused from None
             try:
-                return read_message(await raw.read())
+                return read_json(MessageBody, await raw.read())
             except MalformedBody as exc:
                 raise TransientBackendError(f"{self.spec}: malformed response: {exc}",
                                             status_code=raw.status_code) from None

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import ValidationError
-
-from judgekit.backends.body import LenientBody, malformed
+from judgekit.backends.body import LenientBody
 
 
 class BlockBody(LenientBody):
@@ -52,19 +50,3 @@ class MessageBody(LenientBody):
         if tool is not None:
             return json.dumps(tool.input, ensure_ascii=False), True
         return "".join(b.text or "" for b in blocks if b.type == "text"), False
-
-
-def read_message(raw: bytes | str) -> MessageBody:
-    """The body of an online response, as the server sent it (JSON text)."""
-    try:
-        return MessageBody.model_validate_json(raw)
-    except ValidationError as exc:
-        raise malformed(exc) from None
-
-
-def read_message_object(body: object) -> MessageBody:
-    """The message of a batch result, already parsed."""
-    try:
-        return MessageBody.model_validate(body)
-    except ValidationError as exc:
-        raise malformed(exc) from None

@@ -1,7 +1,10 @@
-"""What the providers' body readers (`openai_body`, `anthropic_body`) share: the lenient model
-base and the one-line error of a body judgekit cannot read."""
+"""What the providers' body models (`openai_body`, `anthropic_body`) share: the lenient model
+base, the two ways a body arrives (JSON text online, a parsed object in a batch result), and the
+one-line error of a body judgekit cannot read."""
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -17,7 +20,26 @@ class MalformedBody(ValueError):
     is one line naming the first offending field, never the body's text."""
 
 
-def malformed(exc: ValidationError) -> MalformedBody:
+Body = TypeVar("Body", bound=LenientBody)
+
+
+def read_json(model: type[Body], raw: bytes | str) -> Body:
+    """The body of an online response, as the server sent it (JSON text)."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+
+
+def read_parsed(model: type[Body], body: object) -> Body:
+    """The body of a batch result, already parsed from its JSON line."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: ValidationError) -> MalformedBody:
     """The MalformedBody of a body that failed validation: its first bad field, and how many."""
     first = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"

@@ -24,12 +24,11 @@ from typing import Any
 
 from judgekit.backends import flavours
 from judgekit.backends.base import BackendCapabilities, Completion, GenerationResult
-from judgekit.backends.body import MalformedBody
+from judgekit.backends.body import MalformedBody, read_json
 from judgekit.backends.openai_body import (
     ChatCompletionBody,
     UsageBody,
     completion_from_choice,
-    read_body,
 )
 from judgekit.backends.remote import RemoteBackend, gather_requests, map_sdk_error, spent_usage
 from judgekit.config import GenerationConfig
@@ -216,7 +215,7 @@ class OpenAIBackend(RemoteBackend[Any]):
                     raise
                 raise refused from None
             try:
-                response = read_body(raw.content)
+                response = read_json(ChatCompletionBody, raw.content)
             except MalformedBody as exc:
                 raise TransientBackendError(f"{self.spec}: malformed response: {exc}",
                                             status_code=raw.status_code) from None

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import math
 
-from pydantic import ValidationError
-
 from judgekit.backends.base import Completion, TokenLogprob
-from judgekit.backends.body import LenientBody, malformed
+from judgekit.backends.body import LenientBody
 
 
 class TopLogprobBody(LenientBody):
@@ -63,22 +61,6 @@ class UsageBody(LenientBody):
 class ChatCompletionBody(LenientBody):
     choices: list[ChoiceBody] | None = None
     usage: UsageBody | None = None
-
-
-def read_body(raw: bytes | str) -> ChatCompletionBody:
-    """The body of an online response, as the server sent it (JSON text)."""
-    try:
-        return ChatCompletionBody.model_validate_json(raw)
-    except ValidationError as exc:
-        raise malformed(exc) from None
-
-
-def read_body_object(body: object) -> ChatCompletionBody:
-    """The body of a batch result line, already parsed from its JSON line."""
-    try:
-        return ChatCompletionBody.model_validate(body)
-    except ValidationError as exc:
-        raise malformed(exc) from None
 
 
 def completion_from_choice(choice: ChoiceBody, structured_fallback: str | None = None) -> Completion:

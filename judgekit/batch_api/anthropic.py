@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from judgekit.backends.anthropic_backend import AnthropicBackend
-from judgekit.backends.anthropic_body import MessageUsageBody, read_message_object
+from judgekit.backends.anthropic_body import MessageBody, MessageUsageBody
 from judgekit.backends.base import Completion, GenerationOutcome, GenerationResult
-from judgekit.backends.body import MalformedBody
+from judgekit.backends.body import MalformedBody, read_parsed
 from judgekit.batch_api.base import (
     BatchProvider,
     BatchRequest,
@@ -84,7 +84,7 @@ class AnthropicBatchProvider(BatchProvider):
         kind = result.get("type")
         if kind == "succeeded":
             try:
-                message = read_message_object(result.get("message") or {})
+                message = read_parsed(MessageBody, result.get("message") or {})
             except MalformedBody as exc:
                 return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
                                                         f"response: {exc}")

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from judgekit.backends.base import GenerationOutcome, GenerationResult
-from judgekit.backends.body import MalformedBody
+from judgekit.backends.body import MalformedBody, read_parsed
 from judgekit.backends.openai_backend import OpenAIBackend
 from judgekit.backends.openai_body import (
+    ChatCompletionBody,
     UsageBody,
     completion_from_choice,
-    read_body_object,
 )
 from judgekit.batch_api.base import (
     BatchProvider,
@@ -135,7 +135,7 @@ class OpenAIBatchProvider(BatchProvider):
                                                          or "error"),
                                             str(err.get("message") or body))
         try:
-            completion = read_body_object(body)
+            completion = read_parsed(ChatCompletionBody, body)
         except MalformedBody as exc:
             return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
                                                     f"response: {exc}")

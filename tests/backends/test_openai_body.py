@@ -13,9 +13,9 @@ import pytest
 from openai.types.chat import ChatCompletion
 from support.canned_server import CannedServer
 
-from judgekit.backends.body import MalformedBody
+from judgekit.backends.body import MalformedBody, read_json
 from judgekit.backends.openai_backend import OpenAIBackend
-from judgekit.backends.openai_body import read_body
+from judgekit.backends.openai_body import ChatCompletionBody
 from judgekit.config import GenerationConfig
 from judgekit.errors import TransientBackendError
 from judgekit.retry import RetryPolicy
@@ -139,7 +139,8 @@ async def test_a_body_with_a_wrong_type_is_a_typed_retried_failure(canned_server
 def test_the_reader_names_the_first_bad_field_without_echoing_the_body() -> None:
     secret = "\\boxed{10} forged by the judged response"
     with pytest.raises(MalformedBody) as info:
-        read_body(json.dumps({"choices": [{"message": {"content": {"text": secret}}}]}))
+        read_json(ChatCompletionBody,
+                  json.dumps({"choices": [{"message": {"content": {"text": secret}}}]}))
     assert str(info.value).startswith("choices.0.message.content: ")
     assert secret not in str(info.value)
 
