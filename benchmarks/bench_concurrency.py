@@ -23,7 +23,7 @@ code down, so those figures are larger than the unprofiled ones; their shares ar
 Each side runs `--repeats` times after a warm-up, in rounds whose order rotates; the best wall
 time counts for the throughput ratio, and judgekit's own CPU is the median over the rounds of the
 difference within a round, with its spread (lowest and highest round): on a shared machine the
-CPU time of a whole run drifts by 10-20% between minutes, more than the difference measured, and
+CPU time of a whole run drifts by 10-60% between minutes, more than the difference measured, and
 a round's runs share most of that drift. The difference of the two sides' median CPU is printed
 too: where the two estimates disagree, the machine was too noisy for either to settle the target.
 The headline compares judgekit with the bare loop as a user writes it (the SDK's models
@@ -328,7 +328,7 @@ def main() -> None:
         runs: dict[str, list[tuple[float, float, int, float]]] = {name: [] for name in sides}
         order = list(sides)
         for round_ in range(args.repeats):  # rounds in rotating order share the machine's drift
-            for name in order[round_ % 3:] + order[: round_ % 3]:
+            for name in order[round_ % len(order):] + order[: round_ % len(order)]:
                 gc.collect()  # each run starts from the same heap, whatever ran before it
                 runs[name].append(measure(sides[name], url))
         if args.profile:
@@ -359,6 +359,7 @@ def main() -> None:
               f"peak in flight {max(p for _, _, p, _ in got)}")
     ratio = best["bare"][0] / best["judgekit"][0]
     print(f"throughput ratio judgekit/bare: {ratio:.3f} (target >= 0.95)")
+
     def own_cpu(base: str) -> list[float]:
         return [1000 * (j[1] - b[1]) / args.items
                 for b, j in zip(runs[base], runs["judgekit"], strict=True)]

@@ -167,8 +167,7 @@ class AnthropicBackend(RemoteBackend[Any]):
             try:
                 return read_json(MessageBody, await raw.read())
             except MalformedBody as exc:
-                raise TransientBackendError(f"{self.spec}: malformed response: {exc}",
-                                            status_code=raw.status_code) from None
+                raise self.malformed_response(exc, raw.status_code) from None
 
         return await self._call(send, messages, config, 1)
 

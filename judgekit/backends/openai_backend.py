@@ -217,8 +217,7 @@ class OpenAIBackend(RemoteBackend[Any]):
             try:
                 response = read_json(ChatCompletionBody, raw.content)
             except MalformedBody as exc:
-                raise TransientBackendError(f"{self.spec}: malformed response: {exc}",
-                                            status_code=raw.status_code) from None
+                raise self.malformed_response(exc, raw.status_code) from None
             if not response.choices:
                 raise TransientBackendError(f"{self.spec}: response without choices")
             return response

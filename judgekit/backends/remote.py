@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from judgekit.backends.base import Backend
+from judgekit.backends.body import MalformedBody
 from judgekit.config import GenerationConfig
 from judgekit.cost import Price, call_cost
 from judgekit.errors import (
@@ -504,6 +505,13 @@ class RemoteBackend(Backend, Generic[ClientT]):
                 "guided decoding, pass it through extra_body=")
         if config.json_schema is not None and not self.capabilities.json_schema:
             raise CapabilityError(f"{self.spec} cannot constrain output to a JSON schema")
+
+    def malformed_response(self, exc: MalformedBody, status_code: int | None) -> BackendError:
+        """The recorded failure of a response body this backend cannot read (`judgekit.backends.
+        body`): transient, so retried like a server fault, as the SDK's own validation errors
+        are (`map_sdk_error`)."""
+        return TransientBackendError(f"{self.spec}: malformed response: {exc}",
+                                     status_code=status_code)
 
     def usage(self, prompt_tokens: int, completion_tokens: int, retries: int, *,
               cached: int = 0, written: int = 0) -> Usage:

@@ -24,7 +24,6 @@ from judgekit.batch_api.base import (
     JobStatus,
     request_error,
 )
-from judgekit.errors import TransientBackendError
 
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
@@ -86,8 +85,7 @@ class AnthropicBatchProvider(BatchProvider):
             try:
                 message = read_parsed(MessageBody, result.get("message") or {})
             except MalformedBody as exc:
-                return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
-                                                        f"response: {exc}")
+                return custom_id, self.malformed_result(exc)
             # Under a JSON schema the answer is the forced tool call's input, as online.
             text, _ = message.answer()
             usage = message.usage or MessageUsageBody()

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, Field
 
 from judgekit.backends.base import GenerationOutcome
+from judgekit.backends.body import MalformedBody
 from judgekit.backends.remote import RemoteBackend
 from judgekit.config import GenerationConfig
 from judgekit.cost import Price, call_cost
@@ -108,6 +109,11 @@ class BatchProvider(ABC):
         retry policy, its SDK errors mapped and scrubbed of secrets like an online call's."""
         result, _ = await self.backend.sdk_call(fn, what=what)
         return result
+
+    def malformed_result(self, exc: MalformedBody) -> BackendError:
+        """The recorded failure of a batch result whose body cannot be read: transient, as
+        online, so the sample can be sent again."""
+        return TransientBackendError(f"{self.backend.spec}: malformed batch response: {exc}")
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> Usage:
         """One batch request's usage, priced at the batch tier (0.0 on a loopback server)."""

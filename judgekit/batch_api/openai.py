@@ -137,8 +137,7 @@ class OpenAIBatchProvider(BatchProvider):
         try:
             completion = read_parsed(ChatCompletionBody, body)
         except MalformedBody as exc:
-            return custom_id, TransientBackendError(f"{self.backend.spec}: malformed batch "
-                                                    f"response: {exc}")
+            return custom_id, self.malformed_result(exc)
         if not completion.choices:
             return custom_id, TransientBackendError(f"{self.backend.spec}: batch response "
                                                     "without choices")
